@@ -1,0 +1,19 @@
+"""spacy-reasoningner: reason-then-extract zero-shot NER as a spaCy component."""
+
+from . import registry
+from .backends.transformers import TransformersBackend, make_transformers_backend
+from .component import ReasoningNER, make_reasoning_ner
+from .protocol import Schema, parse_completion, render_messages
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ReasoningNER",
+    "Schema",
+    "TransformersBackend",
+    "make_reasoning_ner",
+    "make_transformers_backend",
+    "parse_completion",
+    "registry",
+    "render_messages",
+]

@@ -1,0 +1,136 @@
+"""Ground generated mentions in the original text: mention -> every occurrence -> token span.
+
+The model answers with strings grouped by label, in any order and with any duplication, so
+every mention is searched in the whole text region it was generated from (never from a moving
+cursor). Exact matches win; otherwise a case-insensitive, whitespace-tolerant regular
+expression is matched against the original text, so offsets always refer to the unmodified
+text (no lowercased copy whose length could differ). Character spans are then snapped to
+spaCy tokens, and overlapping candidates are resolved deterministically.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from spacy.tokens import Doc, Span
+
+ALIGNMENT_MODES = ("strict", "contract", "expand")
+
+
+@dataclass(frozen=True)
+class Unaligned:
+    """A mention the model produced that could not become a span, and why."""
+
+    text: str
+    label: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"text": self.text, "label": self.label, "reason": self.reason}
+
+
+REASON_NOT_FOUND = "not found in the text"
+REASON_INSIDE_WORD = "found only inside other words"
+REASON_NO_TOKENS = "does not cover a whole token"
+REASON_NOT_IN_SCHEMA = "label not in the schema"
+
+
+@lru_cache(maxsize=4096)
+def _fuzzy_pattern(mention: str) -> re.Pattern[str]:
+    words = mention.split()
+    return re.compile(r"\s+".join(map(re.escape, words)), re.IGNORECASE)
+
+
+def find_occurrences(text: str, mention: str, start: int = 0, end: int | None = None,
+                     fuzzy: bool = True) -> list[tuple[int, int]]:
+    """Character offsets of every occurrence of ``mention`` in ``text[start:end]``.
+
+    Exact occurrences are returned when there are any; otherwise, with ``fuzzy``, occurrences
+    that differ in case or in whitespace.
+    """
+    end = len(text) if end is None else end
+    found = []
+    position = text.find(mention, start, end)
+    while position >= 0:
+        found.append((position, position + len(mention)))
+        position = text.find(mention, position + 1, end)
+    if found or not fuzzy or not mention.split():
+        return found
+    return [m.span() for m in _fuzzy_pattern(mention).finditer(text, start, end)]
+
+
+def _cuts_word(text: str, start: int, end: int) -> bool:
+    """True when the match starts or ends in the middle of a word of the text."""
+    before = start > 0 and text[start - 1].isalnum() and text[start].isalnum()
+    after = end < len(text) and text[end].isalnum() and text[end - 1].isalnum()
+    return before or after
+
+
+def ground_mentions(
+    doc: Doc,
+    mentions: Iterable[tuple[str, str]],
+    *,
+    start: int = 0,
+    end: int | None = None,
+    fuzzy: bool = True,
+    alignment_mode: str = "expand",
+) -> tuple[list[Span], list[Unaligned]]:
+    """Spans for every occurrence of every (mention, label) within ``doc.text[start:end]``.
+
+    An occurrence that is not on token boundaries is snapped with ``alignment_mode`` unless it
+    sits inside a longer word (``"Al"`` in ``"Algeria"`` is not a mention of ``"Al"``).
+    Mentions with no usable occurrence are returned as ``Unaligned`` with the reason.
+    """
+    text = doc.text
+    spans: list[Span] = []
+    unaligned: list[Unaligned] = []
+    for mention, label in dict.fromkeys(mentions):
+        occurrences = find_occurrences(text, mention, start, end, fuzzy=fuzzy)
+        if not occurrences:
+            unaligned.append(Unaligned(mention, label, REASON_NOT_FOUND))
+            continue
+        found = reason = None
+        for char_start, char_end in occurrences:
+            span = doc.char_span(char_start, char_end, label=label)
+            if span is None:
+                if _cuts_word(text, char_start, char_end):
+                    reason = reason or REASON_INSIDE_WORD
+                    continue
+                span = doc.char_span(char_start, char_end, label=label, alignment_mode=alignment_mode)
+                if span is None or not len(span):
+                    reason = REASON_NO_TOKENS
+                    continue
+            spans.append(span)
+            found = True
+        if not found:
+            unaligned.append(Unaligned(mention, label, reason or REASON_NO_TOKENS))
+    return spans, unaligned
+
+
+def dedupe_spans(spans: Iterable[Span]) -> list[Span]:
+    """One span per (start, end, label), in text order."""
+    unique = {(s.start, s.end, s.label_): s for s in spans}
+    return [unique[key] for key in sorted(unique)]
+
+
+def resolve_overlaps(spans: Sequence[Span], label_order: Sequence[str] = ()) -> list[Span]:
+    """Non-overlapping spans: longest first, then leftmost, then by ``label_order``.
+
+    The result is the same for any input order, so the model's ordering of its answer
+    cannot change which entities are set.
+    """
+    rank = {label: i for i, label in enumerate(label_order)}
+    ordered = sorted(
+        spans, key=lambda s: (s.start - s.end, s.start, rank.get(s.label_, len(rank)), s.label_)
+    )
+    taken: set[int] = set()
+    kept = []
+    for span in ordered:
+        tokens = range(span.start, span.end)
+        if not taken.intersection(tokens):
+            taken.update(tokens)
+            kept.append(span)
+    return sorted(kept, key=lambda s: s.start)
