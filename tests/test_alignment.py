@@ -1,0 +1,133 @@
+"""Grounding: every occurrence, any order, Unicode-safe fuzzy matching, token snapping, overlaps."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import spacy
+
+from spacy_reasoningner.alignment import (
+    REASON_INSIDE_WORD,
+    REASON_NOT_FOUND,
+    dedupe_spans,
+    find_occurrences,
+    ground_mentions,
+    resolve_overlaps,
+)
+
+NLP = spacy.blank("en")
+
+
+def spans_of(text: str, mentions, **kwargs):
+    doc = NLP(text)
+    spans, unaligned = ground_mentions(doc, mentions, **kwargs)
+    return [(s.text, s.label_, s.start_char) for s in spans], unaligned
+
+
+def test_every_occurrence_is_found():
+    found, unaligned = spans_of("Paris, then Paris again, not Parisian.", [("Paris", "loc")])
+    assert found == [("Paris", "loc", 0), ("Paris", "loc", 12)]
+    assert unaligned == []
+
+
+def test_order_and_duplication_of_the_answer_do_not_matter():
+    text = "Bob met Ada in Rome. Later Ada flew from Rome to Oslo with Bob."
+    mentions = [("Ada", "per"), ("Bob", "per"), ("Rome", "loc"), ("Oslo", "loc")]
+    reference, _ = spans_of(text, mentions)
+    rng = random.Random(0)
+    for _ in range(5):
+        shuffled = mentions * 2
+        rng.shuffle(shuffled)
+        assert sorted(spans_of(text, shuffled)[0]) == sorted(reference)
+    assert len(reference) == 7
+
+
+def test_exact_match_wins_over_case_insensitive():
+    found, _ = spans_of("apple released the Apple Watch.", [("Apple", "org")])
+    assert found == [("Apple", "org", 19)]
+
+
+def test_case_insensitive_fallback_keeps_original_text():
+    found, _ = spans_of("The NEW YORK Times", [("New York", "loc")])
+    assert found == [("NEW YORK", "loc", 4)]
+
+
+def test_whitespace_tolerant_fallback():
+    found, _ = spans_of("She moved to New\n  York last year.", [("New York", "loc")])
+    assert found == [("New\n  York", "loc", 13)]
+
+
+def test_fuzzy_matching_can_be_turned_off():
+    found, unaligned = spans_of("The NEW YORK Times", [("New York", "loc")], fuzzy=False)
+    assert found == [] and unaligned[0].reason == REASON_NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "İstanbul ve ",  # 'İ'.lower() has two code points: lowercasing a copy shifts offsets
+        "ẞtraße und ",  # capital sharp s
+        "ﬁne 😀 ",  # ligature and astral-plane emoji
+        "Ǆ digraph ",
+    ],
+)
+def test_fuzzy_offsets_stay_correct_after_tricky_unicode(prefix):
+    text = prefix + "visited NEW YORK today."
+    doc = NLP(text)
+    (span,), _ = ground_mentions(doc, [("new york", "loc")])
+    assert span.text == "NEW YORK"
+    assert text[span.start_char : span.end_char] == "NEW YORK"
+
+
+def test_find_occurrences_within_a_region():
+    text = "Ada x Ada y Ada"
+    assert find_occurrences(text, "Ada", 2, 12) == [(6, 9)]
+
+
+def test_matches_inside_words_are_rejected():
+    found, unaligned = spans_of("Algeria is large.", [("Al", "per")])
+    assert found == [] and unaligned[0].reason == REASON_INSIDE_WORD
+
+
+def test_snapping_to_token_boundaries():
+    # spaCy keeps "U.S." together; the model wrote "U.S" (dropped the final period).
+    text = "He moved to the U.S. in 1990."
+    expand, _ = spans_of(text, [("U.S", "loc")], alignment_mode="expand")
+    assert expand == [("U.S.", "loc", 16)]
+    strict, unaligned = spans_of(text, [("U.S", "loc")], alignment_mode="strict")
+    assert strict == [] and len(unaligned) == 1
+
+
+def test_unfound_mentions_are_reported_with_their_label():
+    found, unaligned = spans_of("Ada lives here.", [("Ada", "per"), ("Babbage", "per")])
+    assert found == [("Ada", "per", 0)]
+    assert [u.to_dict() for u in unaligned] == [
+        {"text": "Babbage", "label": "per", "reason": REASON_NOT_FOUND}
+    ]
+
+
+def test_overlaps_resolve_longest_first_whatever_the_input_order():
+    doc = NLP("The University of New York Press is in New York City.")
+    spans, _ = ground_mentions(
+        doc,
+        [("New York", "loc"), ("University of New York", "org"), ("New York City", "loc"),
+         ("University of New York Press", "org"), ("York", "per")],
+    )
+    expected = [("University of New York Press", "org"), ("New York City", "loc")]
+    for ordering in (spans, spans[::-1], sorted(spans, key=lambda s: s.label_)):
+        resolved = resolve_overlaps(ordering, ["loc", "org", "per"])
+        assert [(s.text, s.label_) for s in resolved] == expected
+
+
+def test_same_span_with_two_labels_follows_label_order():
+    doc = NLP("Jordan won.")
+    spans, _ = ground_mentions(doc, [("Jordan", "per"), ("Jordan", "loc")])
+    assert resolve_overlaps(spans, ["loc", "per"])[0].label_ == "loc"
+    assert resolve_overlaps(spans[::-1], ["per", "loc"])[0].label_ == "per"
+
+
+def test_dedupe_spans():
+    doc = NLP("Ada and Ada")
+    spans, _ = ground_mentions(doc, [("Ada", "per")])
+    assert len(dedupe_spans([*spans, *spans])) == 2

@@ -1,0 +1,311 @@
+"""The protocol: prompt structure, robust parsing of model output, normalization, string F1."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spacy_reasoningner.protocol import (
+    ISSUE_BAD_SHAPE,
+    ISSUE_EMPTY,
+    ISSUE_NO_ENTITIES_KEY,
+    ISSUE_NO_JSON,
+    ISSUE_NON_STRING,
+    ISSUE_OUT_OF_SCHEMA,
+    ISSUE_PROSE,
+    ISSUE_REPAIRED,
+    ISSUE_TRUNCATED,
+    ISSUE_UNCLOSED_THINK,
+    PRF,
+    Schema,
+    normalize_mention,
+    parse_completion,
+    render_answer,
+    render_completion,
+    render_messages,
+    render_prompt,
+    string_prf,
+)
+
+SCHEMA = Schema.from_config(["Person", "location", "organisation"])
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def test_schema_is_lowercased_and_sorted_for_the_prompt():
+    assert SCHEMA.prompt_names == ["location", "organisation", "person"]
+    assert SCHEMA.labels == ("Person", "location", "organisation")
+
+
+def test_schema_keeps_case_when_asked():
+    schema = Schema.from_config(["PER", "LOC"], lowercase=False)
+    assert schema.prompt_names == ["PER", "LOC"]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([], "labels is empty"),
+        ("person", "must be a list of names or a mapping"),
+        (["person", 3], "is not a non-empty string"),
+        (["person", "  "], "is not a non-empty string"),
+        (["person", "Person"], "are duplicates"),
+        (["music genre", "music_genre"], "are duplicates"),
+        ({"person": 1}, "definition of label 'person' must be a string"),
+    ],
+)
+def test_bad_labels_get_a_message_that_says_what_to_fix(labels, message):
+    with pytest.raises(ValueError, match=message):
+        Schema.from_config(labels)
+
+
+def test_canonical_label_ignores_case_spaces_and_underscores():
+    schema = Schema.from_config(["music_genre", "PERSON"])
+    assert schema.canonical("Music Genre") == "music_genre"
+    assert schema.canonical(" person ") == "PERSON"
+    assert schema.canonical("organization") is None
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def test_prompt_follows_the_paper_structure():
+    (turn,) = render_messages("Ada lived in London.", SCHEMA)
+    assert turn["role"] == "user"
+    lines = turn["content"].split("\n")
+    assert lines[0].startswith("Extract the named entities")
+    assert "schema lists the entity types" in turn["content"]
+    assert "Only extract entities whose type is in the schema" in turn["content"]
+    assert 'Schema: ["location", "organisation", "person"]' in lines
+    assert any(line.startswith('Output format: {"entities"') for line in lines)
+    assert lines[-1] == "Text: Ada lived in London."
+    assert "<think>" in turn["content"]
+
+
+def test_direct_answer_prompt_asks_for_json_only():
+    (turn,) = render_messages("x", SCHEMA, reasoning=False)
+    assert "Answer with the JSON only." in turn["content"]
+    assert "<think>" not in turn["content"]
+
+
+def test_definitions_are_rendered_under_prompt_names():
+    schema = Schema.from_config({"Person": "a human being", "location": "a place"})
+    content = render_messages("x", schema)[0]["content"]
+    assert "Type definitions:\n- person: a human being\n- location: a place" in content
+
+
+def test_render_prompt_uses_the_tokenizer_chat_template_or_chatml(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    messages = render_messages("Ada", SCHEMA)
+    rendered = render_prompt(tokenizer, messages)
+    assert rendered.endswith("<|im_start|>assistant\n")
+    assert messages[0]["content"] in rendered
+    tokenizer.chat_template = None
+    chatml = render_prompt(tokenizer, messages)
+    assert chatml == f"<|im_start|>user\n{messages[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_rendered_answer_round_trips_through_the_parser():
+    answer = render_answer({"Person": ["Ada", "Ada", "Bob"], "location": []}, SCHEMA)
+    assert json.loads(answer) == {"entities": {"person": ["Ada", "Bob"]}}
+    parsed = parse_completion(render_completion("Ada is a person.", answer), SCHEMA)
+    assert parsed.valid
+    assert parsed.reasoning == "Ada is a person."
+    assert parsed.entities == {"Person": ["Ada", "Bob"]}
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse(text: str, **kwargs):
+    return parse_completion(text, SCHEMA, **kwargs)
+
+
+def test_well_formed_completion_is_valid():
+    parsed = parse('<think>Ada is a person.</think>\n{"entities": {"person": ["Ada"], "location": ["London"]}}')
+    assert parsed.valid and parsed.parsed
+    assert parsed.reasoning == "Ada is a person."
+    assert parsed.entities == {"Person": ["Ada"], "location": ["London"]}
+    assert parsed.mentions() == [("Ada", "Person"), ("London", "location")]
+
+
+def test_empty_answer_object_is_valid_and_empty():
+    parsed = parse('<think>nothing here</think>{"entities": {}}')
+    assert parsed.valid and parsed.entities == {}
+
+
+def test_no_think_block():
+    parsed = parse('{"entities": {"person": ["Ada"]}}')
+    assert parsed.valid and parsed.reasoning == ""
+    assert parsed.entities == {"Person": ["Ada"]}
+
+
+def test_closing_tag_without_opening_one():
+    # Templates such as Qwen3's open the think block in the prompt.
+    parsed = parse('Ada is a name.\n</think>\n\n{"entities": {"person": ["Ada"]}}')
+    assert parsed.valid and parsed.reasoning == "Ada is a name."
+
+
+def test_unclosed_think_gives_no_entities_but_keeps_reasoning():
+    parsed = parse('<think>Ada could be {"entities": {"person": ["Ada"]}} and then')
+    assert parsed.entities == {}
+    assert ISSUE_UNCLOSED_THINK in parsed.issues and not parsed.parsed
+    assert parsed.reasoning.startswith("Ada could be")
+
+
+def test_fenced_json():
+    parsed = parse('<think>ok</think>\n```json\n{"entities": {"person": ["Ada"]}}\n```')
+    assert parsed.entities == {"Person": ["Ada"]} and parsed.valid
+
+
+def test_answer_tags():
+    parsed = parse('<think>ok</think><answer>{"entities": {"location": ["Paris"]}}</answer>')
+    assert parsed.entities == {"location": ["Paris"]} and parsed.valid
+
+
+def test_prose_before_and_after_the_json():
+    parsed = parse('Sure! Here it is: {"entities": {"person": ["Ada"]}} Hope this helps.')
+    assert parsed.entities == {"Person": ["Ada"]}
+    assert ISSUE_PROSE in parsed.issues and not parsed.valid
+    assert parsed.reasoning == "Sure! Here it is:"
+
+
+def test_prose_around_a_fence():
+    parsed = parse('Here:\n```json\n{"entities": {"person": ["Ada"]}}\n```\nDone.')
+    assert parsed.entities == {"Person": ["Ada"]} and ISSUE_PROSE in parsed.issues
+
+
+def test_the_object_with_entities_wins_over_earlier_objects():
+    parsed = parse('Format: {"a": 1}. Answer: {"entities": {"person": ["Ada"]}}')
+    assert parsed.entities == {"Person": ["Ada"]}
+
+
+def test_single_quotes():
+    parsed = parse("{'entities': {'person': ['Ada', \"O'Neil\"]}}")
+    assert parsed.entities == {"Person": ["Ada", "O'Neil"]}
+    assert ISSUE_REPAIRED in parsed.issues
+
+
+def test_trailing_commas():
+    parsed = parse('{"entities": {"person": ["Ada", "Bob",], "location": ["Rome"],},}')
+    assert parsed.entities == {"Person": ["Ada", "Bob"], "location": ["Rome"]}
+    assert ISSUE_REPAIRED in parsed.issues
+
+
+def test_python_literals_and_bare_keys():
+    parsed = parse('{entities: {"person": ["Ada", None, True]}}')
+    assert parsed.entities == {"Person": ["Ada"]}
+    assert ISSUE_NON_STRING in parsed.issues
+
+
+def test_labels_outside_the_schema_are_kept_apart():
+    parsed = parse('{"entities": {"person": ["Ada"], "date": ["1815"], "Location": ["London"]}}')
+    assert parsed.entities == {"Person": ["Ada"], "location": ["London"]}
+    assert parsed.out_of_schema == [("date", "1815")]
+    assert ISSUE_OUT_OF_SCHEMA in parsed.issues and not parsed.valid
+
+
+def test_non_string_items():
+    parsed = parse('{"entities": {"person": ["Ada", ["Bob"], {"name": "Cy"}, 1815, ""]}}')
+    assert parsed.entities == {"Person": ["Ada", "1815"]}
+    assert ISSUE_NON_STRING in parsed.issues
+
+
+def test_a_single_string_instead_of_a_list():
+    parsed = parse('{"entities": {"person": "Ada"}}')
+    assert parsed.entities == {"Person": ["Ada"]} and ISSUE_BAD_SHAPE in parsed.issues
+
+
+def test_list_of_objects_shape():
+    parsed = parse('{"entities": [{"text": "Ada", "label": "person"}, {"text": "Rome", "type": "location"}]}')
+    assert parsed.entities == {"Person": ["Ada"], "location": ["Rome"]}
+    assert ISSUE_BAD_SHAPE in parsed.issues
+
+
+def test_missing_entities_key():
+    parsed = parse('{"person": ["Ada"]}')
+    assert parsed.entities == {"Person": ["Ada"]} and ISSUE_NO_ENTITIES_KEY in parsed.issues
+
+
+def test_duplicates_collapse_in_order():
+    parsed = parse('{"entities": {"person": ["Bob", "Ada", "Bob", " Ada "]}}')
+    assert parsed.entities == {"Person": ["Bob", "Ada"]}
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n"])
+def test_empty_output(text):
+    parsed = parse(text)
+    assert parsed.entities == {} and parsed.issues == [ISSUE_EMPTY]
+
+
+def test_no_json_at_all():
+    parsed = parse("<think>hmm</think> I do not know.")
+    assert parsed.entities == {} and ISSUE_NO_JSON in parsed.issues
+
+
+def test_answer_that_is_not_an_object():
+    assert parse('["Ada"]').entities == {}
+    assert parse('"Ada"').entities == {}
+
+
+def test_truncated_output_keeps_complete_items():
+    parsed = parse('<think>x</think>{"entities": {"person": ["Ada", "Bob"], "location": ["Lon')
+    assert parsed.entities == {"Person": ["Ada", "Bob"]}
+    assert ISSUE_TRUNCATED in parsed.issues
+
+
+def test_truncated_right_after_a_key():
+    parsed = parse('{"entities": {"person": ["Ada"], "location":')
+    assert parsed.entities == {"Person": ["Ada"]}
+
+
+def test_echoed_template_garbage_does_not_crash():
+    garbage = '{"entities":[{"<type>":[{"<mention">", "</mention>}, "</mention>},{"<type>":[{"<mention'
+    assert parse(garbage).entities == {}
+
+
+def test_reasoning_from_a_separate_field():
+    parsed = parse('{"entities": {"person": ["Ada"]}}', reasoning="Ada is a woman's name.")
+    assert parsed.reasoning == "Ada is a woman's name." and parsed.valid
+
+
+def test_unicode_escapes():
+    parsed = parse("{'entities': {'person': ['Zo\\u00eb']}}")
+    assert parsed.entities == {"Person": ["Zoë"]}
+
+
+# --------------------------------------------------------------------------- metric
+
+
+@pytest.mark.parametrize(
+    ("raw", "normalized"),
+    [
+        ("The Beatles", "beatles"),
+        ("U.S.", "us"),
+        ("  New   York ", "new york"),
+        ("an apple a day", "apple day"),
+        ("Théâtre", "théâtre"),
+        ("Anne", "anne"),  # articles only as whole words
+    ],
+)
+def test_normalize_mention(raw, normalized):
+    assert normalize_mention(raw) == normalized
+
+
+def test_string_prf_uses_sets_of_normalized_pairs():
+    gold = [("The Beatles", "band"), ("Liverpool", "location")]
+    predicted = [("Beatles", "Band"), ("beatles", "band"), ("London", "location")]
+    counts = string_prf(predicted, gold)
+    assert (counts.tp, counts.n_pred, counts.n_gold) == (1, 2, 2)
+    assert counts.f1 == pytest.approx(0.5)
+
+
+def test_micro_counts_add_up_over_sentences():
+    total = string_prf([("a b", "x")], [("a b", "x")]) + string_prf([], [("c", "x")])
+    assert (total.precision, total.recall) == (1.0, 0.5)
+    assert total.f1 == pytest.approx(2 / 3)
+    assert PRF().f1 == 0.0
