@@ -1,0 +1,99 @@
+"""Saving and loading: weights inside the pipeline folder, offline load, ``spacy package`` wheel."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+
+OFFLINE_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@pytest.fixture
+def saved_pipeline(tmp_path, tiny_model_dir) -> Path:
+    """A pipeline saved from a model copy that is deleted afterwards."""
+    source = tmp_path / "source-model"
+    shutil.copytree(tiny_model_dir, source)
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "reasoning_ner",
+        config={
+            "labels": {"person": "a human being", "location": "a place"},
+            "backend": {"@reasoning_ner_backends": "reasoning_ner.Transformers.v1", "model": str(source)},
+            "generation": {"max_new_tokens": 6},
+        },
+    )
+    nlp.to_disk(tmp_path / "pipeline")
+    shutil.rmtree(source)
+    return tmp_path / "pipeline"
+
+
+def test_weights_and_tokenizer_live_inside_the_pipeline_folder(saved_pipeline):
+    model_dir = saved_pipeline / "reasoning_ner" / "model"
+    assert (model_dir / "model.safetensors").exists()
+    assert (model_dir / "tokenizer.json").exists()
+    assert not [p for p in model_dir.iterdir() if p.suffix in (".bin", ".pt", ".pkl")]
+    assert "[components.reasoning_ner.backend]" in (saved_pipeline / "config.cfg").read_text()
+
+
+def test_saved_pipeline_loads_and_runs_offline_without_the_source_model(saved_pipeline):
+    code = (
+        "import spacy, sys\n"
+        "nlp = spacy.load(sys.argv[1])\n"
+        "pipe = nlp.get_pipe('reasoning_ner')\n"
+        "doc = nlp('Ada Lovelace lived in London.')\n"
+        "print(pipe.labels, pipe.schema.definitions['person'], doc._.ner_truncated)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(saved_pipeline)],
+        capture_output=True, text=True, env=OFFLINE_ENV, check=True,
+    )
+    assert out.stdout.strip() == "('person', 'location') a human being True"
+
+
+def test_to_disk_from_disk_round_trip_in_process(saved_pipeline, tmp_path):
+    nlp = spacy.load(saved_pipeline)
+    pipe = nlp.get_pipe("reasoning_ner")
+    assert pipe.backend.loaded
+    nlp.to_disk(tmp_path / "again")
+    assert (tmp_path / "again" / "reasoning_ner" / "model" / "model.safetensors").exists()
+
+
+def test_to_bytes_explains_the_alternative(saved_pipeline):
+    nlp = spacy.load(saved_pipeline)
+    with pytest.raises(NotImplementedError, match="use nlp.to_disk"):
+        nlp.to_bytes()
+
+
+@pytest.mark.slow
+def test_spacy_package_builds_a_wheel_that_installs_and_loads_offline(saved_pipeline, tmp_path):
+    packages = tmp_path / "packages"
+    packages.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "spacy", "package", str(saved_pipeline), str(packages),
+         "--name", "tiny_reasoner", "--version", "0.0.1", "--build", "wheel"],
+        check=True, capture_output=True, env=OFFLINE_ENV,
+    )
+    (wheel,) = packages.rglob("*.whl")
+    assert wheel.stat().st_size < 50_000_000
+    target = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
+        check=True, capture_output=True,
+    )
+    requirements = (next(target.glob("en_tiny_reasoner-*.dist-info")) / "METADATA").read_text()
+    assert "Requires-Dist: spacy-reasoningner" in requirements
+    code = (
+        "import spacy\n"
+        "nlp = spacy.load('en_tiny_reasoner')\n"
+        "doc = nlp('Grace Hopper visited Paris.')\n"
+        "print(nlp.pipe_names, nlp.get_pipe('reasoning_ner').backend.model.__class__.__name__)\n"
+    )
+    env = {**OFFLINE_ENV, "PYTHONPATH": str(target)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "['reasoning_ner'] Qwen3ForCausalLM"
