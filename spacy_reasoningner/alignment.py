@@ -44,8 +44,9 @@ def _fuzzy_pattern(mention: str) -> re.Pattern[str]:
     return re.compile(r"\s+".join(map(re.escape, words)), re.IGNORECASE)
 
 
-def find_occurrences(text: str, mention: str, start: int = 0, end: int | None = None,
-                     fuzzy: bool = True) -> list[tuple[int, int]]:
+def find_occurrences(
+    text: str, mention: str, start: int = 0, end: int | None = None, fuzzy: bool = True
+) -> list[tuple[int, int]]:
     """Character offsets of every occurrence of ``mention`` in ``text[start:end]``.
 
     Exact occurrences are returned when there are any; otherwise, with ``fuzzy``, occurrences
@@ -99,7 +100,9 @@ def ground_mentions(
                 if _cuts_word(text, char_start, char_end):
                     reason = reason or REASON_INSIDE_WORD
                     continue
-                span = doc.char_span(char_start, char_end, label=label, alignment_mode=alignment_mode)
+                span = doc.char_span(
+                    char_start, char_end, label=label, alignment_mode=alignment_mode
+                )
                 if span is None or not len(span):
                     reason = REASON_NO_TOKENS
                     continue

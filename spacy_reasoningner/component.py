@@ -177,7 +177,9 @@ class ReasoningNER(Pipe):
         self.name = name
         self.backend = backend
         self.lowercase_schema = lowercase_schema
-        self.schema = None if labels is None else Schema.from_config(labels, lowercase=lowercase_schema)
+        self.schema = (
+            None if labels is None else Schema.from_config(labels, lowercase=lowercase_schema)
+        )
         self.settings = GenerationSettings.from_config(dict(generation or {}))
         if not reasoning and "enable_thinking" not in self.settings.chat_template_kwargs:
             # Qwen3-style templates open an empty think block when thinking is off.
@@ -260,7 +262,9 @@ class ReasoningNER(Pipe):
             fuzzy=self.fuzzy_match,
             alignment_mode=self.alignment_mode,
         )
-        unaligned.extend(Unaligned(m, label, REASON_NOT_IN_SCHEMA) for label, m in parsed.out_of_schema)
+        unaligned.extend(
+            Unaligned(m, label, REASON_NOT_IN_SCHEMA) for label, m in parsed.out_of_schema
+        )
         self.stats.update(
             windows=1,
             mentions=len(parsed.mentions()) + len(parsed.out_of_schema),
@@ -326,7 +330,9 @@ class ReasoningNER(Pipe):
         if isinstance(self.backend, SerializableBackend) and "model" not in exclude:
             self.backend.to_disk(path / "model")
 
-    def from_disk(self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()) -> ReasoningNER:
+    def from_disk(
+        self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()
+    ) -> ReasoningNER:
         import srsly
 
         path = Path(path)
@@ -334,7 +340,11 @@ class ReasoningNER(Pipe):
         if cfg.get("labels") and self.schema is None:
             self.schema = Schema.from_config(cfg["labels"], lowercase=self.lowercase_schema)
             self.cfg["labels"] = list(self.labels)
-        if isinstance(self.backend, SerializableBackend) and (path / "model").exists() and "model" not in exclude:
+        if (
+            isinstance(self.backend, SerializableBackend)
+            and (path / "model").exists()
+            and "model" not in exclude
+        ):
             self.backend.from_disk(path / "model")
         return self
 
@@ -343,7 +353,9 @@ class ReasoningNER(Pipe):
             f"{self.name} holds model weights on disk: use nlp.to_disk / spacy.load instead of to_bytes"
         )
 
-    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = SimpleFrozenList()) -> ReasoningNER:
+    def from_bytes(
+        self, bytes_data: bytes, *, exclude: Iterable[str] = SimpleFrozenList()
+    ) -> ReasoningNER:
         raise NotImplementedError(
             f"{self.name} holds model weights on disk: use nlp.to_disk / spacy.load instead of from_bytes"
         )
@@ -355,8 +367,12 @@ def _overlap(a: Span, b: Span) -> bool:
 
 def _register_extensions(names: dict[str, str]) -> dict[str, str]:
     """Register the Doc extensions once (guarded), under the configured names."""
-    defaults = {"reasoning": ("ner_reasoning", ""), "unaligned": ("ner_unaligned", None),
-                "truncated": ("ner_truncated", False), "raw": ("ner_raw", None)}
+    defaults = {
+        "reasoning": ("ner_reasoning", ""),
+        "unaligned": ("ner_unaligned", None),
+        "truncated": ("ner_truncated", False),
+        "raw": ("ner_raw", None),
+    }
     unknown = set(names) - set(defaults)
     if unknown:
         raise ValueError(f"unknown extension(s) {sorted(unknown)}: use {sorted(defaults)}")

@@ -125,7 +125,9 @@ def load_gguf(path: Path, **model_kwargs: Any) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, **model_kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, **model_kwargs
+    )
     # transformers keeps a GGUF quantizer marker on the dequantized model, which makes
     # save_pretrained and training refuse it; the weights are plain tensors by now.
     model.hf_quantizer = None

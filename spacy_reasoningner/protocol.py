@@ -303,7 +303,9 @@ def _read_entities(value: dict[str, Any], schema: Schema, result: ParsedCompleti
         pairs = []
         for item in grouped:
             if isinstance(item, dict):
-                mention = next((item[k] for k in ("text", "mention", "name", "entity") if k in item), None)
+                mention = next(
+                    (item[k] for k in ("text", "mention", "name", "entity") if k in item), None
+                )
                 label = next((item[k] for k in ("label", "type") if k in item), None)
                 if isinstance(label, str):
                     pairs.append((label, mention))
@@ -343,11 +345,19 @@ _SCALAR = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|[A-Za-z]+")
 _BARE_KEY = re.compile(r"[A-Za-z_][\w ]*")
 
 
+_LITERALS = {
+    "true": True,
+    "false": False,
+    "null": None,
+    "True": True,
+    "False": False,
+    "None": None,
+}
+
+
 class _LenientJSON:
     """A forgiving JSON reader for model output: single quotes, trailing commas, Python
     literals, and text cut off mid-way (complete items are kept, the cut one is dropped)."""
-
-    _LITERALS = {"true": True, "false": False, "null": None, "True": True, "False": False, "None": None}
 
     def __init__(self, text: str, pos: int):
         self.text, self.pos, self.issues = text, pos, {ISSUE_REPAIRED}
@@ -385,8 +395,8 @@ class _LenientJSON:
             raise _Invalid
         self.pos = match.end()
         token = match.group()
-        if token in self._LITERALS:
-            return self._LITERALS[token]
+        if token in _LITERALS:
+            return _LITERALS[token]
         if token[0].isalpha():
             raise _Invalid
         return float(token) if match.group(1) or match.group(2) else int(token)
@@ -402,7 +412,9 @@ class _LenientJSON:
             if char == "\\" and self.pos < len(self.text):
                 escaped = self.text[self.pos]
                 self.pos += 1
-                if escaped == "u" and re.fullmatch(r"[0-9a-fA-F]{4}", self.text[self.pos : self.pos + 4]):
+                if escaped == "u" and re.fullmatch(
+                    r"[0-9a-fA-F]{4}", self.text[self.pos : self.pos + 4]
+                ):
                     chars.append(chr(int(self.text[self.pos : self.pos + 4], 16)))
                     self.pos += 4
                 else:
@@ -498,9 +510,7 @@ class PRF:
         return 2 * self.tp / denominator if denominator else 0.0
 
 
-def string_prf(
-    predicted: Iterable[tuple[str, str]], gold: Iterable[tuple[str, str]]
-) -> PRF:
+def string_prf(predicted: Iterable[tuple[str, str]], gold: Iterable[tuple[str, str]]) -> PRF:
     """Counts of the paper's metric for one sentence, from (mention, label) pairs."""
     pred_set, gold_set = entity_set(predicted), entity_set(gold)
     return PRF(len(pred_set & gold_set), len(pred_set), len(gold_set))

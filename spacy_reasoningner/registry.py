@@ -11,7 +11,7 @@ if "reasoning_ner_backends" not in spacy.util.registry.get_registry_names():
     spacy.util.registry.create("reasoning_ner_backends", entry_points=True)
 
 
-class registry(spacy.util.registry):  # noqa: N801 (mirrors spacy.util.registry)
+class registry(spacy.util.registry):
     reasoning_ner_backends: catalogue.Registry
 
 

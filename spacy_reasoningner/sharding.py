@@ -35,7 +35,9 @@ def sentence_ranges(doc: Doc) -> list[tuple[int, int]]:
     return list(zip(starts, [*starts[1:], len(doc.text)], strict=True))
 
 
-def _cut_long(start: int, end: int, text: str, max_chars: int, overlap: int) -> list[tuple[int, int]]:
+def _cut_long(
+    start: int, end: int, text: str, max_chars: int, overlap: int
+) -> list[tuple[int, int]]:
     """Pieces of at most ``max_chars`` ending at whitespace where possible, overlapping."""
     pieces = []
     while end - start > max_chars:

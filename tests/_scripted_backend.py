@@ -26,7 +26,9 @@ class ScriptedBackend:
         self.answer = answer
         self.calls: list[int] = []
 
-    def generate(self, prompts: Sequence[ChatMessages], settings: GenerationSettings) -> list[Completion]:
+    def generate(
+        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    ) -> list[Completion]:
         self.calls.append(len(prompts))
         return [Completion(text=self.answer(prompt_text(p))) for p in prompts]
 

@@ -111,8 +111,13 @@ def test_overlaps_resolve_longest_first_whatever_the_input_order():
     doc = NLP("The University of New York Press is in New York City.")
     spans, _ = ground_mentions(
         doc,
-        [("New York", "loc"), ("University of New York", "org"), ("New York City", "loc"),
-         ("University of New York Press", "org"), ("York", "per")],
+        [
+            ("New York", "loc"),
+            ("University of New York", "org"),
+            ("New York City", "loc"),
+            ("University of New York Press", "org"),
+            ("York", "per"),
+        ],
     )
     expected = [("University of New York Press", "org"), ("New York City", "loc")]
     for ordering in (spans, spans[::-1], sorted(spans, key=lambda s: s.label_)):

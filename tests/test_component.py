@@ -12,7 +12,7 @@ from spacy.tokens import Span
 from spacy.training import Example
 
 from spacy_reasoningner.backends import Completion
-from spacy_reasoningner.protocol import render_answer, render_completion
+from spacy_reasoningner.protocol import render_completion
 
 from ._scripted_backend import ScriptedBackend, prompt_text
 
@@ -33,7 +33,14 @@ def oracle(text: str) -> str:
 
 def make_nlp(answer=oracle, **config):
     nlp = spacy.blank("en")
-    pipe = nlp.add_pipe("reasoning_ner", config={"labels": LABELS, "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}, **config})
+    pipe = nlp.add_pipe(
+        "reasoning_ner",
+        config={
+            "labels": LABELS,
+            "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"},
+            **config,
+        },
+    )
     pipe.backend = ScriptedBackend(answer)
     return nlp, pipe
 
@@ -46,7 +53,10 @@ def test_factory_is_found_through_the_entry_point_without_import():
         "print(type(pipe).__name__, pipe.labels, nlp.get_pipe_meta('reasoning_ner').assigns)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "ReasoningNER ('person',) ['doc.ents', 'token.ent_iob', 'token.ent_type']"
+    assert (
+        out.stdout.strip()
+        == "ReasoningNER ('person',) ['doc.ents', 'token.ent_iob', 'token.ent_type']"
+    )
 
 
 def test_entities_reasoning_and_unaligned_mentions():
@@ -75,7 +85,11 @@ def test_labels_keep_the_users_spelling():
 
 def test_definitions_reach_the_prompt():
     seen = []
-    nlp, _ = make_nlp(lambda t: '{"entities": {}}', labels={"person": "a human", "location": "a place"}, keep_raw=True)
+    nlp, _ = make_nlp(
+        lambda t: '{"entities": {}}',
+        labels={"person": "a human", "location": "a place"},
+        keep_raw=True,
+    )
     pipe = nlp.get_pipe("reasoning_ner")
     original = pipe.backend.generate
 
@@ -99,7 +113,14 @@ def test_pipe_sends_each_batch_as_one_backend_call():
 
 @pytest.mark.parametrize(
     "completion",
-    ["", "<think>never closed", "not json at all", '{"entities": [1, 2', "[[[[", '{"entities": {"person": [null]}}'],
+    [
+        "",
+        "<think>never closed",
+        "not json at all",
+        '{"entities": [1, 2',
+        "[[[[",
+        '{"entities": {"person": [null]}}',
+    ],
 )
 def test_malformed_output_never_crashes_or_loses_a_doc(completion):
     nlp, pipe = make_nlp(lambda t: completion)
@@ -130,7 +151,9 @@ def test_backend_returning_too_few_completions_is_an_error():
 
 def test_truncated_completion_is_flagged(caplog):
     nlp, pipe = make_nlp()
-    pipe.backend.generate = lambda prompts, settings: [Completion('<think>Ada is', finish_reason="length")]
+    pipe.backend.generate = lambda prompts, settings: [
+        Completion("<think>Ada is", finish_reason="length")
+    ]
     doc = nlp("Ada Lovelace.")
     assert doc._.ner_truncated is True
     assert pipe.stats["truncated"] == 1
@@ -209,14 +232,18 @@ def test_config_errors_say_what_to_fix(config, message):
 
 def test_missing_labels_error_names_the_fix():
     nlp = spacy.blank("en")
-    nlp.add_pipe("reasoning_ner", config={"backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}})
+    nlp.add_pipe(
+        "reasoning_ner", config={"backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}}
+    )
     with pytest.raises(ValueError, match="has no labels"):
         nlp("Ada")
 
 
 def test_initialize_reads_labels_from_examples():
     nlp = spacy.blank("en")
-    pipe = nlp.add_pipe("reasoning_ner", config={"backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}})
+    pipe = nlp.add_pipe(
+        "reasoning_ner", config={"backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}}
+    )
     doc = nlp.make_doc("Ada in Paris")
     example = Example.from_dict(doc, {"entities": [(0, 3, "PER"), (7, 12, "LOC")]})
     nlp.initialize(lambda: [example])
@@ -227,7 +254,10 @@ def test_nlp_evaluate_reports_spacy_entity_scores():
     nlp, _ = make_nlp()
     examples = []
     for text, ents in [
-        ("Ada Lovelace met Charles Babbage in London.", [(0, 12, "person"), (17, 32, "person"), (36, 42, "location")]),
+        (
+            "Ada Lovelace met Charles Babbage in London.",
+            [(0, 12, "person"), (17, 32, "person"), (36, 42, "location")],
+        ),
         ("Grace Hopper flew to Tokyo.", [(0, 12, "person"), (21, 26, "location")]),
     ]:
         examples.append(Example.from_dict(nlp.make_doc(text), {"entities": ents}))
@@ -247,8 +277,20 @@ def long_text(n_chars: int) -> tuple[str, list[tuple[int, int, str]]]:
     while position < n_chars:
         person, place = PEOPLE[i % 3], PLACES[(i // 3) % 3]
         sentence = f"On day {i} {person} wrote a long letter about {place} and the weather. "
-        spans.append((position + sentence.index(person), position + sentence.index(person) + len(person), "person"))
-        spans.append((position + sentence.index(place), position + sentence.index(place) + len(place), "location"))
+        spans.append(
+            (
+                position + sentence.index(person),
+                position + sentence.index(person) + len(person),
+                "person",
+            )
+        )
+        spans.append(
+            (
+                position + sentence.index(place),
+                position + sentence.index(place) + len(place),
+                "location",
+            )
+        )
         parts.append(sentence)
         position += len(sentence)
         i += 1

@@ -106,7 +106,9 @@ def test_render_prompt_uses_the_tokenizer_chat_template_or_chatml(tiny_model_dir
     assert messages[0]["content"] in rendered
     tokenizer.chat_template = None
     chatml = render_prompt(tokenizer, messages)
-    assert chatml == f"<|im_start|>user\n{messages[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        chatml == f"<|im_start|>user\n{messages[0]['content']}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_rendered_answer_round_trips_through_the_parser():
@@ -126,7 +128,9 @@ def parse(text: str, **kwargs):
 
 
 def test_well_formed_completion_is_valid():
-    parsed = parse('<think>Ada is a person.</think>\n{"entities": {"person": ["Ada"], "location": ["London"]}}')
+    parsed = parse(
+        '<think>Ada is a person.</think>\n{"entities": {"person": ["Ada"], "location": ["London"]}}'
+    )
     assert parsed.valid and parsed.parsed
     assert parsed.reasoning == "Ada is a person."
     assert parsed.entities == {"Person": ["Ada"], "location": ["London"]}
@@ -221,7 +225,9 @@ def test_a_single_string_instead_of_a_list():
 
 
 def test_list_of_objects_shape():
-    parsed = parse('{"entities": [{"text": "Ada", "label": "person"}, {"text": "Rome", "type": "location"}]}')
+    parsed = parse(
+        '{"entities": [{"text": "Ada", "label": "person"}, {"text": "Rome", "type": "location"}]}'
+    )
     assert parsed.entities == {"Person": ["Ada"], "location": ["Rome"]}
     assert ISSUE_BAD_SHAPE in parsed.issues
 
@@ -264,7 +270,9 @@ def test_truncated_right_after_a_key():
 
 
 def test_echoed_template_garbage_does_not_crash():
-    garbage = '{"entities":[{"<type>":[{"<mention">", "</mention>}, "</mention>},{"<type>":[{"<mention'
+    garbage = (
+        '{"entities":[{"<type>":[{"<mention">", "</mention>}, "</mention>},{"<type>":[{"<mention'
+    )
     assert parse(garbage).entities == {}
 
 

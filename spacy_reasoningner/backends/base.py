@@ -34,18 +34,22 @@ class GenerationSettings:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(config) - known)
         if unknown:
-            raise ValueError(
-                f"unknown generation setting(s) {unknown}: use only {sorted(known)}"
-            )
+            raise ValueError(f"unknown generation setting(s) {unknown}: use only {sorted(known)}")
         settings = cls(**{**config, "stop": tuple(config.get("stop", ()))})
         if not isinstance(settings.max_new_tokens, int) or settings.max_new_tokens < 1:
-            raise ValueError(f"generation.max_new_tokens must be a positive integer, got {settings.max_new_tokens!r}")
-        if not 0.0 <= settings.temperature:
-            raise ValueError(f"generation.temperature must be >= 0 (0 = greedy), got {settings.temperature!r}")
+            raise ValueError(
+                f"generation.max_new_tokens must be a positive integer, got {settings.max_new_tokens!r}"
+            )
+        if not settings.temperature >= 0.0:
+            raise ValueError(
+                f"generation.temperature must be >= 0 (0 = greedy), got {settings.temperature!r}"
+            )
         if not 0.0 < settings.top_p <= 1.0:
             raise ValueError(f"generation.top_p must be in (0, 1], got {settings.top_p!r}")
         if not all(isinstance(s, str) and s for s in settings.stop):
-            raise ValueError(f"generation.stop must be a list of non-empty strings, got {config['stop']!r}")
+            raise ValueError(
+                f"generation.stop must be a list of non-empty strings, got {config['stop']!r}"
+            )
         return settings
 
     @property

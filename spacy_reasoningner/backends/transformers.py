@@ -96,7 +96,9 @@ class TransformersBackend:
             tokenizer = AutoTokenizer.from_pretrained(
                 resolved.path, trust_remote_code=self.trust_remote_code
             )
-            model = AutoModelForCausalLM.from_pretrained(resolved.path, use_safetensors=True, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                resolved.path, use_safetensors=True, **kwargs
+            )
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -148,7 +150,9 @@ class TransformersBackend:
         completions: list[Completion | None] = [None] * len(texts)
         for first in range(0, len(order), self.batch_size):
             chunk = order[first : first + self.batch_size]
-            for i, completion in zip(chunk, self._generate_batch([texts[i] for i in chunk], settings), strict=True):
+            for i, completion in zip(
+                chunk, self._generate_batch([texts[i] for i in chunk], settings), strict=True
+            ):
                 completions[i] = completion
         return completions  # type: ignore[return-value]
 
