@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -135,3 +136,44 @@ def test_spacy_package_builds_a_wheel_that_installs_and_loads_offline(saved_pipe
         cwd=tmp_path,
     )
     assert out.stdout.strip() == "['reasoning_ner'] Qwen3ForCausalLM"
+
+
+def test_spacy_evaluate_cli_reports_entity_scores(tmp_path):
+    from spacy.tokens import DocBin
+
+    answer = '<think>x</think>{"entities": {"person": ["Ada Lovelace"], "location": ["Paris"]}}'
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "reasoning_ner",
+        config={
+            "labels": ["person", "location"],
+            "backend": {"@reasoning_ner_backends": "tests.Scripted.v1", "completion": answer},
+        },
+    )
+    nlp.to_disk(tmp_path / "pipeline")
+    gold = nlp.make_doc("Ada Lovelace lived in London.")
+    gold.ents = [gold.char_span(0, 12, "person"), gold.char_span(22, 28, "location")]
+    DocBin(docs=[gold]).to_disk(tmp_path / "gold.spacy")
+    code = Path(__file__).with_name("_scripted_backend.py")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "spacy",
+            "evaluate",
+            str(tmp_path / "pipeline"),
+            str(tmp_path / "gold.spacy"),
+            "--code",
+            str(code),
+            "--output",
+            str(tmp_path / "scores.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env=OFFLINE_ENV,
+        check=True,
+    )
+    assert "NER F" in out.stdout
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert (scores["ents_p"], scores["ents_r"]) == (1.0, 0.5)
+    assert scores["ents_per_type"]["location"]["r"] == 0.0
