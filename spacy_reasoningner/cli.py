@@ -1,0 +1,310 @@
+"""Command line interface: ``spacy-reasoningner predict`` (texts in, JSONL out) and ``info``.
+
+A thin layer over spaCy: it reads documents, builds (or loads) a pipeline with a
+``reasoning_ner`` component, runs ``nlp.pipe`` and writes one JSON object per document.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TextIO
+
+import spacy
+import typer
+from tqdm import tqdm
+
+from . import __version__
+from .component import ReasoningNER
+from .models import BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL
+
+app = typer.Typer(
+    name="spacy-reasoningner",
+    help="Reason-then-extract zero-shot named entity recognition with spaCy.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,  # plain errors: file names and line numbers are never wrapped
+    pretty_exceptions_enable=False,
+)
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+STDIN = "-"
+
+
+class InputFormat(str, Enum):
+    auto = "auto"
+    text = "text"
+    jsonl = "jsonl"
+
+
+Record = tuple[str, dict[str, Any]]  # a document's text and the fields passed through
+
+
+@app.command()
+def predict(
+    texts: Annotated[
+        list[str] | None,
+        typer.Argument(help="Documents to annotate, one per argument (no files or stdin then)."),
+    ] = None,
+    inputs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="FILE",
+            help="Read documents from FILE ('-' for stdin); repeatable. Default: stdin.",
+        ),
+    ] = None,
+    input_format: Annotated[
+        InputFormat,
+        typer.Option(
+            "--format",
+            help="text: one document per non-empty line. jsonl: one JSON object per line. "
+            "auto: jsonl for .jsonl/.ndjson files or when the first line starts with '{'.",
+        ),
+    ] = InputFormat.auto,
+    text_field: Annotated[
+        str, typer.Option(help="JSONL field holding the text; other fields are passed through.")
+    ] = "text",
+    output: Annotated[
+        str | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write JSONL here (default: stdout)."),
+    ] = None,
+    pipeline: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="A saved pipeline (spacy.load) whose reasoning_ner component is used as is.",
+        ),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Entity types, comma-separated, e.g. person,location."),
+    ] = None,
+    labels_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            metavar="FILE",
+            help='JSON: a list of types, or an object type -> definition {"person": "a human"}.',
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model reference for the transformers backend: a folder, a .gguf file, a hub id "
+            "or bundled:NAME (default: the package default, see 'info')."
+        ),
+    ] = None,
+    max_new_tokens: Annotated[
+        int | None, typer.Option(min=1, help="Token budget of each completion.")
+    ] = None,
+    no_reasoning: Annotated[
+        bool, typer.Option("--no-reasoning", help="Answer directly, without a think block.")
+    ] = False,
+    temperature: Annotated[
+        float | None, typer.Option(min=0.0, help="Sampling temperature (0 = greedy).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Documents per backend call.")
+    ] = None,
+    max_chars: Annotated[
+        int | None, typer.Option(help="Longer texts are split into windows of sentences.")
+    ] = None,
+) -> None:
+    """Annotate documents and write one JSON object per document, in input order.
+
+    Each output line holds the input's other fields, then text, entities (text, label and
+    character offsets start/end), reasoning, unaligned (mentions not found in the text) and
+    truncated (a completion hit the token budget).
+    """
+    if pipeline is None:
+        config = _component_config(
+            labels=_read_labels(labels, labels_file),
+            model=model,
+            generation={"max_new_tokens": max_new_tokens, "temperature": temperature},
+            reasoning=False if no_reasoning else None,
+            batch_size=batch_size,
+            max_chars=max_chars,
+        )
+    else:
+        config = None
+        given = {
+            "--labels": labels, "--labels-file": labels_file, "--model": model,
+            "--max-new-tokens": max_new_tokens, "--no-reasoning": no_reasoning or None,
+            "--temperature": temperature, "--max-chars": max_chars,
+        }  # fmt: skip
+        if conflicts := [name for name, value in given.items() if value is not None]:
+            _fail(2, f"{', '.join(conflicts)}: these configure a new pipeline, not --pipeline")
+    records = read_records(texts or [], inputs or [], input_format, text_field)
+    if not records:
+        typer.echo("No documents in the input.", err=True)
+        return
+    nlp, component = _load_pipeline(pipeline, config)
+    docs = nlp.pipe((text for text, _ in records), batch_size=batch_size or component.batch_size)
+    with (
+        _open_output(output) as out,
+        tqdm(total=len(records), disable=len(records) < 2, unit="doc", file=sys.stderr) as bar,
+    ):
+        for (_, extra), doc in zip(records, docs, strict=True):
+            out.write(json.dumps({**extra, **doc_to_json(doc, component.ext)}, ensure_ascii=False))
+            out.write("\n")
+            out.flush()
+            bar.update()
+
+
+@app.command()
+def info() -> None:
+    """Print the version, the default model and whether the bundled models are installed."""
+    typer.echo(f"spacy-reasoningner {__version__}")
+    typer.echo(f"default model: {DEFAULT_MODEL}")
+    for name, spec in BUNDLED_MODELS.items():
+        try:
+            dist = importlib.metadata.distribution(spec.distribution)
+            found = Path(str(dist.locate_file(spec.gguf_path))).is_file()
+            state = f"available ({spec.distribution} {dist.version})" if found else "broken install"
+        except importlib.metadata.PackageNotFoundError:
+            state = f"not installed ({spec.install_hint})"
+        typer.echo(f"{BUNDLED_PREFIX}{name}: {state}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fail(code: int, message: str) -> NoReturn:
+    """Stop with ``Error: message`` on stderr; code 2 for misused options, 1 for bad input."""
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _open_output(path: str | None) -> contextlib.AbstractContextManager[TextIO]:
+    if path is None or path == STDIN:
+        return contextlib.nullcontext(typer.get_text_stream("stdout", encoding="utf-8"))
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as e:
+        _fail(1, f"cannot write {path}: {e.strerror or e}")
+
+
+def doc_to_json(doc: Any, ext: dict[str, str]) -> dict[str, Any]:
+    """The output object of one annotated Doc; ``ext`` maps reasoning/unaligned/truncated to
+    the extension names the component writes."""
+    return {
+        "text": doc.text,
+        "entities": [
+            {"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char}
+            for e in doc.ents
+        ],
+        "reasoning": doc._.get(ext["reasoning"]),
+        "unaligned": doc._.get(ext["unaligned"]),
+        "truncated": doc._.get(ext["truncated"]),
+    }
+
+
+def read_records(
+    texts: list[str], inputs: list[str], input_format: InputFormat, text_field: str
+) -> list[Record]:
+    """All documents of the input, read before any model work so bad input fails fast."""
+    if texts and inputs:
+        _fail(2, "give documents as arguments or with --input, not both")
+    if texts:
+        return [(text, {}) for text in texts]
+    if not inputs and (sys.stdin is None or sys.stdin.isatty()):
+        _fail(2, "no input: give texts as arguments, --input FILE, or pipe to stdin")
+    records: list[Record] = []
+    for source in inputs or [STDIN]:
+        name = "<stdin>" if source == STDIN else source
+        try:
+            if source == STDIN:
+                content = typer.get_text_stream("stdin", encoding="utf-8-sig").read()
+            else:
+                content = Path(source).read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(1, f"cannot read {name}: {getattr(e, 'strerror', None) or e}")
+        lines = content.replace("\r\n", "\n").split("\n")
+        if _is_jsonl(source, lines, input_format):
+            records.extend(_parse_jsonl(lines, name, text_field))
+        else:
+            records.extend((line, {}) for line in lines if line.strip())
+    return records
+
+
+def _is_jsonl(source: str, lines: list[str], input_format: InputFormat) -> bool:
+    if input_format is not InputFormat.auto:
+        return input_format is InputFormat.jsonl
+    if source != STDIN and source.lower().endswith(JSONL_SUFFIXES):
+        return True
+    return next((line for line in lines if line.strip()), "").lstrip().startswith("{")
+
+
+def _parse_jsonl(lines: list[str], name: str, text_field: str) -> list[Record]:
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}, line {number}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            _fail(1, f"{where}: not valid JSON ({e.msg}, column {e.colno})")
+        if not isinstance(obj, dict):
+            _fail(1, f"{where}: expected a JSON object, got {type(obj).__name__}")
+        text = obj.pop(text_field, None)
+        if not isinstance(text, str):
+            problem = "has no" if text is None else "has a non-string"
+            _fail(
+                1,
+                f"{where}: the object {problem} {text_field!r} field (choose it with --text-field)",
+            )
+        records.append((text, obj))
+    return records
+
+
+def _read_labels(labels: str | None, labels_file: Path | None) -> Any:
+    if labels is not None and labels_file is not None:
+        _fail(2, "give --labels or --labels-file, not both")
+    if labels is not None:
+        return [name.strip() for name in labels.split(",") if name.strip()]
+    if labels_file is None:
+        _fail(
+            2,
+            "no entity types: give --labels person,location, --labels-file FILE "
+            "or a saved --pipeline",
+        )
+    try:
+        return json.loads(labels_file.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        _fail(1, f"cannot read labels from {labels_file}: {e}")
+
+
+def _load_pipeline(
+    path: str | None, config: dict[str, Any] | None
+) -> tuple[spacy.language.Language, ReasoningNER]:
+    """Load ``path`` or build a blank English pipeline; return it and its reasoning_ner."""
+    try:
+        if path is not None:
+            nlp = spacy.load(path)
+        else:
+            nlp = spacy.blank("en")
+            nlp.add_pipe("reasoning_ner", config=config)
+            nlp.initialize()  # loads the model now, so a bad reference fails before any output
+    except (OSError, ValueError) as e:
+        _fail(1, str(e))
+    found = [(name, pipe) for name, pipe in nlp.pipeline if isinstance(pipe, ReasoningNER)]
+    if len(found) != 1:
+        names = ", ".join(name for name, _ in found) or "none"
+        _fail(1, f"pipeline {path} needs exactly one reasoning_ner component, found: {names}")
+    return nlp, found[0][1]
+
+
+def _component_config(**options: Any) -> dict[str, Any]:
+    """The reasoning_ner config of the options given; the others keep the component's defaults."""
+    options["backend"] = {"model": options.pop("model")}
+    for key in ("backend", "generation"):
+        options[key] = {k: v for k, v in options[key].items() if v is not None} or None
+    return {key: value for key, value in options.items() if value is not None}
