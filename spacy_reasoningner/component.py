@@ -196,7 +196,7 @@ class ReasoningNER(Pipe):
         self.ext = _register_extensions(extension_names or {})
         # Running totals since the component was created, for monitoring.
         self.stats: Counter[str] = Counter()
-        self.cfg = {"labels": list(self.labels)}
+        self.cfg: dict[str, Any] = {"labels": self.schema.to_config() if self.schema else None}
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -217,7 +217,7 @@ class ReasoningNER(Pipe):
             labels = sorted(found) or None
         if labels is not None:
             self.schema = Schema.from_config(labels, lowercase=self.lowercase_schema)
-            self.cfg["labels"] = list(self.labels)
+            self.cfg["labels"] = self.schema.to_config()
         if getattr(self.backend, "loaded", True) is False:
             self.backend.load()
 
@@ -339,7 +339,7 @@ class ReasoningNER(Pipe):
         cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
         if cfg.get("labels") and self.schema is None:
             self.schema = Schema.from_config(cfg["labels"], lowercase=self.lowercase_schema)
-            self.cfg["labels"] = list(self.labels)
+            self.cfg["labels"] = self.schema.to_config()
         if (
             isinstance(self.backend, SerializableBackend)
             and (path / "model").exists()

@@ -177,3 +177,15 @@ def test_spacy_evaluate_cli_reports_entity_scores(tmp_path):
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert (scores["ents_p"], scores["ents_r"]) == (1.0, 0.5)
     assert scores["ents_per_type"]["location"]["r"] == 0.0
+
+
+def test_labels_given_at_initialize_survive_saving_with_definitions(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("reasoning_ner", config={"backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}})
+    labels = {"person": "a human being", "city": "a town"}
+    nlp.config["initialize"]["components"]["reasoning_ner"] = {"labels": labels}
+    nlp.initialize()
+    nlp.to_disk(tmp_path / "pipeline")
+    schema = spacy.load(tmp_path / "pipeline").get_pipe("reasoning_ner").schema
+    assert schema.labels == ("person", "city")
+    assert schema.definitions == {"person": "a human being", "city": "a town"}
