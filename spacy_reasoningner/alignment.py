@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from operator import attrgetter
 
 from spacy.tokens import Doc, Span
 
@@ -45,22 +46,21 @@ def _fuzzy_pattern(mention: str) -> re.Pattern[str]:
 
 
 def find_occurrences(
-    text: str, mention: str, start: int = 0, end: int | None = None, fuzzy: bool = True
+    text: str, mention: str, start: int = 0, end: int | None = None, *, fuzzy: bool = False
 ) -> list[tuple[int, int]]:
-    """Character offsets of every occurrence of ``mention`` in ``text[start:end]``.
-
-    Exact occurrences are returned when there are any; otherwise, with ``fuzzy``, occurrences
-    that differ in case or in whitespace.
-    """
+    """Character offsets of every occurrence of ``mention`` in ``text[start:end]``: exact
+    ones, or with ``fuzzy`` those that may differ in case and in whitespace."""
     end = len(text) if end is None else end
+    if fuzzy:
+        if not mention.split():
+            return []
+        return [m.span() for m in _fuzzy_pattern(mention).finditer(text, start, end)]
     found = []
     position = text.find(mention, start, end)
     while position >= 0:
         found.append((position, position + len(mention)))
         position = text.find(mention, position + 1, end)
-    if found or not fuzzy or not mention.split():
-        return found
-    return [m.span() for m in _fuzzy_pattern(mention).finditer(text, start, end)]
+    return found
 
 
 def _cuts_word(text: str, start: int, end: int) -> bool:
@@ -68,6 +68,25 @@ def _cuts_word(text: str, start: int, end: int) -> bool:
     before = start > 0 and text[start - 1].isalnum() and text[start].isalnum()
     after = end < len(text) and text[end].isalnum() and text[end - 1].isalnum()
     return before or after
+
+
+def _snap(
+    doc: Doc, text: str, occurrences: list[tuple[int, int]], label: str, alignment_mode: str
+) -> tuple[list[Span], str]:
+    """Token spans of the usable occurrences, and the reason when there are none."""
+    spans, reason = [], REASON_NOT_FOUND
+    for char_start, char_end in occurrences:
+        span = doc.char_span(char_start, char_end, label=label)
+        if span is None:
+            if _cuts_word(text, char_start, char_end):
+                reason = REASON_INSIDE_WORD if reason == REASON_NOT_FOUND else reason
+                continue
+            span = doc.char_span(char_start, char_end, label=label, alignment_mode=alignment_mode)
+            if span is None or not len(span):
+                reason = REASON_NO_TOKENS
+                continue
+        spans.append(span)
+    return spans, reason
 
 
 def ground_mentions(
@@ -78,38 +97,31 @@ def ground_mentions(
     end: int | None = None,
     fuzzy: bool = True,
     alignment_mode: str = "expand",
+    text: str | None = None,
 ) -> tuple[list[Span], list[Unaligned]]:
     """Spans for every occurrence of every (mention, label) within ``doc.text[start:end]``.
 
-    An occurrence that is not on token boundaries is snapped with ``alignment_mode`` unless it
-    sits inside a longer word (``"Al"`` in ``"Algeria"`` is not a mention of ``"Al"``).
-    Mentions with no usable occurrence are returned as ``Unaligned`` with the reason.
+    Exact occurrences are used when one of them is usable; otherwise, with ``fuzzy``, those
+    differing in case or whitespace. An occurrence off token boundaries is snapped with
+    ``alignment_mode`` unless it sits inside a longer word (``"Al"`` in ``"Algeria"`` is not a
+    mention of ``"Al"``). Mentions with no usable occurrence come back as ``Unaligned`` with
+    the reason. ``text`` may pass ``doc.text`` in, which spaCy rebuilds on every access.
     """
-    text = doc.text
+    text = doc.text if text is None else text
     spans: list[Span] = []
     unaligned: list[Unaligned] = []
     for mention, label in dict.fromkeys(mentions):
-        occurrences = find_occurrences(text, mention, start, end, fuzzy=fuzzy)
-        if not occurrences:
-            unaligned.append(Unaligned(mention, label, REASON_NOT_FOUND))
-            continue
-        found = reason = None
-        for char_start, char_end in occurrences:
-            span = doc.char_span(char_start, char_end, label=label)
-            if span is None:
-                if _cuts_word(text, char_start, char_end):
-                    reason = reason or REASON_INSIDE_WORD
-                    continue
-                span = doc.char_span(
-                    char_start, char_end, label=label, alignment_mode=alignment_mode
-                )
-                if span is None or not len(span):
-                    reason = REASON_NO_TOKENS
-                    continue
-            spans.append(span)
-            found = True
-        if not found:
-            unaligned.append(Unaligned(mention, label, reason or REASON_NO_TOKENS))
+        found, reason = _snap(
+            doc, text, find_occurrences(text, mention, start, end), label, alignment_mode
+        )
+        if not found and fuzzy:
+            fuzzy_occurrences = find_occurrences(text, mention, start, end, fuzzy=True)
+            found, fuzzy_reason = _snap(doc, text, fuzzy_occurrences, label, alignment_mode)
+            reason = reason if fuzzy_reason == REASON_NOT_FOUND else fuzzy_reason
+        if found:
+            spans.extend(found)
+        else:
+            unaligned.append(Unaligned(mention, label, reason))
     return spans, unaligned
 
 
@@ -126,14 +138,19 @@ def resolve_overlaps(spans: Sequence[Span], label_order: Sequence[str] = ()) -> 
     cannot change which entities are set.
     """
     rank = {label: i for i, label in enumerate(label_order)}
+    unranked = len(rank)
     ordered = sorted(
-        spans, key=lambda s: (s.start - s.end, s.start, rank.get(s.label_, len(rank)), s.label_)
+        spans, key=lambda s: (s.start - s.end, s.start, rank.get(s.label_, unranked), s.label_)
     )
     taken: set[int] = set()
     kept = []
     for span in ordered:
         tokens = range(span.start, span.end)
-        if not taken.intersection(tokens):
+        if taken.isdisjoint(tokens):  # no intermediate set, unlike intersection()
             taken.update(tokens)
             kept.append(span)
-    return sorted(kept, key=lambda s: s.start)
+    kept.sort(key=_START)
+    return kept
+
+
+_START = attrgetter("start")

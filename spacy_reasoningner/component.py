@@ -30,6 +30,7 @@ from .alignment import (
     resolve_overlaps,
 )
 from .backends.base import Backend, Completion, GenerationSettings, SerializableBackend
+from .cache import CachedBackend, ResponseCache
 from .protocol import Schema, parse_completion, render_messages
 from .sharding import Window, plan_windows
 
@@ -49,6 +50,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "overwrite_ents": False,
     "spans_key": None,
     "keep_raw": False,
+    "cache_path": None,
     "reasoning_attr": "ner_reasoning",
     "unaligned_attr": "ner_unaligned",
     "truncated_attr": "ner_truncated",
@@ -78,6 +80,7 @@ def make_reasoning_ner(
     overwrite_ents: bool,
     spans_key: str | None,
     keep_raw: bool,
+    cache_path: str | None,
     reasoning_attr: str,
     unaligned_attr: str,
     truncated_attr: str,
@@ -99,6 +102,8 @@ def make_reasoning_ner(
     overwrite_ents: replace overlapping entities set by earlier components (else keep them).
     spans_key: if set, every grounded candidate (overlaps included) goes to doc.spans[key].
     keep_raw: keep the rendered prompts and completions in ``doc._.<raw_attr>``.
+    cache_path: if set, completions are cached in this SQLite file (or folder) and reused
+        when backend identity, prompt and generation settings are the same.
     *_attr: names of the Doc extensions written by the component.
     """
     return ReasoningNER(
@@ -117,6 +122,7 @@ def make_reasoning_ner(
         overwrite_ents=overwrite_ents,
         spans_key=spans_key,
         keep_raw=keep_raw,
+        cache_path=cache_path,
         extension_names={
             "reasoning": reasoning_attr,
             "unaligned": unaligned_attr,
@@ -158,6 +164,7 @@ class ReasoningNER(Pipe):
         overwrite_ents: bool = False,
         spans_key: str | None = None,
         keep_raw: bool = False,
+        cache_path: str | None = None,
         extension_names: dict[str, str] | None = None,
     ):
         if not isinstance(backend, Backend):
@@ -193,10 +200,16 @@ class ReasoningNER(Pipe):
         self.overwrite_ents = overwrite_ents
         self.spans_key = spans_key
         self.keep_raw = keep_raw
+        self.cache = ResponseCache(cache_path) if cache_path else None
         self.ext = _register_extensions(extension_names or {})
         # Running totals since the component was created, for monitoring.
         self.stats: Counter[str] = Counter()
         self.cfg: dict[str, Any] = {"labels": self.schema.to_config() if self.schema else None}
+
+    @property
+    def generator(self) -> Backend:
+        """The backend, behind the response cache when there is one."""
+        return self.backend if self.cache is None else CachedBackend(self.backend, self.cache)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -235,43 +248,52 @@ class ReasoningNER(Pipe):
                 f"component {self.name!r} has no labels: set them in its config "
                 '(config={"labels": [...]}) or pass labels to nlp.initialize()'
             )
-        plans = [plan_windows(doc, self.max_chars, self.window_overlap) for doc in docs]
+        texts = [doc.text for doc in docs]  # rebuilt by spaCy on each access: read once
+        plans = [
+            plan_windows(doc, self.max_chars, self.window_overlap, text=text)
+            for doc, text in zip(docs, texts, strict=True)
+        ]
         prompts = [
-            render_messages(doc.text[w.start : w.end], self.schema, reasoning=self.reasoning)
-            for doc, windows in zip(docs, plans, strict=True)
+            render_messages(text[w.start : w.end], self.schema, reasoning=self.reasoning)
+            for text, windows in zip(texts, plans, strict=True)
             for w in windows
         ]
-        completions = self.backend.generate(prompts, self.settings) if prompts else []
+        completions = self.generator.generate(prompts, self.settings) if prompts else []
         if len(completions) != len(prompts):
             raise RuntimeError(
                 f"backend {type(self.backend).__name__} returned {len(completions)} completions "
                 f"for {len(prompts)} prompts"
             )
         results = iter(completions)
-        for doc, windows in zip(docs, plans, strict=True):
-            self._set_annotations(doc, [self._read_window(doc, w, next(results)) for w in windows])
+        for doc, text, windows in zip(docs, texts, plans, strict=True):
+            self._set_annotations(
+                doc, [self._read_window(doc, text, w, next(results)) for w in windows]
+            )
         return list(docs)
 
-    def _read_window(self, doc: Doc, window: Window, completion: Completion) -> _WindowResult:
+    def _read_window(
+        self, doc: Doc, text: str, window: Window, completion: Completion
+    ) -> _WindowResult:
         parsed = parse_completion(completion.text, self.schema, reasoning=completion.reasoning)
+        mentions = parsed.mentions()
         spans, unaligned = ground_mentions(
             doc,
-            ((m, label) for label, ms in parsed.entities.items() for m in ms),
+            mentions,
             start=window.start,
             end=window.end,
             fuzzy=self.fuzzy_match,
             alignment_mode=self.alignment_mode,
+            text=text,
         )
         unaligned.extend(
             Unaligned(m, label, REASON_NOT_IN_SCHEMA) for label, m in parsed.out_of_schema
         )
-        self.stats.update(
-            windows=1,
-            mentions=len(parsed.mentions()) + len(parsed.out_of_schema),
-            unaligned=len(unaligned),
-            unparsed=not parsed.parsed,
-            truncated=completion.truncated,
-        )
+        stats = self.stats
+        stats["windows"] += 1
+        stats["mentions"] += len(mentions) + len(parsed.out_of_schema)
+        stats["unaligned"] += len(unaligned)
+        stats["unparsed"] += not parsed.parsed
+        stats["truncated"] += completion.truncated
         return _WindowResult(window, completion, parsed.reasoning, spans, unaligned)
 
     def _set_annotations(self, doc: Doc, results: list[_WindowResult]) -> None:

@@ -46,12 +46,17 @@ class Schema:
     """Entity types in the order given, with optional definitions.
 
     ``labels`` keep the user's spelling (they become ``Span.label_``); ``prompt_names`` is what
-    the model sees: lowercased and sorted as in the reference when ``lowercase`` is set.
+    the model sees: lowercased and sorted as in the reference when ``lowercase`` is set, and
+    ``schema_json`` their rendering in the prompt.
     """
 
     labels: tuple[str, ...]
     definitions: Mapping[str, str] = field(default_factory=dict)
     lowercase: bool = True
+    prompt_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    schema_json: str = field(init=False, repr=False, compare=False)
+    _by_key: dict[str, str] = field(init=False, repr=False, compare=False)
+    _canonical_memo: dict[str, str | None] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_config(cls, labels: Any, *, lowercase: bool = True) -> Schema:
@@ -88,26 +93,36 @@ class Schema:
         clean = {k: " ".join(v.split()) for k, v in definitions.items() if v.strip()}
         return cls(labels=tuple(names), definitions=clean, lowercase=lowercase)
 
+    def to_config(self) -> list[str] | dict[str, str]:
+        """The ``labels`` config value this schema was built from (definitions included)."""
+        if not self.definitions:
+            return list(self.labels)
+        return {label: self.definitions.get(label, "") for label in self.labels}
+
+    def __post_init__(self) -> None:
+        # Derived once from the immutable fields: rendering and parsing run per document.
+        names = [self.prompt_name(label) for label in self.labels]
+        derived = {
+            "prompt_names": tuple(sorted(names) if self.lowercase else names),
+            "_by_key": {label_key(label): label for label in self.labels},
+            "_canonical_memo": {},
+        }
+        derived["schema_json"] = json.dumps(list(derived["prompt_names"]), ensure_ascii=False)
+        for name, value in derived.items():
+            object.__setattr__(self, name, value)
+
     def prompt_name(self, label: str) -> str:
         return label_key(label) if self.lowercase else label.strip()
 
-    @property
-    def prompt_names(self) -> list[str]:
-        names = [self.prompt_name(label) for label in self.labels]
-        return sorted(names) if self.lowercase else names
-
     def canonical(self, model_label: str) -> str | None:
         """Map a label the model wrote back to the configured label, or None if not in schema."""
-        return self._by_key.get(label_key(model_label))
-
-    @property
-    def _by_key(self) -> dict[str, str]:
-        # Cached on the frozen instance: computed at most once per schema.
-        cache = self.__dict__.get("_by_key_cache")
-        if cache is None:
-            cache = {label_key(label): label for label in self.labels}
-            object.__setattr__(self, "_by_key_cache", cache)
-        return cache
+        # Memoized per spelling (bounded: model output is open-ended); answers repeat labels.
+        memo = self._canonical_memo
+        if model_label not in memo:
+            if len(memo) >= 4096:
+                return self._by_key.get(label_key(model_label))
+            memo[model_label] = self._by_key.get(label_key(model_label))
+        return memo[model_label]
 
 
 # --------------------------------------------------------------------------- rendering
@@ -134,7 +149,7 @@ _ANSWER_DIRECTLY = "Answer with the JSON only."
 
 def render_user_turn(text: str, schema: Schema, *, reasoning: bool = True) -> str:
     """The user turn in the paper's structure: instruction, notes, schema, output shape, text."""
-    parts = [_INSTRUCTION, _NOTES, "Schema: " + json.dumps(schema.prompt_names, ensure_ascii=False)]
+    parts = [_INSTRUCTION, _NOTES, "Schema: " + schema.schema_json]
     if schema.definitions:
         lines = [f"- {schema.prompt_name(k)}: {v}" for k, v in schema.definitions.items()]
         parts.append("Type definitions:\n" + "\n".join(lines))
@@ -268,16 +283,18 @@ def parse_completion(
     return result
 
 
+_DECODER = json.JSONDecoder()  # stateless: one instance serves every call
+
+
 def _load_answer_object(body: str) -> tuple[Any, list[str]]:
     """The first JSON object in ``body`` holding entities, strict JSON first, then repaired."""
     start = body.find("{")
     if start < 0:
         return None, []
-    decoder = json.JSONDecoder()
     first: Any = None
     while start >= 0:
         try:
-            value, end = decoder.raw_decode(body, start)
+            value, end = _DECODER.raw_decode(body, start)
             issues = []
         except json.JSONDecodeError:
             value, end, issues = _LenientJSON(body, start).parse_value()

@@ -50,13 +50,16 @@ def _cut_long(
     return pieces
 
 
-def plan_windows(doc: Doc, max_chars: int, overlap_sentences: int = 1) -> list[Window]:
+def plan_windows(
+    doc: Doc, max_chars: int, overlap_sentences: int = 1, text: str | None = None
+) -> list[Window]:
     """Windows covering ``doc.text``; the whole text when it fits in ``max_chars``.
 
     Consecutive windows share ``overlap_sentences`` sentences so that context around a
-    window border is seen by both windows.
+    window border is seen by both windows. ``text`` may pass ``doc.text`` in (spaCy rebuilds
+    it on every access).
     """
-    text = doc.text
+    text = doc.text if text is None else text
     if len(text) <= max_chars:
         return [Window(0, len(text))]
     units: list[tuple[int, int]] = []

@@ -81,8 +81,22 @@ def test_fuzzy_offsets_stay_correct_after_tricky_unicode(prefix):
 
 
 def test_find_occurrences_within_a_region():
-    text = "Ada x Ada y Ada"
+    text = "Ada x Ada y ada"
     assert find_occurrences(text, "Ada", 2, 12) == [(6, 9)]
+    assert find_occurrences(text, "ADA", 2, fuzzy=True) == [(6, 9), (12, 15)]
+
+
+@pytest.mark.parametrize(
+    ("text", "mention", "expected"),
+    [
+        ("Obamacare was passed under obama .", "Obama", "obama"),
+        ("The USA and the us .", "US", "us"),
+        ("JavaScript is not java", "Java", "java"),
+    ],
+)
+def test_exact_matches_inside_words_do_not_block_the_fuzzy_search(text, mention, expected):
+    found, unaligned = spans_of(text, [(mention, "x")])
+    assert [f[0] for f in found] == [expected] and unaligned == []
 
 
 def test_matches_inside_words_are_rejected():

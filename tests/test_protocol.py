@@ -35,13 +35,13 @@ SCHEMA = Schema.from_config(["Person", "location", "organisation"])
 
 
 def test_schema_is_lowercased_and_sorted_for_the_prompt():
-    assert SCHEMA.prompt_names == ["location", "organisation", "person"]
+    assert SCHEMA.prompt_names == ("location", "organisation", "person")
     assert SCHEMA.labels == ("Person", "location", "organisation")
 
 
 def test_schema_keeps_case_when_asked():
     schema = Schema.from_config(["PER", "LOC"], lowercase=False)
-    assert schema.prompt_names == ["PER", "LOC"]
+    assert schema.prompt_names == ("PER", "LOC")
 
 
 @pytest.mark.parametrize(
