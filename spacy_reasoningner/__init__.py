@@ -1,6 +1,7 @@
 """spacy-reasoningner: reason-then-extract zero-shot NER as a spaCy component."""
 
 from . import registry
+from .backends.openai import OpenAIBackend, make_openai_backend
 from .backends.transformers import TransformersBackend, make_transformers_backend
 from .component import ReasoningNER, make_reasoning_ner
 from .protocol import Schema, parse_completion, render_messages
@@ -8,9 +9,11 @@ from .protocol import Schema, parse_completion, render_messages
 __version__ = "0.1.0"
 
 __all__ = [
+    "OpenAIBackend",
     "ReasoningNER",
     "Schema",
     "TransformersBackend",
+    "make_openai_backend",
     "make_reasoning_ner",
     "make_transformers_backend",
     "parse_completion",

@@ -181,7 +181,9 @@ def test_spacy_evaluate_cli_reports_entity_scores(tmp_path):
 
 def test_labels_given_at_initialize_survive_saving_with_definitions(tmp_path):
     nlp = spacy.blank("en")
-    nlp.add_pipe("reasoning_ner", config={"backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}})
+    nlp.add_pipe(
+        "reasoning_ner", config={"backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}}
+    )
     labels = {"person": "a human being", "city": "a town"}
     nlp.config["initialize"]["components"]["reasoning_ner"] = {"labels": labels}
     nlp.initialize()

@@ -1,5 +1,5 @@
 """Inference backends behind one interface; see ``base.Backend``."""
 
-from .base import Backend, Completion, GenerationSettings, SerializableBackend
+from .base import Backend, BackendError, Completion, GenerationSettings, SerializableBackend
 
-__all__ = ["Backend", "Completion", "GenerationSettings", "SerializableBackend"]
+__all__ = ["Backend", "BackendError", "Completion", "GenerationSettings", "SerializableBackend"]

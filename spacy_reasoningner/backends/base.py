@@ -72,6 +72,15 @@ class Completion:
         return self.finish_reason == "length"
 
 
+class BackendError(RuntimeError):
+    """An engine failed on a batch. ``completed`` maps prompt indices to the completions that
+    finished before the failure, so a cache can keep them and a rerun resumes from there."""
+
+    def __init__(self, message: str, completed: dict[int, Completion] | None = None):
+        super().__init__(message)
+        self.completed = dict(completed or {})
+
+
 @runtime_checkable
 class Backend(Protocol):
     """What the component needs from an engine: batched chat generation."""

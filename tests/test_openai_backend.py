@@ -1,0 +1,325 @@
+"""The OpenAI-compatible backend against scripted loopback servers (failure modes) and the cache.
+
+Real servers (``vllm serve``) are exercised in ``test_vllm_serve.py``; here a small HTTP
+server on 127.0.0.1 plays the failures that a real one cannot be made to show on demand:
+500s, 429 with Retry-After, an answer that never comes, reasoning in a separate field.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import spacy
+
+from spacy_reasoningner.backends import BackendError, GenerationSettings
+from spacy_reasoningner.backends.openai import OpenAIBackend
+from spacy_reasoningner.cache import CachedBackend, ResponseCache
+from spacy_reasoningner.protocol import Schema, render_messages
+
+from ._scripted_backend import prompt_text
+
+SCHEMA = Schema.from_config(["person", "location"])
+
+Handler = Callable[
+    [dict, int], tuple[int, dict, dict]
+]  # (request body, call number) -> status, json, headers
+
+
+def chat_response(content: str, reasoning: str | None = None, finish: str = "stop") -> dict:
+    message = {"role": "assistant", "content": content}
+    if reasoning is not None:
+        message["reasoning_content"] = reasoning
+    return {
+        "choices": [{"message": message, "finish_reason": finish}],
+        "usage": {"completion_tokens": 7},
+    }
+
+
+class ScriptedServer:
+    """An HTTP server on 127.0.0.1 answering /v1/chat/completions with ``handler``."""
+
+    def __init__(self, handler: Handler):
+        self.handler, self.calls, self.bodies, self.headers = handler, 0, [], []
+        lock = threading.Lock()
+        outer = self
+
+        class RequestHandler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    outer.calls += 1
+                    number = outer.calls
+                    outer.bodies.append(body)
+                    outer.headers.append(dict(self.headers))
+                status, payload, headers = outer.handler(body, number)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Handler], ScriptedServer]]:
+    servers = []
+
+    def start(handler: Handler) -> ScriptedServer:
+        servers.append(ScriptedServer(handler))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def echo_answer(body: dict, number: int) -> tuple[int, dict, dict]:
+    text = prompt_text(body["messages"])
+    return (
+        200,
+        chat_response(json.dumps({"entities": {"person": [text.split()[0]]}}), reasoning="r"),
+        {},
+    )
+
+
+def prompts(n: int):
+    return [render_messages(f"Person{i} lives here.", SCHEMA) for i in range(n)]
+
+
+def backend(url: str, **kwargs) -> OpenAIBackend:
+    return OpenAIBackend(
+        model="test-model", base_url=url, **{"backoff": 0.01, "timeout": 5, **kwargs}
+    )
+
+
+def test_request_fields_and_reasoning_field(serve):
+    server = serve(echo_answer)
+    settings = GenerationSettings(
+        max_new_tokens=33,
+        temperature=0.5,
+        stop=("END",),
+        seed=1,
+        chat_template_kwargs={"enable_thinking": False},
+    )
+    (completion,) = backend(server.url, extra_body={"top_k": 20}).generate(prompts(1), settings)
+    body = server.bodies[0]
+    assert body["model"] == "test-model" and body["max_tokens"] == 33
+    assert (body["temperature"], body["stop"], body["seed"], body["top_k"]) == (0.5, ["END"], 1, 20)
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert completion.text == '{"entities": {"person": ["Person0"]}}'
+    assert (completion.reasoning, completion.n_tokens, completion.finish_reason) == ("r", 7, "stop")
+
+
+def test_length_finish_is_reported(serve):
+    server = serve(lambda body, n: (200, chat_response("<think>long", finish="length"), {}))
+    (completion,) = backend(server.url).generate(prompts(1), GenerationSettings())
+    assert completion.truncated
+
+
+def test_api_key_comes_from_the_named_environment_variable(serve, monkeypatch):
+    server = serve(echo_answer)
+    monkeypatch.setenv("MY_KEY", "sk-secret")
+    client = backend(server.url, api_key_env="MY_KEY")
+    client.generate(prompts(1), GenerationSettings())
+    assert server.headers[0]["Authorization"] == "Bearer sk-secret"
+    assert "sk-secret" not in json.dumps(client.identity)
+    monkeypatch.delenv("MY_KEY")
+    client.generate(prompts(1), GenerationSettings())
+    assert "Authorization" not in server.headers[1]
+
+
+def test_requests_of_a_batch_run_concurrently_and_keep_their_order(serve):
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def slow(body, number):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.2)
+        with lock:
+            active[0] -= 1
+        return echo_answer(body, number)
+
+    server = serve(slow)
+    completions = backend(server.url, max_concurrency=4).generate(prompts(8), GenerationSettings())
+    assert [json.loads(c.text)["entities"]["person"] for c in completions] == [
+        [f"Person{i}"] for i in range(8)
+    ]
+    assert peak[0] == 4
+
+
+def test_500_then_recovery_is_retried(serve, caplog):
+    server = serve(lambda body, n: (500, {"error": "busy"}, {}) if n <= 2 else echo_answer(body, n))
+    (completion,) = backend(server.url).generate(prompts(1), GenerationSettings())
+    assert "Person0" in completion.text and server.calls == 3
+    assert "HTTP 500" in caplog.text and "retry 2/4" in caplog.text
+
+
+def test_429_honours_retry_after(serve):
+    server = serve(
+        lambda body, n: (429, {}, {"Retry-After": "0.3"}) if n == 1 else echo_answer(body, n)
+    )
+    started = time.monotonic()
+    backend(server.url).generate(prompts(1), GenerationSettings())
+    assert time.monotonic() - started >= 0.3
+
+
+def test_persistent_failure_is_a_clear_error(serve):
+    server = serve(lambda body, n: (503, {"error": "down"}, {}))
+    with pytest.raises(
+        BackendError, match=r"server http://127\.0\.0\.1:\d+/v1 failed after 3 attempts: HTTP 503"
+    ):
+        backend(server.url, max_retries=2).generate(prompts(1), GenerationSettings())
+    assert server.calls == 3
+
+
+def test_client_errors_are_not_retried(serve):
+    server = serve(lambda body, n: (400, {"error": "bad model"}, {}))
+    with pytest.raises(BackendError, match=r"refused the request.*HTTP 400.*bad model"):
+        backend(server.url).generate(prompts(1), GenerationSettings())
+    assert server.calls == 1
+
+
+def test_a_server_that_never_answers_times_out(serve):
+    server = serve(lambda body, n: (time.sleep(3), echo_answer(body, n))[1])
+    started = time.monotonic()
+    with pytest.raises(BackendError, match=r"no answer within 0\.5 s"):
+        backend(server.url, timeout=0.5, max_retries=1).generate(prompts(1), GenerationSettings())
+    assert time.monotonic() - started < 2.5
+
+
+def test_nothing_listening_is_a_connection_error():
+    with pytest.raises(BackendError, match="failed after 2 attempts: ConnectError"):
+        backend("http://127.0.0.1:9/v1", max_retries=1).generate(prompts(1), GenerationSettings())
+
+
+def test_partial_failure_carries_the_finished_completions(serve):
+    server = serve(
+        lambda body, n: (400, {}, {}) if "Person3" in json.dumps(body) else echo_answer(body, n)
+    )
+    with pytest.raises(BackendError) as failure:
+        backend(server.url, max_concurrency=1).generate(prompts(6), GenerationSettings())
+    completed = failure.value.completed
+    # 0-2 finished before the failure; a request already in flight (4) may finish as well.
+    assert {0, 1, 2} <= set(completed) <= {0, 1, 2, 4}
+    assert all(f"Person{i}" in c.text for i, c in completed.items())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": ""}, "backend.model is empty"),
+        ({"model": "m", "base_url": "127.0.0.1:8000"}, "must start with http"),
+    ],
+)
+def test_config_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        OpenAIBackend(**kwargs)
+
+
+# --------------------------------------------------------------------------- with the component and the cache
+
+
+def test_component_with_server_cache_and_resume(serve, tmp_path, monkeypatch):
+    """A run that dies mid-batch leaves no Doc half-annotated; the rerun resumes from the cache;
+    the API key reaches the server but neither the saved pipeline nor the cache."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    failing = {"on": True}
+
+    def flaky(body, number):
+        if failing["on"] and "Person4" in json.dumps(body):
+            return 400, {"error": "boom"}, {}
+        return echo_answer(body, number)
+
+    server = serve(flaky)
+    config = {
+        "labels": ["person", "location"],
+        "backend": {
+            "@reasoning_ner_backends": "reasoning_ner.OpenAI.v1",
+            "model": "m",
+            "base_url": server.url,
+            "max_concurrency": 1,
+        },
+        "cache_path": str(tmp_path / "cache"),
+    }
+    nlp = spacy.blank("en")
+    nlp.add_pipe("reasoning_ner", config=config)
+    texts = [f"Person{i} lives here." for i in range(8)]
+    docs = [nlp.make_doc(t) for t in texts]
+    with pytest.raises(BackendError):
+        list(nlp.get_pipe("reasoning_ner").pipe(docs, batch_size=8))
+    assert all(d.ents == () for d in docs)  # nothing half-annotated
+    finished = len(nlp.get_pipe("reasoning_ner").cache)
+    assert finished >= 4  # Person0..3, and any request that was in flight when Person4 failed
+    calls_before = server.calls
+    failing["on"] = False
+    results = list(nlp.pipe(texts, batch_size=8))
+    assert [d.ents[0].text for d in results] == [f"Person{i}" for i in range(8)]
+    assert server.calls - calls_before == 8 - finished  # only what the failed run did not finish
+    again = spacy.blank("en")
+    again.add_pipe("reasoning_ner", config=config)
+    list(again.pipe(texts))
+    assert server.calls - calls_before == 8 - finished  # a second pipeline reads the same cache
+    assert server.headers[-1]["Authorization"] == "Bearer sk-test-secret"
+    nlp.to_disk(tmp_path / "pipeline")
+    for path in [*(tmp_path / "pipeline").rglob("*"), *(tmp_path / "cache").rglob("*")]:
+        assert not path.is_file() or b"sk-test-secret" not in path.read_bytes()
+
+
+def test_cache_key_changes_with_model_prompt_and_settings(tmp_path):
+    cache = ResponseCache(tmp_path)
+    base = ResponseCache.key({"model": "a"}, prompts(1)[0], GenerationSettings())
+    assert base == ResponseCache.key({"model": "a"}, prompts(1)[0], GenerationSettings())
+    assert base != ResponseCache.key({"model": "b"}, prompts(1)[0], GenerationSettings())
+    assert base != ResponseCache.key({"model": "a"}, prompts(2)[1], GenerationSettings())
+    assert base != ResponseCache.key(
+        {"model": "a"}, prompts(1)[0], GenerationSettings(max_new_tokens=9)
+    )
+    assert len(cache) == 0
+
+
+def test_cache_is_shared_by_two_processes_at_once(tmp_path):
+    writer = (
+        "import sys\n"
+        "from spacy_reasoningner.backends import Completion\n"
+        "from spacy_reasoningner.cache import ResponseCache\n"
+        "cache = ResponseCache(sys.argv[1])\n"
+        "for i in range(200):\n"
+        "    cache.put_many({f'{sys.argv[2]}-{i}': Completion(text=str(i))})\n"
+        "    assert cache.get_many([f'{sys.argv[2]}-{i}'])\n"
+    )
+    path = str(tmp_path / "shared.sqlite")
+    workers = [subprocess.Popen([sys.executable, "-c", writer, path, name]) for name in "ab"]
+    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    cache = ResponseCache(path)
+    assert len(cache) == 400
+    assert cache.get_many(["b-199"])["b-199"].text == "199"
+
+
+def test_cache_needs_a_backend_identity(tmp_path):
+    class Anonymous:
+        def generate(self, prompts, settings):
+            return []
+
+    with pytest.raises(ValueError, match="has no 'identity' property"):
+        CachedBackend(Anonymous(), ResponseCache(tmp_path))
