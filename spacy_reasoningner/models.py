@@ -12,6 +12,7 @@ A reference is one of:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -53,6 +54,23 @@ class ModelSource:
 
     path: str
     gguf_file: str | None = None
+
+
+def model_fingerprint(source: ModelSource) -> str:
+    """Names, sizes and modification times of local weight files (the hub id for hub models),
+    so a cache notices when a folder's weights are replaced, e.g. by retraining."""
+    folder = Path(source.path)
+    if not folder.is_dir():
+        return source.path
+    names = (
+        [source.gguf_file]
+        if source.gguf_file
+        else sorted(
+            p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".gguf", ".json")
+        )
+    )
+    stats = [(n, (folder / n).stat().st_size, (folder / n).stat().st_mtime_ns) for n in names]
+    return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
 
 
 def cache_dir() -> Path:

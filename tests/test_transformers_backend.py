@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -176,3 +178,38 @@ def test_bundled_model_end_to_end_on_real_text():
             )
             assert grounded or (mention, label) in unaligned
     assert pipe.stats["docs"] == 2
+
+
+def test_identity_changes_when_the_weights_change(tmp_path, tiny_model_dir):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    backend = TransformersBackend(model=str(folder))
+    first = backend.identity
+    assert first == backend.identity and first["backend"] == "transformers"
+    os.utime(folder / "model.safetensors", ns=(1, 1))  # as if retrained in place
+    assert TransformersBackend(model=str(folder)).identity["weights"] != first["weights"]
+
+
+def test_cached_transformers_pipeline_reuses_completions(tmp_path, tiny_model_dir):
+    config = {
+        "labels": ["person"],
+        "backend": {
+            "@reasoning_ner_backends": "reasoning_ner.Transformers.v1",
+            "model": str(tiny_model_dir),
+        },
+        "generation": {"max_new_tokens": 6},
+        "cache_path": str(tmp_path / "cache.sqlite"),
+        "keep_raw": True,
+    }
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("reasoning_ner", config=config)
+    first = nlp("Ada Lovelace.")._.ner_raw
+    assert len(pipe.cache) == 1
+
+    def must_not_generate(prompts, settings):
+        raise AssertionError("a cached prompt reached the model")
+
+    pipe.backend.generate = must_not_generate
+    assert nlp("Ada Lovelace.")._.ner_raw == first
+    with pytest.raises(AssertionError, match="reached the model"):
+        nlp("Grace Hopper.")

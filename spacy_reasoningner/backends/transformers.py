@@ -7,14 +7,15 @@ pipeline from a config whose model lives elsewhere costs nothing until it runs, 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, load_gguf, resolve_model
-from ..protocol import ChatMessages, render_prompt
+from ..models import DEFAULT_MODEL, ModelSource, load_gguf, model_fingerprint, resolve_model
+from ..protocol import DEFAULT_CHAT_TEMPLATE, ChatMessages, render_prompt
 from ..registry import backends
 from .base import Completion, GenerationSettings
 
@@ -71,6 +72,7 @@ class TransformersBackend:
         self.trust_remote_code = trust_remote_code
         self.model: Any = None
         self.tokenizer: Any = None
+        self.source: ModelSource | None = None  # where the loaded weights came from
 
     # ----------------------------------------------------------------- loading
 
@@ -90,6 +92,7 @@ class TransformersBackend:
             "trust_remote_code": self.trust_remote_code,
         }
         resolved = resolve_model(source or self.reference)
+        self.source = resolved
         if resolved.gguf_file:
             model, tokenizer = load_gguf(Path(resolved.path) / resolved.gguf_file, **kwargs)
         else:
@@ -104,6 +107,20 @@ class TransformersBackend:
             tokenizer.pad_token = tokenizer.eos_token
         self.model, self.tokenizer = model.to(device).eval(), tokenizer
         logger.info("Loaded %s on %s (%s)", source or self.reference, device, kwargs["dtype"])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What determines the completions, for caches: weights, chat template, dtype."""
+        if not self.loaded:
+            self.load()
+        template = self.tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
+        return {
+            "backend": "transformers",
+            "model": self.source.path,
+            "weights": model_fingerprint(self.source),
+            "chat_template": hashlib.sha256(str(template).encode()).hexdigest()[:16],
+            "dtype": str(self.model.dtype),
+        }
 
     def _device(self, torch: Any) -> Any:
         if self.device_name != "auto":
