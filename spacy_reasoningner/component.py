@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from .alignment import (
 )
 from .backends.base import Backend, Completion, GenerationSettings, SerializableBackend
 from .cache import CachedBackend, ResponseCache
-from .protocol import Schema, parse_completion, render_messages
+from .protocol import Schema, answer_json_schema, parse_completion, render_messages
 from .sharding import Window, plan_windows
 
 logger = logging.getLogger(__name__)
@@ -187,10 +187,10 @@ class ReasoningNER(Pipe):
         self.schema = (
             None if labels is None else Schema.from_config(labels, lowercase=lowercase_schema)
         )
-        self.settings = GenerationSettings.from_config(dict(generation or {}))
-        if not reasoning and "enable_thinking" not in self.settings.chat_template_kwargs:
+        self.generation = GenerationSettings.from_config(dict(generation or {}))
+        if not reasoning and "enable_thinking" not in self.generation.chat_template_kwargs:
             # Qwen3-style templates open an empty think block when thinking is off.
-            self.settings.chat_template_kwargs["enable_thinking"] = False
+            self.generation.chat_template_kwargs["enable_thinking"] = False
         self.reasoning = reasoning
         self.batch_size = batch_size
         self.max_chars = max_chars
@@ -205,6 +205,12 @@ class ReasoningNER(Pipe):
         # Running totals since the component was created, for monitoring.
         self.stats: Counter[str] = Counter()
         self.cfg: dict[str, Any] = {"labels": self.schema.to_config() if self.schema else None}
+
+    @property
+    def settings(self) -> GenerationSettings:
+        """The generation settings of a call, with the answer's JSON Schema for this schema."""
+        answer_schema = answer_json_schema(self.schema) if self.schema else None
+        return replace(self.generation, answer_schema=answer_schema)
 
     @property
     def generator(self) -> Backend:
@@ -316,7 +322,7 @@ class ReasoningNER(Pipe):
             logger.warning(
                 "%s: a completion hit max_new_tokens=%d and was cut; raise generation.max_new_tokens",
                 self.name,
-                self.settings.max_new_tokens,
+                self.generation.max_new_tokens,
             )
         if self.keep_raw:
             doc._.set(

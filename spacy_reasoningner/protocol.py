@@ -182,6 +182,24 @@ def render_answer(entities: Mapping[str, Iterable[str]], schema: Schema) -> str:
     return json.dumps({"entities": {k: v for k, v in grouped.items() if v}}, ensure_ascii=False)
 
 
+def answer_json_schema(schema: Schema) -> dict[str, Any]:
+    """JSON Schema of the answer object, labels restricted to the schema's prompt names; for
+    constrained decoding, so that a constrained answer always parses and stays in schema."""
+    mentions = {"type": "array", "items": {"type": "string", "minLength": 1}}
+    return {
+        "type": "object",
+        "properties": {
+            "entities": {
+                "type": "object",
+                "properties": {name: mentions for name in schema.prompt_names},
+                "additionalProperties": False,
+            }
+        },
+        "required": ["entities"],
+        "additionalProperties": False,
+    }
+
+
 def render_completion(reasoning: str | None, answer: str) -> str:
     """Think block (when there is reasoning) followed by the JSON answer."""
     if reasoning is None:

@@ -317,3 +317,13 @@ def test_micro_counts_add_up_over_sentences():
     assert (total.precision, total.recall) == (1.0, 0.5)
     assert total.f1 == pytest.approx(2 / 3)
     assert PRF().f1 == 0.0
+
+
+def test_answer_json_schema_allows_only_schema_labels():
+    from spacy_reasoningner.protocol import answer_json_schema
+
+    json_schema = answer_json_schema(SCHEMA)
+    entities = json_schema["properties"]["entities"]
+    assert sorted(entities["properties"]) == ["location", "organisation", "person"]
+    assert entities["additionalProperties"] is False and json_schema["required"] == ["entities"]
+    assert entities["properties"]["person"] == {"type": "array", "items": {"type": "string", "minLength": 1}}

@@ -28,10 +28,13 @@ class GenerationSettings:
     seed: int | None = None
     # Passed to the chat template, e.g. {"enable_thinking": False} for Qwen3.
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
+    # JSON Schema of the answer, set by the component from its labels; backends that can
+    # constrain decoding (and are asked to) use it.
+    answer_schema: dict[str, Any] | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> GenerationSettings:
-        known = set(cls.__dataclass_fields__)
+        known = set(cls.__dataclass_fields__) - {"answer_schema"}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown generation setting(s) {unknown}: use only {sorted(known)}")
