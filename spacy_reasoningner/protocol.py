@@ -182,10 +182,17 @@ def render_answer(entities: Mapping[str, Iterable[str]], schema: Schema) -> str:
     return json.dumps({"entities": {k: v for k, v in grouped.items() if v}}, ensure_ascii=False)
 
 
+MAX_MENTION_CHARS = 100
+
+
 def answer_json_schema(schema: Schema) -> dict[str, Any]:
     """JSON Schema of the answer object, labels restricted to the schema's prompt names; for
-    constrained decoding, so that a constrained answer always parses and stays in schema."""
-    mentions = {"type": "array", "items": {"type": "string", "minLength": 1}}
+    constrained decoding, so that a constrained answer always parses and stays in schema.
+    Mentions are bounded in length so that a looping model cannot fill its budget with one."""
+    mentions = {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": MAX_MENTION_CHARS},
+    }
     return {
         "type": "object",
         "properties": {

@@ -326,4 +326,5 @@ def test_answer_json_schema_allows_only_schema_labels():
     entities = json_schema["properties"]["entities"]
     assert sorted(entities["properties"]) == ["location", "organisation", "person"]
     assert entities["additionalProperties"] is False and json_schema["required"] == ["entities"]
-    assert entities["properties"]["person"] == {"type": "array", "items": {"type": "string", "minLength": 1}}
+    item = {"type": "string", "minLength": 1, "maxLength": 100}
+    assert entities["properties"]["person"] == {"type": "array", "items": item}

