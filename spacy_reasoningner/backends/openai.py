@@ -30,17 +30,7 @@ MAX_BACKOFF_SECONDS = 30.0
 
 
 @backends.register("reasoning_ner.OpenAI.v1")
-def make_openai_backend(
-    model: str,
-    base_url: str = "http://127.0.0.1:8000/v1",
-    api_key_env: str | None = "OPENAI_API_KEY",
-    timeout: float = 300.0,
-    max_concurrency: int = 8,
-    max_retries: int = 4,
-    backoff: float = 1.0,
-    send_chat_template_kwargs: bool = True,
-    extra_body: dict[str, Any] | None = None,
-) -> OpenAIBackend:
+class OpenAIBackend:
     """A server speaking the OpenAI chat completions API.
 
     model: the served model name (what ``vllm serve``, Ollama or the provider calls it).
@@ -54,20 +44,7 @@ def make_openai_backend(
         enable_thinking for Qwen3); turn off for servers that reject unknown fields.
     extra_body: extra request fields, e.g. {"top_k": 20} or a provider's reasoning options.
     """
-    return OpenAIBackend(
-        model=model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        timeout=timeout,
-        max_concurrency=max_concurrency,
-        max_retries=max_retries,
-        backoff=backoff,
-        send_chat_template_kwargs=send_chat_template_kwargs,
-        extra_body=extra_body or {},
-    )
 
-
-class OpenAIBackend:
     def __init__(
         self,
         model: str,

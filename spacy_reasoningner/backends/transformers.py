@@ -23,14 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 @backends.register("reasoning_ner.Transformers.v1")
-def make_transformers_backend(
-    model: str = DEFAULT_MODEL,
-    device: str = "auto",
-    dtype: str = "auto",
-    attn_implementation: str = "auto",
-    batch_size: int = 16,
-    trust_remote_code: bool = False,
-) -> TransformersBackend:
+class TransformersBackend:
     """A local transformers model.
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model``.
@@ -40,17 +33,7 @@ def make_transformers_backend(
     batch_size: most prompts per ``generate`` call; larger batches are split (memory bound).
     trust_remote_code: run code shipped with the model; off unless you trust its source.
     """
-    return TransformersBackend(
-        model=model,
-        device=device,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        batch_size=batch_size,
-        trust_remote_code=trust_remote_code,
-    )
 
-
-class TransformersBackend:
     def __init__(
         self,
         model: str = DEFAULT_MODEL,

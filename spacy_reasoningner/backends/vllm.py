@@ -28,18 +28,7 @@ _MODEL_FILES = ("*.safetensors", "*.json", "*.jinja", "*.model", "*.txt", "*.tik
 
 
 @backends.register("reasoning_ner.VLLM.v1")
-def make_vllm_backend(
-    model: str = DEFAULT_MODEL,
-    dtype: str = "auto",
-    max_model_len: int | None = None,
-    gpu_memory_utilization: float = 0.9,
-    tensor_parallel_size: int = 1,
-    enforce_eager: bool = False,
-    structured_output: bool = False,
-    answer_max_tokens: int = 512,
-    trust_remote_code: bool = False,
-    engine_kwargs: dict[str, Any] | None = None,
-) -> VLLMBackend:
+class VLLMBackend:
     """An in-process vLLM engine.
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model`` (GGUF files are
@@ -51,21 +40,7 @@ def make_vllm_backend(
     answer_max_tokens: token budget of the constrained answer pass.
     engine_kwargs: any other ``vllm.LLM`` argument.
     """
-    return VLLMBackend(
-        model=model,
-        dtype=dtype,
-        max_model_len=max_model_len,
-        gpu_memory_utilization=gpu_memory_utilization,
-        tensor_parallel_size=tensor_parallel_size,
-        enforce_eager=enforce_eager,
-        structured_output=structured_output,
-        answer_max_tokens=answer_max_tokens,
-        trust_remote_code=trust_remote_code,
-        engine_kwargs=engine_kwargs or {},
-    )
 
-
-class VLLMBackend:
     def __init__(
         self,
         model: str = DEFAULT_MODEL,
