@@ -57,8 +57,9 @@ class ModelSource:
 
 
 def model_fingerprint(source: ModelSource) -> str:
-    """Names, sizes and modification times of local weight files (the hub id for hub models),
-    so a cache notices when a folder's weights are replaced, e.g. by retraining."""
+    """Names, sizes and modification times of a local model's weights, configs and chat
+    template (the hub id for hub models), so a cache notices when a folder is replaced, e.g.
+    by retraining."""
     folder = Path(source.path)
     if not folder.is_dir():
         return source.path
@@ -66,7 +67,7 @@ def model_fingerprint(source: ModelSource) -> str:
         [source.gguf_file]
         if source.gguf_file
         else sorted(
-            p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".gguf", ".json")
+            p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".gguf", ".json", ".jinja")
         )
     )
     stats = [(n, (folder / n).stat().st_size, (folder / n).stat().st_mtime_ns) for n in names]
