@@ -86,19 +86,17 @@ def run_mode(mode: str, prompts: list, settings: GenerationSettings) -> dict:
             completions = [backend.generate([m], settings)[0] for m in messages]
         elif mode == "vllm-structured":
             # One call per schema: the answer's constraint depends on the labels.
+            groups: dict[int, list] = {}
+            for prompt in prompts:
+                groups.setdefault(id(prompt[1]), []).append(prompt)
+            prompts = [p for group in groups.values() for p in group]
             completions = []
-            for schema in dict.fromkeys(s for _, s in prompts):
-                group = [m for m, s in prompts if s is schema]
+            for group in groups.values():
+                answer_schema = answer_json_schema(group[0][1])
                 constrained = GenerationSettings(
-                    **{**settings.__dict__, "answer_schema": answer_json_schema(schema)}
+                    **{**settings.__dict__, "answer_schema": answer_schema}
                 )
-                completions += backend.generate(group, constrained)
-            prompts = [
-                p
-                for schema in dict.fromkeys(s for _, s in prompts)
-                for p in prompts
-                if p[1] is schema
-            ]
+                completions += backend.generate([m for m, _ in group], constrained)
         else:
             completions = backend.generate(messages, settings)
         seconds = time.perf_counter() - started
