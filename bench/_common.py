@@ -15,18 +15,18 @@ from spacy.tokens import Doc
 
 from spacy_reasoningner.backends import Completion, GenerationSettings
 from spacy_reasoningner.protocol import ChatMessages, Schema, render_answer, render_completion
-from spacy_reasoningner.readers import NERRecord, load_label_map, read_bio, relabel
+from spacy_reasoningner.readers import (
+    CROSSNER_DATASETS,
+    NERRecord,
+    load_label_map,
+    read_bio,
+    relabel,
+)
 from spacy_reasoningner.registry import backends
 
 # The repository sits beside the shared data folder: <root>/../shared/data.
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CROSSNER = [
-    "crossner_ai",
-    "crossner_literature",
-    "crossner_music",
-    "crossner_politics",
-    "crossner_science",
-]
+CROSSNER = CROSSNER_DATASETS
 # name -> (file, label naming). CoNLL's InstructUIE names are unverified, so natural names.
 DATASETS = {
     **{name: ("dev.txt", "instructuie_name") for name in CROSSNER},

@@ -67,7 +67,9 @@ def model_fingerprint(source: ModelSource) -> str:
         [source.gguf_file]
         if source.gguf_file
         else sorted(
-            p.name for p in folder.iterdir() if p.suffix in (".safetensors", ".gguf", ".json", ".jinja")
+            p.name
+            for p in folder.iterdir()
+            if p.suffix in (".safetensors", ".gguf", ".json", ".jinja")
         )
     )
     stats = [(n, (folder / n).stat().st_size, (folder / n).stat().st_mtime_ns) for n in names]

@@ -17,6 +17,14 @@ from pathlib import Path
 _TAG = re.compile(r"^(O|[BIES]-.+)$")
 _SPACES = re.compile(r" +")
 DOCSTART = "-DOCSTART-"
+# The five CrossNER domains, as the data folders of the benchmark data name them.
+CROSSNER_DATASETS = (
+    "crossner_ai",
+    "crossner_literature",
+    "crossner_music",
+    "crossner_politics",
+    "crossner_science",
+)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from spacy_reasoningner.readers import (
+    CROSSNER_DATASETS,
     decode_bio,
     load_definitions,
     load_label_map,
@@ -21,13 +22,7 @@ DATA = Path(
     os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data not found at {DATA}")
-CROSSNER = [
-    "crossner_ai",
-    "crossner_literature",
-    "crossner_music",
-    "crossner_politics",
-    "crossner_science",
-]
+CROSSNER = CROSSNER_DATASETS
 
 
 def _blocks(path: Path) -> list[list[str]]:
