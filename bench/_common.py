@@ -26,10 +26,9 @@ from spacy_reasoningner.registry import backends
 
 # The repository sits beside the shared data folder: <root>/../shared/data.
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-CROSSNER = CROSSNER_DATASETS
 # name -> (file, label naming). CoNLL's InstructUIE names are unverified, so natural names.
 DATASETS = {
-    **{name: ("dev.txt", "instructuie_name") for name in CROSSNER},
+    **{name: ("dev.txt", "instructuie_name") for name in CROSSNER_DATASETS},
     "conll2003": ("dev.txt", "natural_name"),
     "mit_movie": ("train.txt", "instructuie_name"),
     "mit_restaurant": ("train.txt", "instructuie_name"),

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from _common import (
-    CROSSNER,
+    CROSSNER_DATASETS,
     ORDERINGS,
     data_argument,
     gold_doc,
@@ -149,7 +149,9 @@ def main() -> None:
     )
     data_argument(parser)
     parser.add_argument(
-        "--datasets", nargs="+", default=[*CROSSNER, "conll2003", "mit_movie", "mit_restaurant"]
+        "--datasets",
+        nargs="+",
+        default=[*CROSSNER_DATASETS, "conll2003", "mit_movie", "mit_restaurant"],
     )
     parser.add_argument(
         "--mit-sample", type=int, default=1000, help="sentences sampled from MIT train"

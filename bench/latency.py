@@ -21,7 +21,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import spacy
 import torch
-from _common import CROSSNER, data_argument, gold_entries, load_dataset
+from _common import CROSSNER_DATASETS, data_argument, gold_entries, load_dataset
 
 from spacy_reasoningner.backends import Completion
 from spacy_reasoningner.protocol import (
@@ -91,7 +91,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     data_argument(parser)
-    parser.add_argument("--dataset", default="crossner_ai", choices=CROSSNER)
+    parser.add_argument("--dataset", default="crossner_ai", choices=CROSSNER_DATASETS)
     parser.add_argument("-n", type=int, default=10, help="sentences (the first n of dev)")
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 
 import spacy
 from _common import (
-    CROSSNER,
+    CROSSNER_DATASETS,
     data_argument,
     gold_entries,
     load_dataset,
@@ -149,7 +149,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     data_argument(parser)
-    parser.add_argument("--datasets", nargs="+", default=[*CROSSNER, "conll2003"])
+    parser.add_argument("--datasets", nargs="+", default=[*CROSSNER_DATASETS, "conll2003"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=64, help="docs per pipe batch (ours)")
     parser.add_argument(

@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from _common import CROSSNER, data_argument, load_dataset
+from _common import CROSSNER_DATASETS, data_argument, load_dataset
 
 from spacy_reasoningner.backends import GenerationSettings
 from spacy_reasoningner.protocol import (
@@ -39,7 +39,7 @@ from spacy_reasoningner.protocol import (
 )
 
 MODES = ("hf-single", "hf-batched", "vllm", "vllm-structured", "openai-vllm-serve")
-DATASETS = [*CROSSNER, "conll2003"]
+DATASETS = [*CROSSNER_DATASETS, "conll2003"]
 
 
 def build_prompts(data: Path, n: int) -> list[tuple[list[dict], Schema]]:

@@ -22,7 +22,6 @@ DATA = Path(
     os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark data not found at {DATA}")
-CROSSNER = CROSSNER_DATASETS
 
 
 def _blocks(path: Path) -> list[list[str]]:
@@ -47,7 +46,7 @@ def _check_offsets(records) -> None:
 
 
 @needs_data
-@pytest.mark.parametrize("domain", CROSSNER)
+@pytest.mark.parametrize("domain", CROSSNER_DATASETS)
 def test_crossner_dev_token_first(domain: str) -> None:
     records = read_bio(DATA / domain / "dev.txt")
     assert len(records) == len(_blocks(DATA / domain / "dev.txt"))
