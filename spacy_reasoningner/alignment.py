@@ -63,7 +63,16 @@ def find_occurrences(
     return found
 
 
-def _cuts_word(text: str, start: int, end: int) -> bool:
+def find_word_occurrences(text: str, mention: str, *, fuzzy: bool = False) -> list[tuple[int, int]]:
+    """Occurrences of ``mention`` that do not start or end inside a word ("a" as a letter
+    does not occur in "was"); none for an empty mention, which would occur everywhere."""
+    if not mention:
+        return []
+    found = find_occurrences(text, mention, fuzzy=fuzzy)
+    return [(s, e) for s, e in found if not cuts_word(text, s, e)]
+
+
+def cuts_word(text: str, start: int, end: int) -> bool:
     """True when the match starts or ends in the middle of a word of the text."""
     before = start > 0 and text[start - 1].isalnum() and text[start].isalnum()
     after = end < len(text) and text[end].isalnum() and text[end - 1].isalnum()
@@ -78,7 +87,7 @@ def _snap(
     for char_start, char_end in occurrences:
         span = doc.char_span(char_start, char_end, label=label)
         if span is None:
-            if _cuts_word(text, char_start, char_end):
+            if cuts_word(text, char_start, char_end):
                 reason = REASON_INSIDE_WORD if reason == REASON_NOT_FOUND else reason
                 continue
             span = doc.char_span(char_start, char_end, label=label, alignment_mode=alignment_mode)

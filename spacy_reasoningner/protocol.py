@@ -13,8 +13,10 @@ One module owns the format so it cannot drift between training and inference:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import sys
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,8 +24,9 @@ from typing import Any
 
 ChatMessages = list[dict[str, str]]
 
-# Type names that the reference drops from the schema and from gold ("misc-like").
-MISC_LIKE_LABELS = frozenset({"na", "n a", "misc", "else", "other", "nan"})
+# Type names that the reference drops from the schema and from gold ("misc-like"), plus
+# "miscellaneous", the same type under the natural naming of the labels.json files.
+MISC_LIKE_LABELS = frozenset({"na", "n a", "misc", "miscellaneous", "else", "other", "nan"})
 
 # ChatML, used for models that ship without a chat template (training uses the same one).
 DEFAULT_CHAT_TEMPLATE = (
@@ -183,15 +186,18 @@ def render_answer(entities: Mapping[str, Iterable[str]], schema: Schema) -> str:
 
 
 MAX_MENTION_CHARS = 100
+MAX_MENTIONS_PER_LABEL = 32
 
 
 def answer_json_schema(schema: Schema) -> dict[str, Any]:
     """JSON Schema of the answer object, labels restricted to the schema's prompt names; for
     constrained decoding, so that a constrained answer always parses and stays in schema.
-    Mentions are bounded in length so that a looping model cannot fill its budget with one."""
+    Mentions are bounded in length and number, so that a looping model cannot fill its budget
+    with one endless mention or list (small models do both when constrained)."""
     mentions = {
         "type": "array",
         "items": {"type": "string", "minLength": 1, "maxLength": MAX_MENTION_CHARS},
+        "maxItems": MAX_MENTIONS_PER_LABEL,
     }
     return {
         "type": "object",
@@ -514,10 +520,17 @@ class _Invalid(Exception):
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
+@functools.cache
+def _punctuation_table() -> dict[int, None]:
+    """Every Unicode punctuation character (categories P*), for ``str.translate``."""
+    return dict.fromkeys(
+        c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")
+    )
+
+
 def normalize_mention(text: str) -> str:
     """The reference's normalization: lowercase, drop punctuation and articles, squash spaces."""
-    text = text.lower()
-    text = "".join(c for c in text if not unicodedata.category(c).startswith("P"))
+    text = text.lower().translate(_punctuation_table())
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 

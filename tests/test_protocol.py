@@ -327,4 +327,4 @@ def test_answer_json_schema_allows_only_schema_labels():
     assert sorted(entities["properties"]) == ["location", "organisation", "person"]
     assert entities["additionalProperties"] is False and json_schema["required"] == ["entities"]
     item = {"type": "string", "minLength": 1, "maxLength": 100}
-    assert entities["properties"]["person"] == {"type": "array", "items": item}
+    assert entities["properties"]["person"] == {"type": "array", "items": item, "maxItems": 32}
