@@ -1,0 +1,241 @@
+"""The CG stage on real sentences of ../shared/data: planning, generation modes, quality
+control, decontamination, outputs, determinism and resuming after a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from spacy_reasoningner.backends import BackendError
+from spacy_reasoningner.protocol import Schema, parse_completion, render_answer
+from spacy_reasoningner.readers import NERRecord, read_ner_cot_jsonl
+from spacy_reasoningner.registry import backends
+from training.build_data import DataConfig, plan, run
+from training.config import load_profile
+from training.quality import (
+    AGREES,
+    COVERED,
+    IN_SCHEMA,
+    IN_TEXT,
+    PARSED,
+    gold_check,
+    parse_judgement,
+    structural_checks,
+)
+from training.teacher import Draft, gold_entities, template_draft
+
+from ._scripted_backend import ScriptedBackend
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
+
+# Completions of the oracle teacher, by text, and the calls on which it fails; tests set them.
+ORACLE: dict[str, str] = {}
+FAIL_ON_CALL: list[int] = []
+
+
+class OracleTeacher(ScriptedBackend):
+    """Answers from ORACLE; raises BackendError on the calls listed in FAIL_ON_CALL."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda text: ORACLE[text])
+
+    def generate(self, prompts, settings):
+        if len(self.calls) + 1 in FAIL_ON_CALL:
+            self.calls.append(len(prompts))
+            raise BackendError("teacher died")
+        return super().generate(prompts, settings)
+
+
+@backends.register("tests.OracleTeacher.v1")
+def make_oracle_teacher() -> OracleTeacher:
+    return OracleTeacher()
+
+
+def config_for(tmp_path: Path, **cg: object) -> DataConfig:
+    overrides = {
+        "paths.data": str(DATA),
+        "paths.output": str(tmp_path),
+        "cg.sources.conll2003.limit": 6,
+        "cg.sources.pile_ner.limit": 3,
+        "cg.batch_size": 4,
+        "cg.cache": None,
+        **{f"cg.{k}": v for k, v in cg.items()},
+    }
+    config = DataConfig.from_profile(load_profile("cpu", overrides))
+    # One evaluation split and no token counts keep these tests quick; the first test below
+    # runs the profile's full set.
+    config.decontaminate = {"conll2003_dev": config.decontaminate["conll2003_dev"]}
+    config.tokenizer = None
+    return config
+
+
+def oracle_completion(record: NERRecord, *, cover: bool = True) -> str:
+    entities = gold_entities(record)
+    named = ", ".join(m for ms in entities.values() for m in ms) if cover else "some names"
+    schema = Schema.from_config(record.schema)
+    return f"<think>\nThe entities are {named}.\n</think>\n{render_answer(entities, schema)}"
+
+
+def test_template_run_writes_dataset_ner_cot_and_report(tmp_path: Path) -> None:
+    overrides = {
+        "paths.data": str(DATA),
+        "paths.output": str(tmp_path),
+        "cg.sources.conll2003.limit": 6,
+        "cg.sources.pile_ner.limit": 3,
+    }
+    config = DataConfig.from_profile(load_profile("cpu", overrides))
+    report = run(config)
+    assert report["samples"] == 9 and report["kept"] == 9
+    assert report["decontamination_removed"]["conll2003"]["conll2003_dev"] > 0
+    dataset = load_from_disk(str(config.output / "dataset"))
+    assert len(dataset) == 9
+    row = next(r for r in dataset if r["dataset"] == "conll2003")
+    assert row["schema"] == ["location", "organization", "person"]  # misc dropped
+    assert row["generator"] == "template"
+    assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].endswith(row["text"])
+    parsed = parse_completion(row["completion"][0]["content"], Schema.from_config(row["schema"]))
+    assert parsed.valid and parsed.reasoning == row["reasoning"]
+    assert sorted(parsed.mentions()) == sorted((e["text"], e["label"]) for e in row["entities"])
+    # Pile-NER passages get two sampled negative types besides the ones asked.
+    pile = [json.loads(line) for line in (config.output / "samples.jsonl").open()]
+    assert all(len(e["schema"]) >= 3 for e in pile if e["dataset"] == "pile_ner")
+    cot = read_ner_cot_jsonl(config.output / "ner_cot.jsonl")
+    assert [r.text for r in cot] == [r["text"] for r in dataset]
+    assert "# Reasoning data (template): 9 of 9 kept" in (config.output / "report.md").read_text()
+    assert report["reasoning_tokens"]["mean"] > 20
+
+
+def test_runs_are_deterministic_under_the_seed(tmp_path: Path) -> None:
+    first, second = config_for(tmp_path / "a"), config_for(tmp_path / "b")
+    run(first), run(second)
+    read = lambda c: (c.output / "samples.jsonl").read_text()  # noqa: E731
+    assert read(first) == read(second)
+    other = config_for(tmp_path / "c", seed=1)
+    run(other)
+    assert read(other) != read(first)
+
+
+def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
+    reference = config_for(tmp_path / "whole", mode="reannotate")
+    records = plan(reference).records
+    ORACLE.update({r.text: oracle_completion(r) for r in records})
+    reference.teacher = {"@reasoning_ner_backends": "tests.OracleTeacher.v1"}
+    run(reference)
+
+    crashing = config_for(tmp_path / "crash", mode="reannotate")
+    crashing.teacher = reference.teacher
+    FAIL_ON_CALL[:] = [2]
+    try:
+        with pytest.raises(BackendError):
+            run(crashing)
+    finally:
+        FAIL_ON_CALL.clear()
+    log = crashing.output / "samples.jsonl"
+    assert len(log.read_text().splitlines()) == 4  # the first batch
+    with log.open("a") as handle:
+        handle.write('{"guid": "cut by the crash')  # a half-written line
+    run(crashing)
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len({e["guid"] for e in entries}) == len(entries) == len(records)
+    a = load_from_disk(str(reference.output / "dataset")).to_list()
+    b = load_from_disk(str(crashing.output / "dataset")).to_list()
+    assert a == b and len(a) == len(records)
+
+
+def test_rerun_with_another_configuration_is_refused(tmp_path: Path) -> None:
+    run(config_for(tmp_path))
+    with pytest.raises(ValueError, match="different \\[cg\\] configuration"):
+        run(config_for(tmp_path, seed=5))
+
+
+def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
+    config = config_for(tmp_path, mode="reannotate")
+    records = plan(config).records
+    bad = {
+        records[0].text: "I cannot find anything.",
+        records[1].text: '<think>Hmm.</think>{"entities": {"weapon": ["gun"]}}',
+        records[2].text: oracle_completion(records[2], cover=False),
+    }
+    ORACLE.update({r.text: oracle_completion(r) for r in records} | bad)
+    config.teacher = {"@reasoning_ner_backends": "tests.OracleTeacher.v1"}
+    report = run(config)
+    entries = {e["text"]: e for e in map(json.loads, (config.output / "samples.jsonl").open())}
+    assert entries[records[0].text]["drop_reason"] == PARSED
+    assert entries[records[1].text]["drop_reason"] == IN_SCHEMA
+    if gold_entities(records[2]):
+        assert entries[records[2].text]["drop_reason"] == COVERED
+    assert report["kept"] == sum(e["kept"] for e in entries.values())
+    assert report["dropped_by_reason"][PARSED] == 1
+
+
+def test_forbidden_domain_is_refused(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    config.sources[0].name = "crossner_ai"
+    with pytest.raises(ValueError, match="evaluation domains"):
+        plan(config)
+
+
+def _record() -> NERRecord:
+    text = "Ada Lovelace met Charles Babbage in London ."
+    return NERRecord(
+        text,
+        [(0, 12, "person"), (17, 32, "person"), (36, 42, "location")],
+        "x:1",
+        schema=["location", "person"],
+    )
+
+
+def test_checks_on_hand_made_drafts() -> None:
+    record = _record()
+    good = template_draft(record)
+    assert all(c.passed for c in structural_checks(record, good, require_coverage=True))
+    assert gold_check(record, good, 1.0).passed
+    invented = Draft("Paris is a location.", {"location": ["Paris"]}, "x")
+    failed = {
+        c.name for c in structural_checks(record, invented, require_coverage=True) if not c.passed
+    }
+    assert failed == {IN_TEXT}
+    check = gold_check(record, invented, 0.5)
+    assert check.name == AGREES and not check.passed and "F1 0.000" in check.detail
+    empty = NERRecord("Nothing here .", [], "x:2", schema=["person"])
+    assert gold_check(empty, Draft("none", {}, "x"), 0.9).passed
+
+
+def test_judge_replies_are_read_leniently() -> None:
+    judged = parse_judgement('Sure! {"coherence": 9, "accuracy": 10, "justification": "ok"}')
+    assert judged is not None and judged.score == 9 and judged.justification == "ok"
+    assert parse_judgement("coherence: 7\naccuracy = 8").score == 7
+    assert parse_judgement('{"coherence": 11, "accuracy": 3}') is None
+    assert parse_judgement("I think it is good.") is None
+
+
+@pytest.mark.slow
+def test_bundled_model_as_teacher_and_judge(tmp_path: Path) -> None:
+    """SmolLM2 for real: drafts and judgements are produced and every decision recorded."""
+    config = config_for(
+        tmp_path,
+        mode="rationalize",
+        **{
+            "sources.conll2003.limit": 3,
+            "sources.pile_ner.limit": 1,
+            "teacher_generation.max_new_tokens": 96,
+            "judge_generation.max_new_tokens": 48,
+            "quality.judge": True,
+            "quality.require_coverage": False,
+            "cache": str(tmp_path / "cache"),
+        },
+    )
+    report = run(config)
+    entries = [json.loads(line) for line in (config.output / "samples.jsonl").open()]
+    assert len(entries) == report["samples"] == 4
+    assert all(e["generator"].startswith("rationalize:") for e in entries)
+    assert all(e["kept"] or e["drop_reason"] for e in entries)
+    judged = [c for e in entries for c in e["checks"] if c["name"] == "judge score"]
+    assert all(c["detail"] for c in judged)
+    assert (
+        sum(report["per_source"][s].get("kept", 0) for s in report["per_source"]) == report["kept"]
+    )

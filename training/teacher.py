@@ -1,0 +1,156 @@
+"""Reasoning generation for training samples, in three modes.
+
+* ``reannotate``: the teacher gets text and schema only, in the protocol's prompt, and its
+  answer becomes the label (the paper re-annotates Pile-NER with DeepSeek-R1 this way);
+* ``rationalize``: the teacher also sees the gold entities and writes the reasoning that
+  leads to them; the answer is gold;
+* ``template``: no model; a deterministic rationale from type definitions and gold, for
+  smoke runs and ablations. Every record says which mode (and model) produced it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from spacy_reasoningner.backends.base import Backend, Completion, GenerationSettings
+from spacy_reasoningner.protocol import (
+    ChatMessages,
+    ParsedCompletion,
+    Schema,
+    parse_completion,
+    render_answer,
+    render_messages,
+    render_user_turn,
+)
+from spacy_reasoningner.readers import NERRecord
+
+
+class Mode(str, Enum):
+    reannotate = "reannotate"
+    rationalize = "rationalize"
+    template = "template"
+
+
+@dataclass
+class Draft:
+    """What generation produced for one record, before quality control."""
+
+    reasoning: str
+    entities: dict[str, list[str]]  # the answer: type -> mentions, in order
+    generator: str
+    parsed: ParsedCompletion | None = None  # None for template drafts
+    truncated: bool = False
+    n_tokens: int | None = None
+
+
+def record_schema(record: NERRecord) -> Schema:
+    """The protocol schema of a record whose ``schema`` has been built (``with_schema``)."""
+    if not record.schema:
+        raise ValueError(f"{record.source}: record has no schema; build it with with_schema()")
+    definitions = record.definitions or {}
+    labels = {t: definitions.get(t, "") for t in record.schema} if definitions else record.schema
+    return Schema.from_config(labels)
+
+
+def gold_entities(record: NERRecord) -> dict[str, list[str]]:
+    """Gold mentions per type, in text order, duplicates (same type and string) once."""
+    answer: dict[str, list[str]] = {}
+    for start, end, label in sorted(record.entities):
+        mentions = answer.setdefault(label, [])
+        if record.text[start:end] not in mentions:
+            mentions.append(record.text[start:end])
+    for mention, label in record.unaligned:
+        answer.setdefault(label, []).append(mention)
+    return answer
+
+
+_RATIONALIZE = (
+    "\n\nThe correct answer is:\n{answer}\n\n"
+    "Write the step-by-step reasoning that leads to exactly this answer, as if you had not "
+    "seen it: go through the text, consider each candidate mention, name every entity of the "
+    "answer explicitly with its type and why it has that type, and say why the other "
+    "candidates are not entities of the schema. Put the reasoning inside <think> </think>, "
+    "then give the JSON answer."
+)
+
+
+def teacher_messages(record: NERRecord, mode: Mode) -> ChatMessages:
+    schema = record_schema(record)
+    if mode is Mode.reannotate:
+        return render_messages(record.text, schema)
+    answer = render_answer(gold_entities(record), schema)
+    return [
+        {
+            "role": "user",
+            "content": render_user_turn(record.text, schema) + _RATIONALIZE.format(answer=answer),
+        }
+    ]
+
+
+def generate_drafts(
+    records: Sequence[NERRecord],
+    mode: Mode,
+    teacher: Backend | None,
+    settings: GenerationSettings,
+    generator_name: str,
+) -> list[Draft]:
+    """One draft per record, with one backend call for the whole list."""
+    if mode is Mode.template:
+        return [template_draft(r) for r in records]
+    if teacher is None:
+        raise ValueError(f"mode {mode.value!r} needs a teacher backend ([cg.teacher])")
+    completions = teacher.generate([teacher_messages(r, mode) for r in records], settings)
+    return [
+        _model_draft(r, c, mode, generator_name) for r, c in zip(records, completions, strict=True)
+    ]
+
+
+def _model_draft(record: NERRecord, completion: Completion, mode: Mode, name: str) -> Draft:
+    parsed = parse_completion(
+        completion.text, record_schema(record), reasoning=completion.reasoning
+    )
+    entities = parsed.entities if mode is Mode.reannotate else gold_entities(record)
+    return Draft(
+        reasoning=parsed.reasoning,
+        entities=entities,
+        generator=f"{mode.value}:{name}",
+        parsed=parsed,
+        truncated=completion.truncated,
+        n_tokens=completion.n_tokens,
+    )
+
+
+def template_draft(record: NERRecord) -> Draft:
+    """A rationale that walks the schema type by type, naming each gold mention with the
+    type's definition, and saying which types have none."""
+    schema = record_schema(record)
+    entities = gold_entities(record)
+    lines = [
+        f"The schema asks for {len(schema.prompt_names)} types: {', '.join(schema.prompt_names)}."
+    ]
+    for name in schema.prompt_names:
+        definition = schema.definitions.get(name)
+        mentions = entities.get(name, [])
+        about = f" ({_gloss(definition)})" if definition else ""
+        if not mentions:
+            lines.append(f"- {name}{about}: no mention in the text is of this type.")
+            continue
+        quoted = ", ".join(json.dumps(m, ensure_ascii=False) for m in mentions)
+        lines.append(f"- {name}{about}: the text mentions {quoted}, so each is a {name}.")
+    total = sum(map(len, entities.values()))
+    lines.append(f"So the answer lists {total} entit{'y' if total == 1 else 'ies'}.")
+    return Draft(reasoning="\n".join(lines), entities=entities, generator=Mode.template.value)
+
+
+GLOSS_CHARS = 80
+
+
+def _gloss(definition: str) -> str:
+    """The definition's first sentence, cut at a word boundary: a reminder, not the text."""
+    first = " ".join(definition.split()).split(". ")[0].rstrip(".")
+    if len(first) <= GLOSS_CHARS:
+        return first
+    return first[:GLOSS_CHARS].rsplit(" ", 1)[0] + " ..."
