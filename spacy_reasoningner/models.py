@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import logging
+import math
 import os
 import re
 import shutil
@@ -74,6 +75,24 @@ def model_fingerprint(source: ModelSource) -> str:
     )
     stats = [(n, (folder / n).stat().st_size, (folder / n).stat().st_mtime_ns) for n in names]
     return hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+
+
+def parameter_count(source: ModelSource) -> int | None:
+    """Parameters of a local safetensors model, from the file headers (no weights are read);
+    None for hub ids and GGUF files."""
+    folder = Path(source.path)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() and not source.gguf_file else []
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    for file in files:
+        with safe_open(file, framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                shape = handle.get_slice(name).get_shape()
+                total += math.prod(shape)
+    return total
 
 
 def cache_dir() -> Path:

@@ -213,3 +213,28 @@ def test_cached_transformers_pipeline_reuses_completions(tmp_path, tiny_model_di
     assert nlp("Ada Lovelace.")._.ner_raw == first
     with pytest.raises(AssertionError, match="reached the model"):
         nlp("Grace Hopper.")
+
+
+def test_structured_answers_always_parse_and_stay_in_schema(tiny_model_dir):
+    """A random model constrained by the answer's JSON Schema: reasoning free, answer valid."""
+    from spacy_reasoningner.protocol import answer_json_schema
+
+    backend = TransformersBackend(model=str(tiny_model_dir), answer_max_tokens=48)
+    backend.load()
+    assert backend.structured_output == "auto" and backend.constrained  # a tiny model
+    schema = answer_json_schema(SCHEMA)
+    for kwargs in ({}, {"enable_thinking": False}):
+        settings = GenerationSettings(
+            max_new_tokens=16, answer_schema=schema, chat_template_kwargs=kwargs
+        )
+        for completion in backend.generate(prompts(), settings):
+            parsed = parse_completion(completion.text, SCHEMA)
+            assert parsed.parsed and not parsed.out_of_schema, completion.text
+            assert ("<think>" in completion.text) == (kwargs == {})
+            assert 0 < completion.n_tokens <= 16 + 48
+
+
+def test_structured_output_is_configurable(tiny_model_dir):
+    assert not TransformersBackend(str(tiny_model_dir), structured_output=False).constrained
+    with pytest.raises(ValueError, match='true, false or "auto"'):
+        TransformersBackend(str(tiny_model_dir), structured_output="yes")

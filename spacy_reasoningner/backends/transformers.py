@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..models import DEFAULT_MODEL, ModelSource, load_gguf, model_fingerprint, resolve_model
-from ..protocol import DEFAULT_CHAT_TEMPLATE, ChatMessages, render_prompt
+from ..protocol import DEFAULT_CHAT_TEMPLATE, THINK_CLOSE, ChatMessages, render_prompt
 from ..registry import backends
 from .base import Completion, GenerationSettings
+from .structured import StructuredOption, check_option, generate_two_pass, structured_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +34,10 @@ class TransformersBackend:
     dtype: "auto" (bfloat16 on GPU, float32 on CPU), "float32", "bfloat16" or "float16".
     attn_implementation: "auto" (flash_attention_2 when importable on a GPU, else sdpa).
     batch_size: most prompts per ``generate`` call; larger batches are split (memory bound).
+    structured_output: constrain the JSON answer to the protocol's shape and the schema's
+        labels with xgrammar, reasoning left free (see ``structured``); "auto": for models
+        below 4B parameters, so small models always answer in a parseable form.
+    answer_max_tokens: token budget of the constrained answer.
     trust_remote_code: run code shipped with the model; off unless you trust its source.
     """
 
@@ -41,18 +48,26 @@ class TransformersBackend:
         dtype: str = "auto",
         attn_implementation: str = "auto",
         batch_size: int = 16,
+        structured_output: StructuredOption = "auto",
+        answer_max_tokens: int = 256,
         trust_remote_code: bool = False,
     ):
         if dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or answer_max_tokens < 1:
+            raise ValueError(
+                f"batch_size and answer_max_tokens must be >= 1, got {batch_size}, "
+                f"{answer_max_tokens}"
+            )
         self.reference = model
         self.device_name = device
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
         self.batch_size = batch_size
+        self.structured_output = check_option(structured_output)
+        self.answer_max_tokens = answer_max_tokens
         self.trust_remote_code = trust_remote_code
+        self._grammars: dict[str, Any] = {}  # answer JSON Schema -> compiled grammar
         self.model: Any = None
         self.tokenizer: Any = None
         self.source: ModelSource | None = None  # where the loaded weights came from
@@ -103,6 +118,8 @@ class TransformersBackend:
             "weights": model_fingerprint(self.source),
             "chat_template": hashlib.sha256(str(template).encode()).hexdigest()[:16],
             "dtype": str(self.model.dtype),
+            "constrained": self.constrained,
+            "answer_max_tokens": self.answer_max_tokens,
         }
 
     def _device(self, torch: Any) -> Any:
@@ -141,6 +158,11 @@ class TransformersBackend:
             self.load()
         return render_prompt(self.tokenizer, prompt, **settings.chat_template_kwargs)
 
+    @property
+    def constrained(self) -> bool:
+        """Whether answers are constrained ("auto" resolved against the loaded model)."""
+        return self.source is not None and structured_enabled(self.structured_output, self.source)
+
     def generate(
         self, prompts: Sequence[ChatMessages], settings: GenerationSettings
     ) -> list[Completion]:
@@ -150,13 +172,53 @@ class TransformersBackend:
         completions: list[Completion | None] = [None] * len(texts)
         for first in range(0, len(order), self.batch_size):
             chunk = order[first : first + self.batch_size]
-            for i, completion in zip(
-                chunk, self._generate_batch([texts[i] for i in chunk], settings), strict=True
-            ):
+            batch = [texts[i] for i in chunk]
+            if settings.answer_schema is not None and self.constrained:
+                generated = self._generate_structured(batch, settings)
+            else:
+                generated = self._generate_batch(batch, settings)
+            for i, completion in zip(chunk, generated, strict=True):
                 completions[i] = completion
         return completions  # type: ignore[return-value]
 
-    def _generate_batch(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
+    def _generate_structured(
+        self, texts: list[str], settings: GenerationSettings
+    ) -> list[Completion]:
+        free = replace(settings, stop=(THINK_CLOSE,))
+        answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
+        grammar = self._grammar(settings.answer_schema)
+
+        def constrained(prompts: list[str]) -> list[Completion]:
+            from xgrammar.contrib.hf import LogitsProcessor
+
+            # One processor per generate call (it keeps per-row matcher state).
+            return self._generate_batch(prompts, answer, logits_processor=LogitsProcessor(grammar))
+
+        return generate_two_pass(
+            texts, settings, lambda p: self._generate_batch(p, free), constrained
+        )
+
+    def _grammar(self, answer_schema: dict[str, Any]) -> Any:
+        """The answer schema compiled for this tokenizer (cached: schemas repeat per batch)."""
+        key = json.dumps(answer_schema, sort_keys=True)
+        if key not in self._grammars:
+            try:
+                import xgrammar
+            except ImportError as error:
+                raise ImportError(
+                    "structured_output needs xgrammar: pip install xgrammar, or set "
+                    "structured_output = false"
+                ) from error
+            info = xgrammar.TokenizerInfo.from_huggingface(
+                self.tokenizer, vocab_size=self.model.config.vocab_size
+            )
+            compiler = xgrammar.GrammarCompiler(info)
+            self._grammars[key] = compiler.compile_json_schema(key)
+        return self._grammars[key]
+
+    def _generate_batch(
+        self, texts: list[str], settings: GenerationSettings, logits_processor: Any = None
+    ) -> list[Completion]:
         import torch
 
         # Chat templates already contain the special tokens (BOS etc.).
@@ -176,6 +238,8 @@ class TransformersBackend:
                 torch.manual_seed(settings.seed)
         if settings.stop:
             kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
+        if logits_processor is not None:
+            kwargs["logits_processor"] = [logits_processor]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
         generated = output[:, inputs["input_ids"].shape[1] :]

