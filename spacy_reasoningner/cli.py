@@ -1,4 +1,5 @@
-"""Command line interface: ``spacy-reasoningner predict`` (texts in, JSONL out) and ``info``.
+"""Command line interface: ``spacy-reasoningner predict`` (texts in, JSONL out), ``evaluate``
+(benchmark datasets in, scores out) and ``info``.
 
 A thin layer over spaCy: it reads documents, builds (or loads) a pipeline with a
 ``reasoning_ner`` component, runs ``nlp.pipe`` and writes one JSON object per document.
@@ -18,7 +19,7 @@ import spacy
 import typer
 from tqdm import tqdm
 
-from . import __version__
+from . import __version__, evaluation
 from .component import ReasoningNER
 from .models import BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL
 
@@ -39,6 +40,16 @@ class InputFormat(str, Enum):
     auto = "auto"
     text = "text"
     jsonl = "jsonl"
+
+
+class Structured(str, Enum):
+    auto = "auto"
+    true = "true"
+    false = "false"
+
+    @property
+    def config_value(self) -> bool | str:
+        return {"true": True, "false": False}.get(self.value, self.value)
 
 
 Record = tuple[str, dict[str, Any]]  # a document's text and the fields passed through
@@ -104,6 +115,12 @@ def predict(
     max_new_tokens: Annotated[
         int | None, typer.Option(min=1, help="Token budget of each completion.")
     ] = None,
+    structured_output: Annotated[
+        Structured | None,
+        typer.Option(
+            help="Constrain the JSON answer to the schema (auto: for models below 4B parameters)."
+        ),
+    ] = None,
     no_reasoning: Annotated[
         bool, typer.Option("--no-reasoning", help="Answer directly, without a think block.")
     ] = False,
@@ -127,6 +144,7 @@ def predict(
         config = _component_config(
             labels=_read_labels(labels, labels_file),
             model=model,
+            structured_output=structured_output.config_value if structured_output else None,
             generation={"max_new_tokens": max_new_tokens, "temperature": temperature},
             reasoning=False if no_reasoning else None,
             batch_size=batch_size,
@@ -137,6 +155,7 @@ def predict(
         given = {
             "--labels": labels, "--labels-file": labels_file, "--model": model,
             "--max-new-tokens": max_new_tokens, "--no-reasoning": no_reasoning or None,
+            "--structured-output": structured_output,
             "--temperature": temperature, "--max-chars": max_chars,
         }  # fmt: skip
         if conflicts := [name for name, value in given.items() if value is not None]:
@@ -156,6 +175,130 @@ def predict(
             out.write("\n")
             out.flush()
             bar.update()
+
+
+@app.command()
+def evaluate(
+    pipeline: Annotated[
+        str, typer.Argument(metavar="PIPELINE", help="A saved pipeline folder or package name.")
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            metavar="DIR",
+            help="Benchmark folder: <dataset>/<split>.txt and <dataset>/labels.json.",
+        ),
+    ] = None,
+    datasets: Annotated[
+        str | None,
+        typer.Option(
+            help="Dataset folders of --data, comma-separated, e.g. crossner_ai,conll2003."
+        ),
+    ] = None,
+    split: Annotated[
+        str, typer.Option(help="Split file of each dataset; a missing dev is carved from train.")
+    ] = "dev",
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            metavar="PATH",
+            help="One annotated file in any format the readers accept, instead of --data.",
+        ),
+    ] = None,
+    labels_json: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            metavar="PATH",
+            help="labels.json of --file (without it the file's own type names are used).",
+        ),
+    ] = None,
+    naming: Annotated[
+        str | None,
+        typer.Option(
+            help="Naming convention of labels.json (default: instructuie_name, natural_name "
+            "for conll2003)."
+        ),
+    ] = None,
+    definitions: Annotated[
+        str | None,
+        typer.Option(
+            help="Definition field of labels.json (e.g. definition_slimer) to give the model "
+            "definitions; default: names only, as the paper."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Sentences sampled per dataset (default: all).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling.")] = 0,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            file_okay=False,
+            metavar="DIR",
+            help="Write results.json, results.md and f1.png here.",
+        ),
+    ] = None,
+    training: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            metavar="PATH",
+            help="Training data (a CG output folder, its samples.jsonl or any readable file) "
+            "that no evaluation sentence may appear in; repeatable.",
+        ),
+    ] = None,
+    allow_overlap: Annotated[
+        bool,
+        typer.Option(
+            "--allow-overlap",
+            help="Evaluate despite overlap with --training (reported as a warning).",
+        ),
+    ] = False,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Documents per backend call.")
+    ] = None,
+) -> None:
+    """Score a pipeline on benchmark datasets: the paper's string-level P/R/F1, spaCy's
+    offset-level P/R/F, unaligned mentions, parse failures, reasoning length and speed."""
+    if (file is None) == (data is None):
+        _fail(2, "give --data DIR with --datasets, or --file PATH, not both")
+    if data is not None and not datasets:
+        _fail(2, "--data needs --datasets, e.g. --datasets crossner_ai,conll2003")
+    if file is None and labels_json is not None:
+        _fail(2, "--labels-json goes with --file (--data reads each dataset's labels.json)")
+    options = {"naming": naming, "definitions": definitions, "limit": limit, "seed": seed}
+    try:
+        if file is not None:
+            eval_sets = [evaluation.eval_set_from_file(file, labels_json, **options)]
+        else:
+            names = [name.strip() for name in (datasets or "").split(",") if name.strip()]
+            eval_sets = [evaluation.load_eval_set(data, n, split, **options) for n in names]
+        texts = [t for path in training or [] for t in evaluation.read_training_texts(path)]
+        nlp = spacy.load(pipeline)
+        result = evaluation.evaluate(
+            nlp,
+            eval_sets,
+            training=texts if training else None,
+            allow_overlap=allow_overlap,
+            batch_size=batch_size,
+            name=pipeline,
+            limit=limit,
+            seed=seed,
+        )
+    except (OSError, ValueError) as e:
+        _fail(1, str(e))
+    typer.echo(result.to_markdown())
+    if output is not None:
+        paths = result.save(output)
+        typer.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
 
 
 @app.command()
@@ -304,7 +447,10 @@ def _load_pipeline(
 
 def _component_config(**options: Any) -> dict[str, Any]:
     """The reasoning_ner config of the options given; the others keep the component's defaults."""
-    options["backend"] = {"model": options.pop("model")}
+    options["backend"] = {
+        "model": options.pop("model"),
+        "structured_output": options.pop("structured_output"),
+    }
     for key in ("backend", "generation"):
         options[key] = {k: v for k, v in options[key].items() if v is not None} or None
     return {key: value for key, value in options.items() if value is not None}

@@ -36,7 +36,9 @@ def lines_of(output: str) -> list[dict]:
 @pytest.fixture
 def tiny(tiny_model_dir: Path) -> list[str]:
     """Options for a fast pipeline on the tiny random model (output is noise, shape is not)."""
-    return ["--labels", "person,location", "--model", str(tiny_model_dir), "--max-new-tokens", "8"]
+    # A random model never closes a constrained answer: unconstrained keeps these tests quick.
+    return ["--labels", "person,location", "--model", str(tiny_model_dir), "--max-new-tokens", "8",
+            "--structured-output", "false"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +160,8 @@ def test_labels_file_with_definitions_reaches_the_component(
     built = []
     load = cli._load_pipeline
     monkeypatch.setattr(cli, "_load_pipeline", lambda *a: built.append(load(*a)) or built[-1])
-    args = ["--labels-file", labels_file, "--model", tiny_model_dir, "--max-new-tokens", "8"]
+    args = ["--labels-file", labels_file, "--model", tiny_model_dir, "--max-new-tokens", "8",
+            "--structured-output", "false"]  # fmt: skip
     result = run("predict", *args, "--max-chars", "500", "Alice has the flu.")
     assert result.exit_code == 0, result.output
     [(_, component)] = built
@@ -172,7 +175,14 @@ def test_labels_file_with_definitions_reaches_the_component(
 
 def test_python_dash_m_reads_stdin(tiny_model_dir: Path):
     command = [sys.executable, "-m", "spacy_reasoningner", "predict", "--labels", "person"]
-    command += ["--model", str(tiny_model_dir), "--max-new-tokens", "8"]
+    command += [
+        "--model",
+        str(tiny_model_dir),
+        "--max-new-tokens",
+        "8",
+        "--structured-output",
+        "false",
+    ]
     done = subprocess.run(
         command,
         input="Alice went home.\nBob stayed.\n",
@@ -266,3 +276,64 @@ def test_pipeline_without_reasoning_ner_is_an_error(tmp_path: Path):
     result = run("predict", "--pipeline", tmp_path / "blank", "Alice")
     assert result.exit_code == 1
     assert "exactly one reasoning_ner component, found: none" in result.stderr
+
+
+# --------------------------------------------------------------------------- evaluate
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no benchmark data at {DATA}")
+
+
+@needs_data
+def test_evaluate_writes_results_json_markdown_and_chart(scripted_pipeline: Path, tmp_path: Path):
+    out = tmp_path / "eval"
+    args = ["--data", DATA, "--datasets", "crossner_ai,mit_movie", "--limit", "2", "-o", out]
+    result = run("evaluate", scripted_pipeline, *args)
+    assert result.exit_code == 0, result.output
+    assert "| crossner_ai | 2 |" in result.stdout and "| mit_movie | 2 |" in result.stdout
+    assert "mit_movie: no dev split" in result.stdout
+    saved = json.loads((out / "results.json").read_text())
+    assert [d["dataset"] for d in saved["datasets"]] == ["crossner_ai", "mit_movie"]
+    assert (out / "results.md").read_text() == result.stdout.rstrip("\n") + "\n"
+    assert (out / "f1.png").read_bytes().startswith(b"\x89PNG")
+
+
+@needs_data
+def test_evaluate_one_file_with_its_labels_json(scripted_pipeline: Path, tmp_path: Path):
+    bio = tmp_path / "conll2003" / "sample.txt"
+    bio.parent.mkdir()
+    bio.write_text("Alice NNP B-NP B-PER\nflew VBD B-VP O\nto TO B-PP O\nParis NNP B-NP B-LOC\n")
+    labels = DATA / "conll2003" / "labels.json"
+    result = run("evaluate", scripted_pipeline, "--file", bio, "--labels-json", labels)
+    assert result.exit_code == 0, result.output
+    # The scripted answer names Alice (person) and Paris (location): natural CoNLL names.
+    assert "| conll2003 | 1 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 | 100.0 |" in result.stdout
+
+
+@needs_data
+def test_evaluate_refuses_overlap_with_training_data(scripted_pipeline: Path, tmp_path: Path):
+    log = tmp_path / "samples.jsonl"
+    log.write_text(json.dumps({"text": "Alice flew to Paris .", "kept": True}) + "\n")
+    bio = tmp_path / "mine.bio"
+    bio.write_text("Alice\tB-person\nflew\tO\nto\tO\nParis\tB-location\n.\tO\n")
+    args = ["evaluate", scripted_pipeline, "--file", bio, "--training", tmp_path]
+    result = run(*args)
+    assert result.exit_code == 1
+    assert "evaluation sentences found in the training data" in result.stderr
+    result = run(*args, "--allow-overlap")
+    assert result.exit_code == 0, result.output
+    assert "WARNING" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "give --data DIR with --datasets, or --file PATH"),
+        (["--data", "{tmp}"], "--data needs --datasets"),
+        (["--data", "{tmp}", "--datasets", "nowhere"], "no dev split of 'nowhere'"),
+    ],
+)
+def test_evaluate_option_errors(scripted_pipeline: Path, tmp_path: Path, args, message):
+    result = run("evaluate", scripted_pipeline, *[a.format(tmp=tmp_path) for a in args])
+    assert result.exit_code in (1, 2)
+    assert message in result.stderr

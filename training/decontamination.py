@@ -7,16 +7,12 @@ from an evaluation sentence only by tokenization or casing is still caught.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from spacy_reasoningner.protocol import normalize_mention
+# The hashing lives in the package, whose evaluation guards against the same overlap.
+from spacy_reasoningner.evaluation import sentence_hash, text_pieces
 from spacy_reasoningner.readers import NERRecord
-
-
-def sentence_hash(text: str) -> str:
-    return hashlib.sha1(normalize_mention(text).encode()).hexdigest()
 
 
 @dataclass
@@ -63,21 +59,10 @@ def decontaminate(records: Sequence[NERRecord], index: Mapping[str, str]) -> Dec
     """
     result = Decontamination(kept=[])
     for record in records:
-        hashes = map(sentence_hash, _sentences(record.text))
+        hashes = map(sentence_hash, text_pieces(record.text))
         hit = next((index[h] for h in hashes if h in index), None)
         if hit is None:
             result.kept.append(record)
         else:
             result.removed.append((record, hit))
     return result
-
-
-MIN_PIECE_WORDS = 4  # shorter pieces of a passage ("Sharp", "v.") match by chance
-
-
-def _sentences(text: str) -> list[str]:
-    """The text and, for multi-line or multi-sentence passages, its lines and sentences."""
-    pieces = set(text.splitlines())
-    for line in text.splitlines():
-        pieces.update(line.replace("? ", ". ").replace("! ", ". ").split(". "))
-    return [text, *(p for p in pieces if len(p.split()) >= MIN_PIECE_WORDS)]

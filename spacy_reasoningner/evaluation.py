@@ -1,0 +1,628 @@
+"""Evaluate a spaCy pipeline that sets ``doc.ents`` on the benchmark datasets, as the paper does.
+
+Per dataset, and as the plain mean over datasets:
+
+* the paper's string-level micro P/R/F1: per sentence, the set of (normalized mention,
+  lowercased label) pairs of ``doc.ents`` against gold, pooled over the dataset's sentences;
+* spaCy's offset-level P/R/F (``get_ner_prf``, what ``nlp.evaluate`` reports), per type too;
+* for a ``reasoning_ner`` component: the share of named mentions that could not be grounded
+  (``doc._.ner_unaligned``), unparsable and truncated completions, and reasoning tokens per
+  sentence (counted with the backend's tokenizer where it has one, else whitespace words);
+* seconds per sentence.
+
+Misc-like types (``misc``, ``else``, ...) are left out of the schema, gold and predictions,
+as in the reference. Each dataset's type names come from its ``labels.json`` under a naming
+convention, and the component gets them as its labels for that dataset. An overlap guard
+refuses evaluation sentences that appear in the training data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spacy.language import Language
+from spacy.scorer import get_ner_prf
+from spacy.tokens import Doc
+from spacy.training import Example
+from spacy.util import filter_spans
+
+from .component import ReasoningNER
+from .protocol import MISC_LIKE_LABELS, PRF, label_key, normalize_mention, string_prf
+from .readers import (
+    CROSSNER_DATASETS,
+    NERRecord,
+    load_definitions,
+    load_label_map,
+    read_records,
+    relabel,
+)
+
+logger = logging.getLogger(__name__)
+
+# The seven zero-shot sets of the paper's headline average.
+ZERO_SHOT_DATASETS = (*CROSSNER_DATASETS, "mit_movie", "mit_restaurant")
+DEFAULT_NAMING = "instructuie_name"
+# CoNLL-2003's instructuie names in labels.json are placeholders (the IE_INSTRUCTIONS file
+# was not retrievable), so it is evaluated under its natural names.
+NAMING_BY_DATASET = {"conll2003": "natural_name"}
+# Share of train.txt carved out as a dev split where a dataset has none (MIT).
+DEV_FRACTION = 0.1
+LABELS_FILE = "labels.json"
+CG_LOG_NAME = "samples.jsonl"  # the CG stage's log of every sample it produced
+RESULT_FILES = ("results.json", "results.md", "f1.png")
+
+
+# --------------------------------------------------------------------------- overlap hashing
+
+MIN_PIECE_WORDS = 4  # shorter pieces of a passage ("Sharp", "v.") match by chance
+
+
+def sentence_hash(text: str) -> str:
+    """Hash of a sentence's normalized form: case, punctuation, articles and spacing do not
+    matter, as in the string-level metric, so re-tokenized or re-cased copies still match."""
+    return hashlib.sha1(normalize_mention(text).encode()).hexdigest()
+
+
+def text_pieces(text: str) -> list[str]:
+    """The text and, for multi-line or multi-sentence passages, its lines and sentences, so
+    that an evaluation sentence inside a training passage is found too."""
+    pieces = set(text.splitlines())
+    for line in text.splitlines():
+        pieces.update(line.replace("? ", ". ").replace("! ", ". ").split(". "))
+    return [text, *(p for p in pieces if len(p.split()) >= MIN_PIECE_WORDS)]
+
+
+class OverlapError(ValueError):
+    """Evaluation sentences appear in the training data."""
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class EvalSet:
+    """The sentences of one dataset, gold relabelled to ``labels`` and misc-like types
+    dropped. ``labels`` is what the component is given: names, or names -> definitions."""
+
+    name: str
+    records: list[NERRecord]
+    labels: list[str] | dict[str, str]
+    source: str
+    note: str = ""
+
+
+def default_naming(dataset: str) -> str:
+    return NAMING_BY_DATASET.get(dataset, DEFAULT_NAMING)
+
+
+def is_misc_like(label: str) -> bool:
+    return label_key(label) in MISC_LIKE_LABELS
+
+
+def _label_map(
+    labels_json: Path | None, naming: str, records: Sequence[NERRecord]
+) -> dict[str, str]:
+    """``{type in the file: evaluated name}`` without misc-like types; without a labels.json,
+    the types the records use keep their names."""
+    if labels_json is None:
+        found = {t for r in records for t in (r.schema or [])}
+        found.update(t for r in records for _, _, t in r.entities)
+        mapping = {t: t for t in sorted(found)}
+    else:
+        mapping = load_label_map(labels_json, naming)
+    mapping = {tag: name for tag, name in mapping.items() if not is_misc_like(name)}
+    where = labels_json or "the data"
+    names = Counter(label_key(n) for n in mapping.values())
+    if shared := [n for n, count in names.items() if count > 1]:
+        raise ValueError(
+            f"{where}: naming {naming!r} gives several types the same name {shared[0]!r}; "
+            "choose another naming (e.g. natural_name)"
+        )
+    if not mapping:
+        raise ValueError(f"{where}: no entity types left to evaluate")
+    return mapping
+
+
+def sample(records: Sequence[NERRecord], limit: int | None, seed: int) -> list[NERRecord]:
+    """``limit`` records drawn with ``seed``, in their file order (all when None)."""
+    if limit is None or limit >= len(records):
+        return list(records)
+    picked = sorted(random.Random(seed).sample(range(len(records)), limit))
+    return [records[i] for i in picked]
+
+
+def eval_set_from_file(
+    path: str | Path,
+    labels_json: str | Path | None = None,
+    *,
+    name: str | None = None,
+    naming: str | None = None,
+    definitions: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    format: str = "auto",
+) -> EvalSet:
+    """An evaluation set from any file the readers accept.
+
+    ``labels_json`` maps the file's types to the names of ``naming`` (default: see
+    ``default_naming``); without it the types keep the file's names. ``definitions`` names a
+    definition field of labels.json (e.g. ``definition_slimer``) to give the component
+    definitions too; the paper gives names only.
+    """
+    path = Path(path)
+    name = name or path.parent.name or path.stem
+    naming = naming or default_naming(name)
+    records = read_records(path, format=format, dataset=name)
+    return _eval_set(name, records, str(path), labels_json, naming, definitions, limit, seed, "")
+
+
+def _eval_set(
+    name: str,
+    records: list[NERRecord],
+    source: str,
+    labels_json: str | Path | None,
+    naming: str,
+    definitions: str | None,
+    limit: int | None,
+    seed: int,
+    note: str,
+) -> EvalSet:
+    labels_json = Path(labels_json) if labels_json else None
+    mapping = _label_map(labels_json, naming, records)
+    labels: list[str] | dict[str, str] = list(dict.fromkeys(mapping.values()))
+    if definitions:
+        if labels_json is None:
+            raise ValueError("definitions need a labels.json to read them from")
+        found = load_definitions(labels_json, naming, definitions)
+        labels = {label: found.get(label, "") for label in labels}
+    records = relabel(sample(records, limit, seed), mapping)
+    return EvalSet(name, records, labels, source, note)
+
+
+def load_eval_set(
+    data: str | Path,
+    dataset: str,
+    split: str = "dev",
+    *,
+    naming: str | None = None,
+    definitions: str | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> EvalSet:
+    """``<data>/<dataset>/<split>.txt`` with ``<data>/<dataset>/labels.json``.
+
+    A dataset without a dev split (MIT Movie and Restaurant) gets a seeded ``DEV_FRACTION``
+    slice of its train split, and the set's ``note`` says so.
+    """
+    folder = Path(data) / dataset
+    path = folder / f"{split}.txt"
+    train = folder / "train.txt"
+    note = ""
+    if not path.is_file() and split == "dev" and train.is_file():
+        records = read_records(train, dataset=dataset)
+        carved = sample(records, max(1, round(DEV_FRACTION * len(records))), seed)
+        note = (
+            f"no dev split: dev is a seeded slice of train.txt "
+            f"({len(carved)} of {len(records)} sentences, seed {seed})"
+        )
+        logger.warning("%s: %s", dataset, note)
+        records, path = carved, train
+    elif not path.is_file():
+        raise FileNotFoundError(f"{path}: no {split} split of {dataset!r} in {data}")
+    else:
+        records = read_records(path, dataset=dataset)
+    labels_json = folder / LABELS_FILE
+    return _eval_set(
+        dataset,
+        records,
+        str(path),
+        labels_json if labels_json.is_file() else None,
+        naming or default_naming(dataset),
+        definitions,
+        limit,
+        seed,
+        note,
+    )
+
+
+# --------------------------------------------------------------------------- overlap guard
+
+
+def read_training_texts(path: str | Path) -> list[str]:
+    """Texts of training data: a CG output folder or its ``samples.jsonl`` (kept samples,
+    the ones training uses), or any file the readers accept."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CG_LOG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training data to check overlap against")
+    if path.name != CG_LOG_NAME:
+        return [record.text for record in read_records(path)]
+    with path.open(encoding="utf-8") as handle:
+        entries = [json.loads(line) for line in handle if line.strip()]
+    return [e["text"] for e in entries if e.get("kept", True)]
+
+
+def find_overlap(
+    eval_sets: Sequence[EvalSet], training: Iterable[str | NERRecord]
+) -> dict[str, list[NERRecord]]:
+    """Evaluation records, by dataset, whose sentence is a training text or a sentence of
+    one (compared by ``sentence_hash``)."""
+    index = {sentence_hash(r.text): (s.name, r) for s in eval_sets for r in s.records}
+    hits: dict[str, dict[str, NERRecord]] = {}
+    for item in training:
+        text = item if isinstance(item, str) else item.text
+        for digest in map(sentence_hash, text_pieces(text)):
+            if digest in index:
+                dataset, record = index[digest]
+                hits.setdefault(dataset, {})[record.source] = record
+    return {dataset: list(found.values()) for dataset, found in hits.items()}
+
+
+def _overlap_message(overlap: Mapping[str, list[NERRecord]]) -> str:
+    parts = [
+        f"{dataset}: {len(records)} (e.g. {records[0].source}: {records[0].text[:80]!r})"
+        for dataset, records in overlap.items()
+    ]
+    return "evaluation sentences found in the training data: " + "; ".join(parts)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Scores:
+    """Precision, recall and F1 in percent, as the paper reports them."""
+
+    precision: float
+    recall: float
+    f1: float
+
+    @classmethod
+    def from_prf(cls, prf: PRF) -> Scores:
+        return cls(100 * prf.precision, 100 * prf.recall, 100 * prf.f1)
+
+    @classmethod
+    def from_spacy(cls, scores: Mapping[str, Any], prefix: str) -> Scores:
+        # spaCy gives None when there is neither gold nor prediction; PRF says 0 then.
+        p, r, f = (scores.get(f"{prefix}{key}") or 0.0 for key in ("p", "r", "f"))
+        return cls(100 * p, 100 * r, 100 * f)
+
+
+@dataclass
+class DatasetResult:
+    """Everything measured on one dataset. Counts of the component (mentions, unaligned,
+    unparsed, truncated) and reasoning tokens are None for pipelines without one."""
+
+    dataset: str
+    source: str
+    sentences: int
+    labels: list[str]
+    string: Scores
+    string_counts: PRF  # the micro counts: pairs matched, predicted and gold
+    offset: Scores
+    offset_per_type: dict[str, Scores]
+    seconds_per_sentence: float
+    mentions: int | None = None
+    unaligned: int | None = None
+    unaligned_reasons: dict[str, int] = field(default_factory=dict)
+    unparsed: int | None = None
+    truncated: int | None = None
+    reasoning_tokens_mean: float | None = None
+    reasoning_tokens_p95: float | None = None
+    overlapping: int = 0  # evaluation sentences also in the training data (allow_overlap)
+    note: str = ""
+
+    @property
+    def unaligned_rate(self) -> float | None:
+        """Percent of the mentions the model named that did not become entities."""
+        if self.unaligned is None or not self.mentions:
+            return None
+        return 100 * self.unaligned / self.mentions
+
+
+_MEAN_FIELDS = ("precision", "recall", "f1")
+
+
+@dataclass
+class EvaluationResult:
+    """Per-dataset results and their plain means (JSON-able through ``to_dict``)."""
+
+    pipeline: str
+    datasets: list[DatasetResult]
+    limit: int | None = None
+    seed: int = 0
+    reasoning_token_unit: str | None = None
+
+    def averages(self) -> dict[str, dict[str, dict[str, float]]]:
+        """``{group: {"string"|"offset": {precision, recall, f1}}}``, plain means over the
+        datasets of the group: all of them, and the paper's zero-shot sets where some of
+        them are evaluated beside others."""
+        groups = {"all": self.datasets}
+        zero_shot = [d for d in self.datasets if d.dataset in ZERO_SHOT_DATASETS]
+        if zero_shot and len(zero_shot) < len(self.datasets):
+            groups["zero-shot"] = zero_shot
+        return {
+            name: {
+                metric: {
+                    key: statistics.fmean(getattr(getattr(d, metric), key) for d in members)
+                    for key in _MEAN_FIELDS
+                }
+                for metric in ("string", "offset")
+            }
+            for name, members in groups.items()
+            if members
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        for entry, result in zip(data["datasets"], self.datasets, strict=True):
+            entry["unaligned_rate"] = result.unaligned_rate
+        data["average"] = self.averages()
+        return data
+
+    def save(self, folder: str | Path) -> list[Path]:
+        """Write results.json, results.md and f1.png into ``folder``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = [folder / name for name in RESULT_FILES]
+        paths[0].write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        paths[1].write_text(self.to_markdown(), encoding="utf-8")
+        self.plot_f1(paths[2])
+        return paths
+
+    def to_markdown(self) -> str:
+        header = (
+            "| dataset | sentences | string P | string R | string F1 | offset P | offset R "
+            "| offset F1 | unaligned % | unparsed | truncated | reasoning tokens mean / p95 "
+            "| s / sentence |"
+        )
+        lines = [f"# Evaluation of {self.pipeline}", "", header, "|---" * 13 + "|"]
+        lines += [_markdown_row(d) for d in self.datasets]
+        for group, means in self.averages().items():
+            cells = [f"{means[m][k]:.1f}" for m in ("string", "offset") for k in _MEAN_FIELDS]
+            lines.append(f"| **mean ({group})** | | {' | '.join(cells)} | | | | | |")
+        lines += ["", *self._notes()]
+        return "\n".join(lines) + "\n"
+
+    def _notes(self) -> list[str]:
+        sampled = "all sentences" if self.limit is None else f"at most {self.limit} sentences"
+        notes = [
+            f"- {sampled} per dataset (seed {self.seed}); scores in percent; means are plain "
+            "means over datasets. String: the paper's micro P/R/F1 over sets of (normalized "
+            "mention, label) per sentence. Offset: spaCy's ents_p/r/f. Misc-like types are "
+            "excluded from schema, gold and predictions.",
+        ]
+        if self.reasoning_token_unit:
+            notes.append(f"- reasoning tokens: {self.reasoning_token_unit}")
+        for d in self.datasets:
+            if d.note:
+                notes.append(f"- {d.dataset}: {d.note}")
+            if d.overlapping:
+                notes.append(
+                    f"- **WARNING {d.dataset}: {d.overlapping} evaluation sentences are in "
+                    "the training data**"
+                )
+        return notes
+
+    def plot_f1(self, path: str | Path) -> Path:
+        """Bar chart of per-dataset string and offset F1, means last."""
+        import matplotlib
+
+        matplotlib.use("Agg")  # no display needed (servers, CI)
+        import matplotlib.pyplot as plt
+
+        names = [d.dataset for d in self.datasets]
+        string = [d.string.f1 for d in self.datasets]
+        offset = [d.offset.f1 for d in self.datasets]
+        for group, means in self.averages().items():
+            names.append(f"mean ({group})")
+            string.append(means["string"]["f1"])
+            offset.append(means["offset"]["f1"])
+        positions = range(len(names))
+        width = 0.4
+        fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(names)), 4.5))
+        for shift, values, label in (
+            (-1, string, "string F1 (paper)"),
+            (1, offset, "offset F1 (spaCy)"),
+        ):
+            bars = ax.bar([p + shift * width / 2 for p in positions], values, width, label=label)
+            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.set_xticks(list(positions), names, rotation=30, ha="right")
+        ax.set_ylabel("F1 (%)")
+        # Headroom above 100 keeps the legend off the bars.
+        ax.set_ylim(0, 120)
+        ax.set_yticks(range(0, 101, 20))
+        ax.set_title(f"F1 per dataset: {self.pipeline}")
+        ax.legend(loc="upper left", ncol=2)
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        return Path(path)
+
+
+def _markdown_row(d: DatasetResult) -> str:
+    def number(value: float | None, digits: int = 1) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    scores = [number(getattr(s, k)) for s in (d.string, d.offset) for k in _MEAN_FIELDS]
+    tokens = (
+        "-"
+        if d.reasoning_tokens_mean is None
+        else f"{d.reasoning_tokens_mean:.0f} / {d.reasoning_tokens_p95:.0f}"
+    )
+    cells = [
+        d.dataset,
+        str(d.sentences),
+        *scores,
+        number(d.unaligned_rate),
+        "-" if d.unparsed is None else str(d.unparsed),
+        "-" if d.truncated is None else str(d.truncated),
+        tokens,
+        number(d.seconds_per_sentence, 2),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def reasoning_component(nlp: Language) -> ReasoningNER | None:
+    """The pipeline's ``reasoning_ner`` component; None for pipelines without one."""
+    found = [pipe for _, pipe in nlp.pipeline if isinstance(pipe, ReasoningNER)]
+    if len(found) > 1:
+        raise ValueError(f"the pipeline has {len(found)} reasoning_ner components; keep one")
+    return found[0] if found else None
+
+
+def evaluate(
+    nlp: Language,
+    eval_sets: Sequence[EvalSet],
+    *,
+    training: Iterable[str | NERRecord] | None = None,
+    allow_overlap: bool = False,
+    batch_size: int | None = None,
+    name: str = "pipeline",
+    limit: int | None = None,
+    seed: int = 0,
+) -> EvaluationResult:
+    """Run ``nlp`` over each set and score it.
+
+    The ``reasoning_ner`` component, if any, gets each set's labels for that set (its own
+    labels are restored afterwards). With ``training`` (texts or records), evaluation
+    sentences found in it raise ``OverlapError``, or with ``allow_overlap`` are counted and
+    logged as a warning. ``limit`` and ``seed`` are recorded in the result (sampling happens
+    when the sets are loaded).
+    """
+    overlap = find_overlap(eval_sets, training) if training is not None else {}
+    if overlap and not allow_overlap:
+        raise OverlapError(
+            _overlap_message(overlap) + ". Decontaminate the training data, or allow the "
+            "overlap (allow_overlap / --allow-overlap) to evaluate anyway"
+        )
+    if overlap:
+        logger.warning("ALLOWED OVERLAP: %s", _overlap_message(overlap))
+    component = reasoning_component(nlp)
+    results, unit = [], None
+    for eval_set in eval_sets:
+        result, reasonings = _evaluate_set(nlp, component, eval_set, batch_size)
+        result.overlapping = len(overlap.get(eval_set.name, []))
+        if component is not None:
+            count, unit = _token_counter(component)
+            lengths = sorted(count(text) for text in reasonings)
+            result.reasoning_tokens_mean = statistics.fmean(lengths) if lengths else 0.0
+            result.reasoning_tokens_p95 = _p95(lengths)
+        results.append(result)
+    return EvaluationResult(name, results, limit, seed, unit)
+
+
+def _evaluate_set(
+    nlp: Language, component: ReasoningNER | None, eval_set: EvalSet, batch_size: int | None
+) -> tuple[DatasetResult, list[str]]:
+    """The set's result without reasoning-token statistics, and the reasoning texts."""
+    labels = eval_set.labels
+    with _component_labels(component, labels):
+        before = Counter(component.stats) if component else Counter()
+        started = time.perf_counter()
+        docs = list(nlp.pipe((_doc(nlp, r) for r in eval_set.records), batch_size=batch_size))
+        seconds = time.perf_counter() - started
+        stats = Counter(component.stats) - before if component else Counter()
+    string, examples = PRF(), []
+    for record, doc in zip(eval_set.records, docs, strict=True):
+        doc.ents = [e for e in doc.ents if not is_misc_like(e.label_)]
+        gold = [(record.text[s:e], label) for s, e, label in record.entities]
+        string += string_prf([(e.text, e.label_) for e in doc.ents], gold)
+        examples.append(Example(doc, _reference(nlp, record)))
+    offset = get_ner_prf(examples)
+    n = len(docs)
+    result = DatasetResult(
+        dataset=eval_set.name,
+        source=eval_set.source,
+        sentences=n,
+        labels=list(labels),
+        string=Scores.from_prf(string),
+        string_counts=string,
+        offset=Scores.from_spacy(offset, "ents_"),
+        offset_per_type={
+            label: Scores.from_spacy(values, "")
+            for label, values in sorted((offset["ents_per_type"] or {}).items())
+        },
+        seconds_per_sentence=seconds / n if n else 0.0,
+        note=eval_set.note,
+    )
+    if component is None:
+        return result, []
+    unaligned = [u for doc in docs for u in doc._.get(component.ext["unaligned"]) or []]
+    result.mentions = stats["mentions"]
+    result.unaligned = len(unaligned)
+    result.unaligned_reasons = dict(Counter(u["reason"] for u in unaligned))
+    result.unparsed = stats["unparsed"]
+    result.truncated = stats["truncated"]
+    return result, [doc._.get(component.ext["reasoning"]) or "" for doc in docs]
+
+
+@contextlib.contextmanager
+def _component_labels(
+    component: ReasoningNER | None, labels: list[str] | dict[str, str]
+) -> Iterator[None]:
+    """Give the component ``labels`` for the duration (restoring its own afterwards)."""
+    if component is None:
+        yield
+        return
+    previous = component.cfg.get("labels")
+    component.initialize(labels=labels)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            component.initialize(labels=previous)
+
+
+def _doc(nlp: Language, record: NERRecord) -> Doc:
+    """A Doc with the record's own tokens where it has them (BIO files), so that gold and
+    prediction share tokens and the model sees the text the reference gives it."""
+    if not record.tokens or " ".join(record.tokens) != record.text:
+        return nlp.make_doc(record.text)
+    spaces = [True] * (len(record.tokens) - 1) + [False]
+    return Doc(nlp.vocab, words=record.tokens, spaces=spaces)
+
+
+def _reference(nlp: Language, record: NERRecord) -> Doc:
+    doc = _doc(nlp, record)
+    spans = [doc.char_span(s, e, label, alignment_mode="expand") for s, e, label in record.entities]
+    doc.set_ents(filter_spans([s for s in spans if s is not None]), default="outside")
+    return doc
+
+
+def _token_counter(component: ReasoningNER) -> tuple[Callable[[str], int], str]:
+    """Count with the backend's tokenizer (transformers, vLLM), else whitespace words."""
+    backend = component.backend
+    tokenizer = getattr(backend, "tokenizer", None)
+    if tokenizer is None and getattr(backend, "engine", None) is not None:
+        tokenizer = backend.engine.get_tokenizer()
+    if tokenizer is None:
+        return (lambda text: len(text.split())), "whitespace-separated words (no tokenizer)"
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    return (
+        lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
+        f"tokens of the backend's tokenizer ({name})",
+    )
+
+
+def _p95(sorted_values: Sequence[int]) -> float:
+    """Nearest-rank 95th percentile (0 for no values)."""
+    if not sorted_values:
+        return 0.0
+    return float(sorted_values[min(len(sorted_values) - 1, int(0.95 * len(sorted_values)))])

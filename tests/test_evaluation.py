@@ -1,0 +1,288 @@
+"""Evaluation: the paper's string metric and spaCy's offset metric on real benchmark
+sentences, answered by a scripted model, plus the overlap guard, outputs and the stage."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import spacy
+
+from spacy_reasoningner.backends import Completion, GenerationSettings
+from spacy_reasoningner.evaluation import (
+    EvalSet,
+    OverlapError,
+    eval_set_from_file,
+    evaluate,
+    load_eval_set,
+    read_training_texts,
+)
+from spacy_reasoningner.protocol import ChatMessages, render_completion
+from spacy_reasoningner.readers import NERRecord
+
+from ._scripted_backend import ScriptedBackend, prompt_text
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no benchmark data at {DATA}")
+
+# Real crossner_ai dev sentences (file line numbers) that show what the metrics do.
+WITH_MISC = "dev.txt:16"  # "classification algorithms" is misc
+REPEATED = "dev.txt:2048"  # "Planner" (product) is annotated twice
+OTHER_OCCURRENCE = "dev.txt:833"  # "India" is a country, but not inside "Digital India"
+
+
+@pytest.fixture(scope="module")
+def ai() -> EvalSet:
+    return load_eval_set(DATA, "crossner_ai")
+
+
+def one(eval_set: EvalSet, line: str) -> EvalSet:
+    """The set restricted to the sentence starting at ``line`` of its file."""
+    [record] = [r for r in eval_set.records if r.source.endswith(f"/{line}")]
+    return dataclasses.replace(eval_set, records=[record])
+
+
+def gold_answers(records: Sequence[NERRecord]) -> dict[str, dict[str, list[str]]]:
+    answers: dict[str, dict[str, list[str]]] = {}
+    for record in records:
+        grouped = answers.setdefault(record.text, {})
+        for start, end, label in record.entities:
+            grouped.setdefault(label, []).append(record.text[start:end])
+    return answers
+
+
+def oracle(
+    eval_sets: Sequence[EvalSet],
+    extra: dict[str, list[str]] | None = None,
+    reasoning: str = "reasoning here",
+) -> Callable[[str], str]:
+    """A model answering gold for every sentence of the sets (plus ``extra`` mentions)."""
+    answers = {}
+    for eval_set in eval_sets:
+        answers.update(gold_answers(eval_set.records))
+
+    def answer(text: str) -> str:
+        entities = {k: list(v) for k, v in answers[text].items()}
+        for label, mentions in (extra or {}).items():
+            entities.setdefault(label, []).extend(mentions)
+        return render_completion(reasoning, json.dumps({"entities": entities}))
+
+    return answer
+
+
+def scripted_nlp(answer: Callable[[str], str]) -> spacy.language.Language:
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(
+        "reasoning_ner",
+        config={"labels": ["person"], "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}},
+    )
+    pipe.backend = ScriptedBackend(answer)
+    return nlp
+
+
+def test_perfect_answers_score_100_with_each_datasets_labels():
+    sets = [
+        load_eval_set(DATA, name, limit=4, seed=1)
+        for name in ("crossner_ai", "conll2003", "mit_restaurant")
+    ]
+    nlp = scripted_nlp(oracle(sets))
+    result = evaluate(nlp, sets, limit=4, seed=1)
+    for d in result.datasets:
+        assert d.sentences == 4
+        assert (d.string.f1, d.offset.f1) == (100.0, 100.0), d.dataset
+        assert d.unaligned == d.unparsed == d.truncated == 0
+    ai, conll, restaurant = result.datasets
+    # instructuie names, natural names for CoNLL (placeholders otherwise), misc-like dropped.
+    assert "program language" in ai.labels and "else" not in ai.labels
+    assert conll.labels == ["person", "organization", "location"]
+    assert "Restaurant Name" in restaurant.labels
+    assert "seeded slice of train.txt" in restaurant.note
+    assert result.averages()["all"]["string"]["f1"] == 100.0
+    assert set(result.averages()) == {"all", "zero-shot"}
+    assert nlp.get_pipe("reasoning_ner").labels == ("person",)  # restored afterwards
+
+
+def test_sampling_is_seeded_and_keeps_file_order():
+    first = load_eval_set(DATA, "crossner_music", limit=5, seed=3)
+    again = load_eval_set(DATA, "crossner_music", limit=5, seed=3)
+    other = load_eval_set(DATA, "crossner_music", limit=5, seed=4)
+    assert [r.source for r in first.records] == [r.source for r in again.records]
+    assert [r.source for r in first.records] != [r.source for r in other.records]
+    lines = [int(r.source.rsplit(":", 1)[1]) for r in first.records]
+    assert lines == sorted(lines)
+
+
+def test_misc_is_excluded_from_schema_gold_and_predictions(ai: EvalSet):
+    misc = one(ai, WITH_MISC)
+    assert not any(label in ("else", "misc") for label in misc.labels)
+    assert [label for *_, label in misc.records[0].entities].count("algorithm") == 3
+    # The model naming the misc mention under misc-like labels costs nothing.
+    nlp = scripted_nlp(oracle([misc], {"else": ["classification algorithms"]}))
+    [result] = evaluate(nlp, [misc]).datasets
+    assert (result.string.f1, result.offset.f1) == (100.0, 100.0)
+    assert (result.string_counts.n_gold, result.string_counts.n_pred) == (3, 3)
+    assert result.unaligned_reasons == {"label not in the schema": 1}
+
+
+def test_duplicates_collapse_in_the_string_metric(ai: EvalSet):
+    repeated = one(ai, REPEATED)
+    assert len(repeated.records[0].entities) == 6
+    nlp = scripted_nlp(oracle([repeated], {"product": ["Planner", "planner"]}))
+    [result] = evaluate(nlp, [repeated]).datasets
+    # ("planner", "product") counts once on each side; offsets keep both occurrences.
+    counts = result.string_counts
+    assert (counts.tp, counts.n_pred, counts.n_gold) == (5, 5, 5)
+    assert result.offset.f1 == 100.0
+
+
+def test_an_unannotated_occurrence_costs_offset_precision_only(ai: EvalSet):
+    india = one(ai, OTHER_OCCURRENCE)
+    nlp = scripted_nlp(oracle([india]))
+    [result] = evaluate(nlp, [india]).datasets
+    assert result.string.f1 == 100.0
+    # "India" is grounded inside "Digital India" too: 3 of 4 predicted spans are gold.
+    assert (result.offset.precision, result.offset.recall) == (75.0, 100.0)
+    assert result.offset_per_type["country"].precision == pytest.approx(200 / 3)
+
+
+def test_unaligned_rate_and_whitespace_reasoning_tokens(ai: EvalSet):
+    sentences = dataclasses.replace(ai, records=ai.records[:2])
+    pairs = [{(r.text[s:e], label) for s, e, label in r.entities} for r in sentences.records]
+    named = sum(map(len, pairs)) + 2  # the model's answer lists each pair once, plus Atlantis
+    nlp = scripted_nlp(oracle([sentences], {"country": ["Atlantis"]}, "one two three"))
+    result = evaluate(nlp, [sentences])
+    [d] = result.datasets
+    assert (d.mentions, d.unaligned) == (named, 2)
+    assert d.unaligned_rate == pytest.approx(100 * 2 / named)
+    assert d.unaligned_reasons == {"not found in the text": 2}
+    assert d.string.precision == 100.0  # unaligned mentions never become entities
+    assert (d.reasoning_tokens_mean, d.reasoning_tokens_p95) == (3.0, 3.0)
+    assert result.reasoning_token_unit.startswith("whitespace")
+
+
+class CutOff:
+    """A backend whose every completion hits the token budget mid-answer."""
+
+    def generate(
+        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    ) -> list[Completion]:
+        return [Completion("<think>" + prompt_text(p), finish_reason="length") for p in prompts]
+
+
+def test_parse_failures_and_truncated_completions_are_counted(ai: EvalSet):
+    sentences = dataclasses.replace(ai, records=ai.records[:3])
+    nlp = scripted_nlp(oracle([]))
+    nlp.get_pipe("reasoning_ner").backend = CutOff()
+    [d] = evaluate(nlp, [sentences]).datasets
+    assert (d.unparsed, d.truncated, d.mentions) == (3, 3, 0)
+    assert d.unaligned_rate is None and d.string.f1 == 0.0
+
+
+def test_any_pipeline_setting_ents_is_evaluated(ai: EvalSet):
+    misc = one(ai, WITH_MISC)
+    nlp = spacy.blank("en")
+    ruler = nlp.add_pipe("entity_ruler")
+    ruler.add_patterns(
+        [
+            {"label": "algorithm", "pattern": "SVM"},
+            {"label": "misc", "pattern": "classification algorithms"},
+        ]
+    )
+    [d] = evaluate(nlp, [misc]).datasets
+    assert (d.string_counts.tp, d.string_counts.n_pred, d.string_counts.n_gold) == (1, 1, 3)
+    assert d.offset.recall == pytest.approx(100 / 3)
+    assert d.mentions is None and d.reasoning_tokens_mean is None
+
+
+def test_overlap_guard_refuses_then_reports_when_allowed(ai: EvalSet, tmp_path: Path):
+    sentences = dataclasses.replace(ai, records=ai.records[:3])
+    seen = sentences.records[1].text
+    # Re-cased and re-spaced, inside a training passage: still the same sentence.
+    passage = f"An unrelated first sentence here. {seen.upper().replace(' ,', ',')}"
+    log = tmp_path / "samples.jsonl"
+    entries = [{"text": passage, "kept": True}, {"text": sentences.records[0].text, "kept": False}]
+    log.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    training = read_training_texts(tmp_path)  # the CG folder: kept samples only
+    assert training == [passage]
+    nlp = scripted_nlp(oracle([sentences]))
+    with pytest.raises(OverlapError, match=r"crossner_ai: 1 .*allow_overlap"):
+        evaluate(nlp, [sentences], training=training)
+    result = evaluate(nlp, [sentences], training=training, allow_overlap=True)
+    assert result.datasets[0].overlapping == 1
+    assert "WARNING crossner_ai: 1 evaluation sentences are in the training data" in (
+        result.to_markdown()
+    )
+
+
+def test_file_without_labels_json_and_outputs(tmp_path: Path):
+    bio = tmp_path / "mine" / "test.bio"
+    bio.parent.mkdir()
+    bio.write_text("Alice\tB-PER\nvisited\tO\nParis\tB-MISC\n\nBob\tB-PER\nslept\tO\n")
+    eval_set = eval_set_from_file(bio)
+    assert (eval_set.name, eval_set.labels) == ("mine", ["PER"])  # MISC dropped
+    assert [r.entities for r in eval_set.records] == [[(0, 5, "PER")], [(0, 3, "PER")]]
+    result = evaluate(scripted_nlp(oracle([eval_set])), [eval_set], name="scripted")
+    paths = result.save(tmp_path / "out")
+    assert [p.name for p in paths] == ["results.json", "results.md", "f1.png"]
+    saved = json.loads(paths[0].read_text())
+    assert saved["pipeline"] == "scripted"
+    assert saved["datasets"][0]["string"]["f1"] == 100.0
+    assert saved["average"]["all"]["offset"]["f1"] == 100.0
+    assert "| mine | 2 | 100.0 |" in paths[1].read_text()
+    assert paths[2].read_bytes().startswith(b"\x89PNG")
+
+
+def test_naming_with_placeholder_names_is_refused():
+    with pytest.raises(ValueError, match="same name"):
+        load_eval_set(DATA, "conll2003", naming="instructuie_name", limit=1)
+
+
+def test_tiny_model_end_to_end(tiny_model_dir: Path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "reasoning_ner",
+        config={
+            "labels": ["person"],
+            # Unconstrained: grammar-constrained answers cost a minute on two CPU cores.
+            "backend": {"model": str(tiny_model_dir), "structured_output": False},
+            "generation": {"max_new_tokens": 8},
+        },
+    )
+    sets = [load_eval_set(DATA, "crossner_politics", limit=3)]
+    result = evaluate(nlp, sets)
+    [d] = result.datasets
+    assert d.sentences == 3 and d.seconds_per_sentence > 0
+    assert 0.0 <= d.string.f1 <= 100.0 and 0.0 <= d.offset.f1 <= 100.0
+    assert d.unparsed is not None and d.truncated is not None
+    assert "tokenizer" in result.reasoning_token_unit
+    assert d.reasoning_tokens_mean is not None
+
+
+def test_stage_reads_its_profile_section(tmp_path: Path):
+    from training.config import load_profile
+    from training.evaluate import evaluate_profile
+
+    pipeline = tmp_path / "pipeline"
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "reasoning_ner",
+        config={"labels": ["person"], "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}},
+    )
+    nlp.to_disk(pipeline)
+    log = tmp_path / "samples.jsonl"
+    log.write_text(json.dumps({"text": "A training sentence with nothing in it."}) + "\n")
+    overrides = {
+        "evaluate.pipeline": str(pipeline),
+        "evaluate.data": str(DATA),
+        "evaluate.datasets": ["crossner_science", "mit_movie"],
+        "evaluate.limit": 2,
+        "evaluate.output": str(tmp_path / "out"),
+        "evaluate.training_data": [str(log)],
+    }
+    result, paths = evaluate_profile(load_profile("cpu", overrides))
+    assert [d.dataset for d in result.datasets] == ["crossner_science", "mit_movie"]
+    assert all(p.is_file() for p in paths)
+    assert "mit_movie: no dev split" in paths[1].read_text()
