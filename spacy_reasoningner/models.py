@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import logging
 import math
 import os
@@ -124,10 +125,33 @@ def resolve_model(reference: str) -> ModelSource:
     )
 
 
+@dataclass(frozen=True)
+class BundledAdapter:
+    """A LoRA adapter shipped inside this package, over a bundled base model."""
+
+    base: str  # a name in BUNDLED_MODELS
+    folder: str  # under spacy_reasoningner/adapters: adapter_config.json, adapter_model.safetensors
+    origin: str
+
+
+ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
+BUNDLED_ADAPTERS = {
+    "smollm2-135m-ner": BundledAdapter(
+        base="smollm2-135m-instruct",
+        folder="smollm2-135m-ner",
+        origin="LoRA over SmolLM2-135M-Instruct trained by this project's cpu profile "
+        "(see PROVENANCE.md in its folder)",
+    )
+}
+
+
 def bundled_model_folder(name: str) -> Path:
-    """The safetensors folder of a bundled model, converting it on first use."""
+    """The safetensors folder of a bundled model, converting (or merging) it on first use."""
+    if name in BUNDLED_ADAPTERS:
+        return _merged_adapter_folder(name)
     if name not in BUNDLED_MODELS:
-        raise ValueError(f"unknown bundled model {name!r}: choose one of {sorted(BUNDLED_MODELS)}")
+        known = sorted([*BUNDLED_MODELS, *BUNDLED_ADAPTERS])
+        raise ValueError(f"unknown bundled model {name!r}: choose one of {known}")
     spec = BUNDLED_MODELS[name]
     try:
         dist = importlib.metadata.distribution(spec.distribution)
@@ -150,14 +174,79 @@ def bundled_model_folder(name: str) -> Path:
 
 
 def _convert_gguf(gguf: Path, folder: Path) -> None:
-    model, tokenizer = load_gguf(gguf)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
-    try:
+    def write(staging: Path) -> None:
+        model, tokenizer = load_gguf(gguf)
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        os.replace(staging, folder)  # atomic: readers never see a half-written folder
+
+    _write_atomically(folder, write)
+
+
+def _write_atomically(folder: Path, write: Any) -> None:
+    """``write(staging)`` then rename: readers never see a half-written folder."""
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
+    try:
+        write(staging)
+        os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _merged_adapter_folder(name: str) -> Path:
+    """The bundled base model with the packaged LoRA adapter merged in, cached by the
+    adapter's content (a new adapter in a new release gets a new folder)."""
+    spec = BUNDLED_ADAPTERS[name]
+    adapter = ADAPTERS_DIR / spec.folder
+    weights = adapter / "adapter_model.safetensors"
+    if not weights.is_file():
+        raise ValueError(f"bundled model {name!r}: {weights} is missing from the installation")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    folder = cache_dir() / f"{name}-{digest}"
+    if (folder / "config.json").exists():
+        return folder
+    base = bundled_model_folder(spec.base)
+    from filelock import FileLock
+
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "config.json").exists():
+            logger.info("Merging the %s adapter into %s in %s (once)", name, spec.base, folder)
+            _write_atomically(folder, lambda staging: merge_lora(base, adapter, staging))
+    return folder
+
+
+def merge_lora(base: Path, adapter: Path, output: Path) -> None:
+    """Write ``base`` with a PEFT LoRA adapter merged into its weights: W += s * B @ A, with
+    s = alpha / r (alpha / sqrt(r) for rsLoRA). No peft needed at inference time."""
+    from safetensors.torch import load_file, save_file
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    rank = config["r"]
+    scale = config["lora_alpha"] / (math.sqrt(rank) if config.get("use_rslora") else rank)
+    lora = load_file(adapter / "adapter_model.safetensors")
+    shards = sorted(base.glob("*.safetensors"))
+    merged = 0
+    for shard in shards:
+        weights = load_file(shard)
+        for key, a in lora.items():
+            if not key.endswith(".lora_A.weight"):
+                continue
+            target = key.removeprefix("base_model.model.").replace(".lora_A.weight", ".weight")
+            if target in weights:
+                b = lora[key.replace(".lora_A.", ".lora_B.")]
+                original = weights[target]
+                weights[target] = (original.float() + scale * (b.float() @ a.float())).to(
+                    original.dtype
+                )
+                merged += 1
+        save_file(weights, output / shard.name, metadata={"format": "pt"})
+    expected = sum(key.endswith(".lora_A.weight") for key in lora)
+    if merged != expected:
+        raise ValueError(f"{adapter}: {expected - merged} LoRA modules have no weight in {base}")
+    for item in base.iterdir():
+        if item.suffix != ".safetensors" and item.is_file():
+            shutil.copyfile(item, output / item.name)
+    for template in adapter.glob("chat_template.*"):  # the template the adapter was trained with
+        shutil.copyfile(template, output / template.name)
 
 
 def load_gguf(path: Path, **model_kwargs: Any) -> tuple[Any, Any]:

@@ -238,3 +238,27 @@ def test_structured_output_is_configurable(tiny_model_dir):
     assert not TransformersBackend(str(tiny_model_dir), structured_output=False).constrained
     with pytest.raises(ValueError, match='true, false or "auto"'):
         TransformersBackend(str(tiny_model_dir), structured_output="yes")
+
+
+def test_merged_lora_adapter_equals_the_peft_model(tmp_path, tiny_model_dir):
+    """A packaged adapter is merged without peft; the result computes what peft computes."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from spacy_reasoningner.models import merge_lora
+
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+    peft_model = get_peft_model(base, config).eval()
+    peft_model.save_pretrained(tmp_path / "adapter")
+    (tmp_path / "merged").mkdir()
+    merge_lora(Path(tiny_model_dir), tmp_path / "adapter", tmp_path / "merged")
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    ids = torch.tensor([[1, 5, 9, 42, 7]])
+    with torch.no_grad():
+        expected, actual = peft_model(ids).logits, merged(ids).logits
+    assert torch.allclose(expected, actual, atol=1e-4)
+    original = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    with torch.no_grad():
+        assert not torch.allclose(original(ids).logits, actual, atol=1e-4)
