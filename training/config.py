@@ -24,7 +24,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 def load_profile(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
     """The interpolated profile; ``path`` may also be a profile name such as ``cpu``."""
     path = Path(path)
-    if not path.suffix and not path.exists():
+    if path.suffix != ".cfg" and not path.exists():  # a profile name such as gpu-1.7b
         path = CONFIG_DIR / f"{path}.cfg"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.cfg"))

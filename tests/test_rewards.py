@@ -1,0 +1,135 @@
+"""GRPO rewards on hand-made completions, in TRL's call form."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from training.rewards import f1_reward, length_penalty, schema_reward
+
+SCHEMA = ["location", "organization", "person"]
+GOLD = [{"text": "Angela Merkel", "label": "person"}, {"text": "Berlin", "label": "location"}]
+
+
+def chat(content: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": content}]
+
+
+def rewards(
+    contents: list[str], gold: list[dict[str, str]] = GOLD
+) -> tuple[list[float], list[float]]:
+    """(F1, schema) rewards of ``contents`` against one gold, as TRL would call them."""
+    completions = [chat(c) for c in contents]
+    columns = {"schema": [SCHEMA] * len(contents), "entities": [gold] * len(contents)}
+    return f1_reward(completions, **columns), schema_reward(completions, **columns)
+
+
+def test_exact_answer_scores_full_marks() -> None:
+    answer = '<think>\nMerkel is a person.\n</think>\n{"entities": {"person": ["Angela Merkel"], "location": ["Berlin"]}}'
+    assert rewards([answer]) == ([1.0], [1.0])
+
+
+def test_string_level_matching_ignores_case_articles_and_punctuation() -> None:
+    answer = '{"entities": {"Person": ["angela merkel."], "location": ["the Berlin"]}}'
+    f1, schema = rewards([answer])
+    assert f1 == [1.0]
+    assert schema == [1.0]  # label case does not leave the schema
+
+
+def test_partial_answer_scores_f1() -> None:
+    f1, _ = rewards(['{"entities": {"person": ["Angela Merkel"]}}'])  # P 1, R 1/2
+    assert f1 == [pytest.approx(2 / 3)]
+
+
+def test_empty_gold_and_empty_answer_score_one() -> None:
+    assert rewards(['<think>none</think>\n{"entities": {}}'], gold=[]) == ([1.0], [1.0])
+
+
+def test_empty_gold_and_no_answer_scores_zero() -> None:
+    # Otherwise rambling without JSON would earn full F1 on sentences without entities.
+    assert rewards(["I cannot find any entities here."], gold=[]) == ([0.0], [0.0])
+
+
+def test_invalid_json() -> None:
+    f1, schema = rewards(['{"entities": {"person": ["Angela Merkel" "Berlin"}}', "{not json"])
+    assert schema == [0.0, 0.0]
+    assert f1[1] == 0.0
+
+
+def test_repaired_json_keeps_f1_but_loses_schema_reward() -> None:
+    answer = "{'entities': {'person': ['Angela Merkel'], 'location': ['Berlin'],},}"
+    assert rewards([answer]) == ([1.0], [0.0])
+
+
+def test_label_outside_schema() -> None:
+    answer = '{"entities": {"person": ["Angela Merkel"], "location": ["Berlin"], "date": ["1990"]}}'
+    f1, schema = rewards([answer])
+    assert f1 == [1.0]  # the out-of-schema mention is not a prediction of a schema type
+    assert schema == [0.0]
+
+
+def test_wrong_label_for_right_mention_is_a_miss() -> None:
+    f1, _ = rewards(['{"entities": {"organization": ["Angela Merkel"], "location": ["Berlin"]}}'])
+    assert f1 == [pytest.approx(0.5)]
+
+
+def test_duplicates_count_once() -> None:
+    answer = '{"entities": {"person": ["Angela Merkel", "Angela Merkel", "angela merkel"], "location": ["Berlin"]}}'
+    duplicated_gold = [*GOLD, GOLD[0]]
+    assert rewards([answer], gold=duplicated_gold) == ([1.0], [1.0])
+
+
+def test_truncated_completion() -> None:
+    inside_reasoning = "<think>\nMerkel is a person and Berlin"
+    inside_answer = (
+        '<think>ok</think>\n{"entities": {"person": ["Angela Merkel"], "location": ["Ber'
+    )
+    f1, schema = rewards([inside_reasoning, inside_answer])
+    assert f1[0] == 0.0  # no answer at all
+    assert f1[1] == pytest.approx(2 / 3)  # the complete mention counts, the cut one not
+    assert schema == [0.0, 0.0]
+
+
+def test_plain_string_completions() -> None:
+    f1 = f1_reward(['{"entities": {"person": ["Angela Merkel"]}}'], [SCHEMA], [GOLD[:1]])
+    assert f1 == [1.0]
+
+
+def test_combined_weighting_is_the_papers() -> None:
+    """TRL sums reward_weights x rewards: 10 x F1 + 1 x schema."""
+    contents = [
+        '{"entities": {"person": ["Angela Merkel"], "location": ["Berlin"]}}',  # 10 + 1
+        '{"entities": {"person": ["Angela Merkel"]}}',  # 10 x 2/3 + 1
+        "{'entities': {'person': ['Angela Merkel'], 'location': ['Berlin']}}",  # 10 + 0
+        "no answer",  # 0
+    ]
+    f1, schema = rewards(contents)
+    totals = [10 * f + 1 * s for f, s in zip(f1, schema, strict=True)]
+    assert totals == pytest.approx([11.0, 10 * 2 / 3 + 1, 10.0, 0.0])
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": list(range(len(text.split())))}
+
+
+def test_length_penalty_on_reasoning_beyond_the_budget() -> None:
+    penalty = functools.partial(length_penalty, tokenizer=WordTokenizer(), budget=10)
+    answer = '{"entities": {}}'
+    completions = [
+        chat(f"<think>{' '.join(['w'] * 8)}</think>{answer}"),  # within budget
+        chat(f"<think>{' '.join(['w'] * 15)}</think>{answer}"),  # half the budget over
+        chat(f"<think>{' '.join(['w'] * 40)}</think>{answer}"),  # capped
+        chat("<think>" + " ".join(["w"] * 25)),  # unclosed: all of it is reasoning
+        chat(answer),  # no reasoning
+    ]
+    assert penalty(completions, schema=[SCHEMA] * 5) == [0.0, -0.5, -1.0, -1.0, 0.0]
+    assert penalty.func.__name__ == "length_penalty"  # the name TRL logs it under
+
+
+def test_length_penalty_needs_a_budget() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        length_penalty([chat("x")], schema=[SCHEMA], tokenizer=WordTokenizer(), budget=0)

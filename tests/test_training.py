@@ -1,0 +1,428 @@
+"""SFT, GRPO and assembly on real CoNLL-2003 sentences: a few steps on the tiny random model
+(mechanics: rows, checkpoints and resumption, logs, saved folders), and one slow run showing
+that SFT of the bundled SmolLM2 lowers the loss on held-back rows."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import spacy
+import torch
+from transformers import AutoTokenizer, TrainerCallback
+
+from spacy_reasoningner.protocol import DEFAULT_CHAT_TEMPLATE, parse_completion
+from spacy_reasoningner.readers import load_label_map, read_bio, relabel
+from training import grpo, sft
+from training.assemble import assemble
+from training.build_data import training_row
+from training.chat_data import (
+    answer_only,
+    drop_overlong,
+    gold_rows,
+    grpo_dataset,
+    row_schema,
+    sft_dataset,
+    stratified_indices,
+    stratified_sample,
+)
+from training.config import CONFIG_DIR, load_profile
+from training.curves import CURVES_NAME, METRICS_NAME, plot_curves
+from training.schemas import clean_types, with_schema
+from training.teacher import gold_entities
+
+DATA = Path(
+    os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+CONLL = DATA / "conll2003"
+pytestmark = [
+    pytest.mark.skipif(not CONLL.is_dir(), reason=f"needs CoNLL-2003 under {DATA}"),
+    pytest.mark.usefixtures("one_thread"),
+]
+
+
+@pytest.fixture
+def one_thread() -> Any:
+    """The tiny model's matrices are so small that a second thread only adds
+    synchronisation, which costs a thousandfold on a machine busy with other work."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def conll_records(n: int) -> list:
+    """The first ``n`` CoNLL-2003 training sentences with the natural type names."""
+    label_map = load_label_map(CONLL / "labels.json", naming="natural_name")
+    records = relabel(read_bio(CONLL / "train.txt", dataset="conll2003")[:n], label_map)
+    types = clean_types(label_map.values())
+    return [with_schema(r, types) for r in records if len(r.text) > 20]
+
+
+def rationale(record: Any) -> str:
+    """A short reasoning naming every gold entity, as the CG stage's template mode writes."""
+    lines = [f'"{m}" is a {label}.' for label, ms in gold_entities(record).items() for m in ms]
+    return " ".join(lines) or "The text names no entity of the schema."
+
+
+def cg_rows(n: int) -> list[dict[str, Any]]:
+    return [
+        training_row(
+            {
+                "guid": f"conll-{i}",
+                "dataset": record.dataset,
+                "source": record.source,
+                "text": record.text,
+                "schema": record.schema,
+                "definitions": {},
+                "entities": [
+                    {"text": m, "label": t} for t, ms in gold_entities(record).items() for m in ms
+                ],
+                "reasoning": rationale(record),
+                "generator": "test-template",
+            }
+        )
+        for i, record in enumerate(conll_records(n))
+    ]
+
+
+@pytest.fixture(scope="module")
+def cg_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CG-format dataset (``save_to_disk``) of CoNLL sentences with a template rationale."""
+    from datasets import Dataset
+
+    folder = tmp_path_factory.mktemp("cg") / "dataset"
+    Dataset.from_list(cg_rows(48)).save_to_disk(str(folder))
+    return folder
+
+
+def tiny_profile(model: Path, dataset: Path, output: Path, **overrides: Any) -> Any:
+    """The cpu profile, shrunk to seconds on the tiny model."""
+    return load_profile(
+        "cpu",
+        {
+            "paths.data": str(DATA),
+            "paths.output": str(output),
+            "sft.model": str(model),
+            "sft.dataset": str(dataset),
+            "sft.eval_size": 4,
+            "sft.trainer.max_length": 512,
+            "sft.trainer.max_steps": 2,
+            "sft.trainer.eval_steps": 2,
+            "sft.trainer.save_steps": 1,
+            "sft.trainer.per_device_train_batch_size": 2,
+            "grpo.model": str(model),
+            "grpo.prompts.origin": "dataset",
+            "grpo.prompts.dataset": str(dataset),
+            "grpo.trainer.max_steps": 2,
+            "grpo.trainer.max_completion_length": 16,
+            "grpo.trainer.num_generations": 2,
+            "grpo.trainer.per_device_train_batch_size": 2,
+            **overrides,
+        },
+    )
+
+
+class StepCounter(TrainerCallback):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.steps += 1
+
+
+def logged(folder: Path) -> list[dict[str, Any]]:
+    lines = (folder / METRICS_NAME).read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def test_dataset_rows_follow_the_protocol(cg_dataset: Path) -> None:
+    from datasets import load_from_disk
+
+    row = load_from_disk(str(cg_dataset))[0]
+    assert row["schema"] == ["location", "organization", "person"]  # misc dropped, sorted
+    target = row["completion"][0]["content"]
+    parsed = parse_completion(target, row_schema(row))
+    assert parsed.valid and parsed.reasoning
+    assert sorted(parsed.mentions()) == sorted((e["text"], e["label"]) for e in row["entities"])
+
+
+def test_no_reasoning_rows_train_the_answer_alone(cg_dataset: Path) -> None:
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(cg_dataset))
+    row = answer_only(rows[0])
+    target = row["completion"][0]["content"]
+    assert "<think>" not in target and target.startswith('{"entities"')
+    assert "Answer with the JSON only." in row["prompt"][0]["content"]
+    assert row["chat_template_kwargs"] == {"enable_thinking": False}
+    with_reasoning = sft_dataset(rows, reasoning=True)
+    assert with_reasoning.column_names == ["prompt", "completion"]
+    assert with_reasoning[0]["completion"][0]["content"].startswith("<think>")
+    assert sft_dataset(rows, reasoning=False)[0]["completion"] == row["completion"]
+
+
+def test_overlong_rows_are_dropped(cg_dataset: Path, tiny_model_dir: Path) -> None:
+    from datasets import load_from_disk
+
+    rows = sft_dataset(load_from_disk(str(cg_dataset)), reasoning=True)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lengths = [
+        len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], return_dict=False))
+        for r in rows
+    ]
+    limit = sorted(lengths)[len(lengths) // 2]
+    assert len(drop_overlong(rows, tokenizer, limit)) == sum(n <= limit for n in lengths)
+    with pytest.raises(ValueError, match="longer than max_length"):
+        drop_overlong(rows, tokenizer, 10)
+
+
+def test_stratified_sampling_spreads_prompts_over_sources() -> None:
+    groups = ["a"] * 10 + ["b"] * 10 + ["c"] * 2
+    picked = stratified_indices(groups, 12, seed=0)
+    counts = {g: sum(groups[i] == g for i in picked) for g in "abc"}
+    assert counts == {"a": 5, "b": 5, "c": 2}  # c gives all it has, a and b share the rest
+    assert len(set(picked)) == 12
+    assert picked == stratified_indices(groups, 12, seed=0)
+    assert picked != stratified_indices(groups, 12, seed=1)
+
+
+def test_gold_rows_become_grpo_prompts() -> None:
+    records = conll_records(12)
+    rows = gold_rows(records, [f"g{i}" for i in range(len(records))])
+    sampled = grpo_dataset(stratified_sample(rows, 5, seed=0), reasoning=False)
+    assert len(sampled) == 5
+    assert set(sampled.column_names) == {"prompt", "schema", "entities", "dataset"}
+    assert "Answer with the JSON only." in sampled[0]["prompt"][0]["content"]
+
+
+def test_unknown_trainer_settings_are_refused() -> None:
+    from trl import SFTConfig
+
+    with pytest.raises(ValueError, match=r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
+        sft.trainer_config(SFTConfig, {"learning_rat": 1e-4}, "sft.trainer")
+    with pytest.raises(ValueError, match=r"output_dir.*the stage's `output`"):
+        sft.trainer_config(SFTConfig, {"output_dir": "x"}, "sft.trainer")
+    with pytest.raises(ValueError, match="'rank'"):
+        sft.lora_config({"enabled": True, "rank": 8}, "sft.lora")
+    assert sft.lora_config({"enabled": False, "r": 8}, "sft.lora") is None
+
+
+def test_reward_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="unknown keys"):
+        grpo.reward_functions({"f1": 1.0, "format": 1.0}, None)
+    with pytest.raises(ValueError, match="reasoning_budget"):
+        grpo.reward_functions({"length_penalty": 1.0}, None)
+    functions, weights = grpo.reward_functions({}, None)
+    assert [f.__name__ for f in functions] == ["f1_reward", "schema_reward"]
+    assert weights == [10.0, 1.0]
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu-1.7b", "gpu-8b"])
+def test_profiles_give_valid_trainer_settings(name: str) -> None:
+    from trl import GRPOConfig, SFTConfig
+
+    profile = load_profile(CONFIG_DIR / f"{name}.cfg")
+    args = sft.trainer_config(SFTConfig, dict(profile["sft"]["trainer"]), "sft.trainer")
+    rl = sft.trainer_config(GRPOConfig, dict(profile["grpo"]["trainer"]), "grpo.trainer")
+    sft.lora_config(profile["sft"]["lora"], "sft.lora")
+    assert rl.per_device_train_batch_size % rl.num_generations == 0
+    if name.startswith("gpu"):  # the paper's recipe
+        assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 256
+        assert (args.learning_rate, args.num_train_epochs, args.max_length) == (2e-5, 5, 8192)
+        assert (rl.num_generations, rl.temperature, rl.beta) == (16, 0.9, 0.04)
+        assert (rl.epsilon, rl.epsilon_high, rl.learning_rate) == (0.2, 0.28, 1e-6)
+        assert (rl.max_completion_length, rl.use_vllm, rl.vllm_mode) == (4096, True, "server")
+
+
+def test_launch_configs_parse() -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    deepspeed = json.loads((CONFIG_DIR / "deepspeed" / "zero3.json").read_text())
+    assert deepspeed["zero_optimization"]["stage"] == 3
+    for name in ("single-gpu", "zero3", "multi-node-zero3"):
+        launch = load_config_from_file(str(CONFIG_DIR / "accelerate" / f"{name}.yaml"))
+        file = launch.deepspeed_config.get("deepspeed_config_file")
+        assert file is None or (CONFIG_DIR.parent / file).is_file()
+
+
+# --------------------------------------------------------------------------- SFT
+
+
+def test_sft_trains_checkpoints_and_resumes(
+    cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    profile = tiny_profile(tiny_model_dir, cg_dataset, tmp_path)
+    output = tmp_path / "sft"
+    model_dir = sft.train(profile)
+
+    assert model_dir == output / "model"
+    assert (model_dir / "model.safetensors").is_file()
+    assert (output / "adapter" / "adapter_config.json").is_file()  # LoRA in the cpu profile
+    assert not list(model_dir.glob("adapter_*"))  # merged: loads without peft
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert tokenizer.chat_template  # inference renders prompts as training did
+    history = logged(output)
+    assert [e["step"] for e in history if "loss" in e] == [1, 2]
+    assert any("eval_loss" in e for e in history)
+    assert (output / CURVES_NAME).stat().st_size > 0
+    assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 2
+
+    # An interrupted run continues from its last checkpoint: one more step, not three.
+    longer = tiny_profile(tiny_model_dir, cg_dataset, tmp_path, **{"sft.trainer.max_steps": 3})
+    trainer, folder, resume = sft.build_trainer(longer)
+    counter = StepCounter()
+    trainer.add_callback(counter)
+    sft.train_and_save(trainer, folder, resume)
+    assert counter.steps == 1
+    assert trainer.state.global_step == 3
+    assert [e["step"] for e in logged(output) if "loss" in e] == [1, 2, 3]
+
+
+def test_incomplete_checkpoints_are_skipped(tmp_path: Path) -> None:
+    for step, complete in [(2, True), (10, True), (12, False)]:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert sft.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert sft.last_checkpoint(tmp_path / "checkpoint-12") is None
+
+
+def test_full_sft_without_reasoning_and_default_chat_template(
+    cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    for name in ("chat_template.jinja", "chat_template.json"):
+        (base / name).unlink(missing_ok=True)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    assert not AutoTokenizer.from_pretrained(base).chat_template
+
+    profile = tiny_profile(
+        base,
+        cg_dataset,
+        tmp_path,
+        **{"sft.lora.enabled": False, "sft.reasoning": False, "sft.trainer.max_steps": 1},
+    )
+    model_dir = sft.train(profile)
+    assert not (tmp_path / "sft" / "adapter").exists()
+    assert AutoTokenizer.from_pretrained(model_dir).chat_template == DEFAULT_CHAT_TEMPLATE
+
+
+# --------------------------------------------------------------------------- GRPO
+
+
+def test_grpo_two_steps_log_rewards_length_and_kl(
+    cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    profile = tiny_profile(
+        tiny_model_dir,
+        cg_dataset,
+        tmp_path,
+        **{"grpo.rewards.length_penalty": 1.0, "grpo.rewards.reasoning_budget": 4},
+    )
+    model_dir = grpo.train(profile)
+
+    assert (model_dir / "model.safetensors").is_file()
+    steps = [e for e in logged(tmp_path / "grpo") if "kl" in e]
+    assert [e["step"] for e in steps] == [1, 2]
+    for name in ("f1_reward", "schema_reward", "length_penalty"):
+        assert all(f"rewards/{name}/mean" in e for e in steps)
+    assert all("completions/mean_length" in e for e in steps)
+    assert (tmp_path / "grpo" / CURVES_NAME).is_file()
+    state = json.loads((tmp_path / "grpo" / "trainer_state.json").read_text())
+    assert any("rewards/f1_reward/mean" in e for e in state["log_history"])
+
+
+def test_grpo_prompts_from_gold_sources(tmp_path: Path, tiny_model_dir: Path) -> None:
+    profile = tiny_profile(
+        tiny_model_dir,
+        tmp_path / "unused",
+        tmp_path,
+        **{"grpo.prompts.origin": "sources", "grpo.prompts.num_prompts": 6},
+    )
+    rows = grpo.prompt_rows(profile)
+    counts = {name: rows["dataset"].count(name) for name in set(rows["dataset"])}
+    assert counts == {"conll2003": 3, "pile_ner": 3}
+    schema = rows[0]["schema"]
+    assert schema == sorted(schema) and "misc" not in schema
+
+
+def test_grpo_refuses_evaluation_domains(tmp_path: Path, tiny_model_dir: Path) -> None:
+    profile = tiny_profile(
+        tiny_model_dir,
+        tmp_path / "unused",
+        tmp_path,
+        **{
+            "grpo.prompts.origin": "sources",
+            "grpo.sources.conll2003.path": str(DATA / "mit_movie" / "train.txt"),
+            "grpo.sources.conll2003.labels": str(DATA / "mit_movie" / "labels.json"),
+            "grpo.prompts.forbidden_datasets": ["conll2003"],
+        },
+    )
+    with pytest.raises(ValueError, match="evaluation domains"):
+        grpo.prompt_rows(profile)
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def test_assembled_pipeline_loads_and_runs(
+    cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    output = assemble(
+        tiny_model_dir,
+        tmp_path / "pipeline",
+        ["person", "location"],
+        component={"generation": {"max_new_tokens": 8}},
+    )
+    assert (output / "reasoning_ner" / "model" / "model.safetensors").is_file()
+    nlp = spacy.load(output)
+    assert nlp.get_pipe("reasoning_ner").labels == ("person", "location")
+    doc = nlp("Angela Merkel visited Paris.")
+    assert doc._.ner_reasoning is not None
+
+
+def test_curves_skip_panels_without_data(tmp_path: Path) -> None:
+    assert plot_curves([{"epoch": 1.0, "step": 1}], tmp_path / "none.png") is None
+    history = [{"step": s, "loss": 1.0 / s, "rewards/f1_reward/mean": 0.1 * s} for s in (1, 2)]
+    assert plot_curves(history, tmp_path / "c.png").stat().st_size > 0
+
+
+# --------------------------------------------------------------------------- behaviour
+
+
+@pytest.mark.slow
+def test_sft_of_smollm2_lowers_the_held_back_loss(bundled_model_dir: Path, tmp_path: Path) -> None:
+    from datasets import Dataset
+
+    torch.set_num_threads(int(os.environ.get("TORCH_NUM_THREADS", "2")))  # a real model
+    folder = tmp_path / "cg" / "dataset"
+    Dataset.from_list(cg_rows(160)).save_to_disk(str(folder))
+    profile = tiny_profile(
+        bundled_model_dir,
+        folder,
+        tmp_path,
+        **{
+            "sft.eval_size": 16,
+            "sft.trainer.max_steps": 30,
+            "sft.trainer.eval_steps": 30,
+            "sft.trainer.save_steps": 30,
+            "sft.trainer.per_device_train_batch_size": 4,
+        },
+    )
+    trainer, output, resume = sft.build_trainer(profile)
+    before = trainer.evaluate()["eval_loss"]
+    sft.train_and_save(trainer, output, resume)
+    after = trainer.evaluate()["eval_loss"]
+    assert after < 0.8 * before, (before, after)
