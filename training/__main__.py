@@ -1,9 +1,12 @@
 """``python -m training <stage> <profile> [--section.key value ...]``: the stage commands
 that project.yml runs. Extra ``--a.b value`` options override values of the profile."""
 
+import os
+from typing import Annotated
+
 import typer
 
-from . import build_data
+from . import assemble, build_data, evaluate, grpo, prepare_data, sft
 
 app = typer.Typer(
     name="training",
@@ -17,12 +20,22 @@ OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
 @app.callback()
-def main() -> None:
+def main(
+    gpu_id: Annotated[
+        int, typer.Option(help="Run on this GPU (-1: keep CUDA_VISIBLE_DEVICES).")
+    ] = -1,
+) -> None:
     """Stages read a profile from configs/ (cpu, gpu-1.7b, gpu-8b) or a .cfg path."""
+    if gpu_id >= 0:  # before any CUDA initialisation
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu_id)
 
 
+app.command("prepare-data")(prepare_data.command)
 app.command("build-data", context_settings=OVERRIDES)(build_data.command)
-# Further stages register here.
+app.command("sft", context_settings=OVERRIDES)(sft.command)
+app.command("grpo", context_settings=OVERRIDES)(grpo.command)
+app.command("assemble", context_settings=OVERRIDES)(assemble.command)
+app.command("evaluate", context_settings=OVERRIDES)(evaluate.command)
 
 if __name__ == "__main__":
     app()
