@@ -330,7 +330,9 @@ def run(config: DataConfig) -> dict[str, Any]:
     if pending and config.mode is not Mode.template:
         teacher = _with_cache(build_backend(config.teacher), config.cache)
     if pending and config.judge:
-        judge = _with_cache(build_backend(config.judge_backend), config.cache)
+        # The same block as the teacher's shares its engine: one model load, one GPU pool.
+        same = teacher is not None and config.judge_backend == config.teacher
+        judge = teacher if same else _with_cache(build_backend(config.judge_backend), config.cache)
     with tqdm(
         total=len(planned.records),
         initial=len(planned.records) - len(pending),
