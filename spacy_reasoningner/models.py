@@ -214,14 +214,18 @@ def _merged_adapter_folder(name: str) -> Path:
     return folder
 
 
+def lora_scale(config: dict[str, Any]) -> float:
+    """The factor of a PEFT LoRA update B @ A: alpha / r, or alpha / sqrt(r) for rsLoRA."""
+    rank = config["r"]
+    return config["lora_alpha"] / (math.sqrt(rank) if config.get("use_rslora") else rank)
+
+
 def merge_lora(base: Path, adapter: Path, output: Path) -> None:
     """Write ``base`` with a PEFT LoRA adapter merged into its weights: W += s * B @ A, with
     s = alpha / r (alpha / sqrt(r) for rsLoRA). No peft needed at inference time."""
     from safetensors.torch import load_file, save_file
 
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    rank = config["r"]
-    scale = config["lora_alpha"] / (math.sqrt(rank) if config.get("use_rslora") else rank)
+    scale = lora_scale(json.loads((adapter / "adapter_config.json").read_text()))
     lora = load_file(adapter / "adapter_model.safetensors")
     shards = sorted(base.glob("*.safetensors"))
     merged = 0

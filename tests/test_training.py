@@ -426,3 +426,44 @@ def test_sft_of_smollm2_lowers_the_held_back_loss(bundled_model_dir: Path, tmp_p
     sft.train_and_save(trainer, output, resume)
     after = trainer.evaluate()["eval_loss"]
     assert after < 0.8 * before, (before, after)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """SFT's LoRA over the base, then GRPO's over the merged SFT model (other rank, rsLoRA,
+    fewer modules), stack into one adapter whose merge gives the same weights."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from spacy_reasoningner.models import merge_lora
+    from training.export_adapter import export
+
+    profile = tiny_profile(tiny_model_dir, tmp_path / "unused", tmp_path / "out")
+    stages = {
+        "sft": LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", init_lora_weights=False),
+        "grpo": LoraConfig(
+            r=4,
+            lora_alpha=8,
+            use_rslora=True,
+            target_modules=["q_proj", "v_proj"],
+            init_lora_weights=False,
+        ),
+    }
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    for stage, config in stages.items():
+        peft_model = get_peft_model(model, config)
+        peft_model.save_pretrained(tmp_path / "out" / stage / "adapter")
+        model = peft_model.merge_and_unload()
+    exported = export(profile, tmp_path / "exported", ["sft", "grpo"], dtype="float32")
+    assert json.loads((exported / "adapter_config.json").read_text())["r"] == 12
+    assert "sft + grpo" in (exported / "PROVENANCE.md").read_text()
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    merge_lora(tiny_model_dir, exported, merged)
+    weights = load_file(merged / "model.safetensors")
+    for name, expected in model.state_dict().items():
+        assert torch.allclose(weights[name], expected, atol=1e-5), name

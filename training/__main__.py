@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from . import assemble, build_data, evaluate, grpo, prepare_data, sft
+from . import assemble, build_data, evaluate, export_adapter, grpo, prepare_data, sft
 
 app = typer.Typer(
     name="training",
@@ -36,6 +36,7 @@ app.command("sft", context_settings=OVERRIDES)(sft.command)
 app.command("grpo", context_settings=OVERRIDES)(grpo.command)
 app.command("assemble", context_settings=OVERRIDES)(assemble.command)
 app.command("evaluate", context_settings=OVERRIDES)(evaluate.command)
+app.command("export-adapter", context_settings=OVERRIDES)(export_adapter.command)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,240 @@
+"""Export what a profile trained as one LoRA adapter over its base model, with its provenance:
+the form in which the package ships its default model (``spacy_reasoningner/adapters/``).
+
+The SFT stage trains a LoRA adapter over the base model; the GRPO stage, with ``[grpo.lora]``,
+a second one over the merged SFT model (so that the KL term's reference stays the SFT
+model). Both are low-rank updates of the same weights, so they stack exactly into one adapter
+of rank r_sft + r_grpo and scale 1:
+
+    s1 B1 A1 + s2 B2 A2 = [s1 B1 | s2 B2] @ [A1 ; A2]
+
+The output folder holds ``adapter_config.json``, ``adapter_model.safetensors`` (float16 by
+default: half the size, and the merge computes in float32), the chat template the adapter
+was trained with, the profile (``profile.cfg``) and ``PROVENANCE.md``: the commands, git
+commit, base model, data report, training and evaluation figures, and the weights' SHA-256.
+
+    python -m training export-adapter cpu spacy_reasoningner/adapters/smollm2-135m-ner
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from confection import Config
+from spacy.cli._util import parse_config_overrides
+
+from spacy_reasoningner.models import lora_scale
+
+from .config import load_profile, section
+from .sft import ADAPTER_NAME
+
+WEIGHTS = "adapter_model.safetensors"
+CONFIG = "adapter_config.json"
+STAGES = ("sft", "grpo")
+# Adapter features the stacking does not express; the stages never set them.
+UNSUPPORTED = {"use_dora": False, "bias": "none", "modules_to_save": None, "rank_pattern": {}}
+
+
+def read_adapter(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(adapter_config.json, weights) of a PEFT LoRA folder, refusing what cannot be stacked."""
+    from safetensors.torch import load_file
+
+    if not (folder / CONFIG).is_file() or not (folder / WEIGHTS).is_file():
+        raise FileNotFoundError(
+            f"no LoRA adapter in {folder} ({CONFIG} and {WEIGHTS}): train the stage with "
+            "its [<stage>.lora] enabled first"
+        )
+    config = json.loads((folder / CONFIG).read_text())
+    for key, expected in UNSUPPORTED.items():
+        if (config.get(key) or expected) != expected:
+            raise ValueError(f"{folder}: adapters with {key}={config[key]!r} cannot be exported")
+    return config, load_file(folder / WEIGHTS)
+
+
+def module_names(weights: dict[str, Any]) -> set[str]:
+    return {key.removesuffix(".lora_A.weight") for key in weights if key.endswith(".lora_A.weight")}
+
+
+def stack_adapters(
+    adapters: list[tuple[dict[str, Any], dict[str, Any]]], base_model: str, dtype: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One adapter (config, weights) equal to the sum of the updates of ``adapters``."""
+    import torch
+
+    ranks = [config["r"] for config, _ in adapters]
+    modules = sorted(set().union(*(module_names(weights) for _, weights in adapters)))
+    stacked: dict[str, Any] = {}
+    for module in modules:
+        a_parts, b_parts = [], []
+        for config, weights in adapters:
+            a = weights.get(f"{module}.lora_A.weight")
+            b = weights.get(f"{module}.lora_B.weight")
+            a_parts.append(None if a is None else a.float())
+            b_parts.append(None if b is None else lora_scale(config) * b.float())
+        fan_in = next(a for a in a_parts if a is not None).shape[1]
+        fan_out = next(b for b in b_parts if b is not None).shape[0]
+        # A module only one stage adapted gets zero blocks for the other.
+        for i, rank in enumerate(ranks):
+            if a_parts[i] is None:
+                a_parts[i], b_parts[i] = torch.zeros(rank, fan_in), torch.zeros(fan_out, rank)
+        stacked[f"{module}.lora_A.weight"] = torch.cat(a_parts, dim=0).to(getattr(torch, dtype))
+        stacked[f"{module}.lora_B.weight"] = torch.cat(b_parts, dim=1).to(getattr(torch, dtype))
+    rank = sum(ranks)
+    targets = sorted({name.rsplit(".", 1)[-1] for name in modules})
+    config = {
+        **adapters[0][0],
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": rank,  # scale 1: the stage scales are folded into B
+        "use_rslora": False,
+        "lora_dropout": 0.0,
+        "target_modules": targets,
+        "alpha_pattern": {},
+        "inference_mode": True,
+    }
+    return config, stacked
+
+
+def export(profile: Config, output: Path, stages: list[str], dtype: str = "float16") -> Path:
+    """Write the stacked adapter of ``stages`` and its provenance to ``output``."""
+    from safetensors.torch import save_file
+
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown or not stages:
+        raise ValueError(f"stages {unknown or stages} are not a non-empty subset of {STAGES}")
+    folders = [Path(section(profile, stage)["output"]) / ADAPTER_NAME for stage in stages]
+    base_model = profile["paths"]["base_model"]
+    config, weights = stack_adapters([read_adapter(f) for f in folders], base_model, dtype)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    save_file(weights, output / WEIGHTS, metadata={"format": "pt"})
+    for template in folders[0].glob("chat_template.*"):
+        shutil.copyfile(template, output / template.name)
+    (output / "profile.cfg").write_text(profile.to_str())
+    (output / "PROVENANCE.md").write_text(provenance(profile, output, stages, config))
+    return output
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def provenance(profile: Config, output: Path, stages: list[str], config: dict[str, Any]) -> str:
+    weights = output / WEIGHTS
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    lines = [
+        f"# {output.name}: provenance",
+        "",
+        f"A rank-{config['r']} LoRA adapter over `{config['base_model_name_or_path']}` "
+        f"({', '.join(config['target_modules'])}), stacked from the {' + '.join(stages)} "
+        f"stage adapters of the profile in `profile.cfg`.",
+        "",
+        f"- weights: `{WEIGHTS}`, {weights.stat().st_size / 1e6:.1f} MB, sha256 `{digest}`",
+        f"- exported: {datetime.date.today().isoformat()}, from git commit {git_commit()}",
+        f"- seed: {profile['system']['seed']}",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        "spacy project run all . --vars.data ../shared/data   # data, SFT, GRPO, evaluation",
+        "spacy project run adapter . --vars.data ../shared/data   # this folder",
+        "```",
+        "",
+        "## Data (CG stage)",
+        "",
+        *data_lines(Path(section(profile, "cg")["output"]) / "report.json"),
+        "",
+        "## Training",
+        "",
+        *[line for stage in stages for line in stage_lines(stage, section(profile, stage))],
+        "",
+        f"## Evaluation of the profile's pipeline (`{section(profile, 'assemble')['model']}`, "
+        "before the export's float16 rounding)",
+        "",
+        *evaluation_lines(Path(section(profile, "evaluate")["output"]) / "results.md"),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def git_commit() -> str:
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True)
+        return commit + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def data_lines(report_path: Path) -> list[str]:
+    if not report_path.is_file():
+        return [f"(no data report at {report_path})"]
+    report = json.loads(report_path.read_text())
+    kept = ", ".join(f"{src}: {n.get('kept', 0)}" for src, n in report["per_source"].items())
+    tokens = report.get("reasoning_tokens", {})
+    return [
+        f"- mode: {report['mode']}; kept {report['kept']} of {report['samples']} samples ({kept})",
+        f"- removed as overlapping evaluation splits: {report['decontamination_removed']}",
+        f"- reasoning tokens per sample: mean {tokens.get('mean', 0):.1f}, "
+        f"p95 {tokens.get('p95', 0)}",
+        "- no sample from the zero-shot evaluation domains (CrossNER, MIT Movie/Restaurant)",
+    ]
+
+
+def stage_lines(stage: str, block: dict[str, Any]) -> list[str]:
+    state_path = Path(block["output"]) / "trainer_state.json"
+    if not state_path.is_file():
+        return [f"- {stage}: (no trainer_state.json in {state_path.parent})"]
+    state = json.loads(state_path.read_text())
+    history = state.get("log_history", [])
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    evals = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
+    rewards = [entry["reward"] for entry in history if "reward" in entry]
+    seconds = next((e["train_runtime"] for e in history if "train_runtime" in e), None)
+    parts = [f"{state.get('global_step', 0)} steps"]
+    if seconds:
+        parts.append(f"{seconds:.0f} s")
+    if losses:
+        parts.append(f"train loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    if evals:
+        parts.append(f"held-back loss {' -> '.join(f'{v:.3f}' for v in evals)}")
+    if rewards:
+        parts.append(f"mean reward per step {', '.join(f'{v:.2f}' for v in rewards)}")
+    return [f"- {stage}: {'; '.join(parts)}"]
+
+
+def evaluation_lines(results_path: Path) -> list[str]:
+    if not results_path.is_file():
+        return [f"(no evaluation results at {results_path})"]
+    return results_path.read_text().strip().splitlines()
+
+
+def command(
+    ctx: typer.Context,
+    profile: Annotated[
+        str, typer.Argument(help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path.")
+    ],
+    output: Annotated[Path, typer.Argument(help="Folder to write the adapter to.")],
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A stage adapter to stack, in training order (repeatable; default: sft and grpo)."
+        ),
+    ] = None,
+    dtype: Annotated[
+        str, typer.Option(help="Weight dtype: float16, bfloat16 or float32.")
+    ] = "float16",
+) -> None:
+    """Export the trained LoRA adapter(s) as one adapter over the base model + provenance."""
+    if dtype not in ("float16", "bfloat16", "float32"):
+        raise typer.BadParameter(f"dtype {dtype!r} is not float16, bfloat16 or float32")
+    profile_config = load_profile(profile, parse_config_overrides(ctx.args))
+    folder = export(profile_config, output, stage or list(STAGES), dtype)
+    typer.echo(f"adapter: {folder}  (provenance: {folder / 'PROVENANCE.md'})")
