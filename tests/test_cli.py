@@ -201,6 +201,7 @@ def test_info():
     assert result.exit_code == 0, result.output
     assert __version__ in result.stdout
     assert DEFAULT_MODEL in result.stdout
+    assert "bundled:smollm2-135m-ner: available" in result.stdout
 
 
 # --------------------------------------------------------------------------- errors

@@ -382,7 +382,7 @@ def test_assembled_pipeline_loads_and_runs(
 ) -> None:
     output = assemble(
         tiny_model_dir,
-        tmp_path / "pipeline",
+        tmp_path / "not-yet" / "pipeline",  # parents are created
         ["person", "location"],
         component={"generation": {"max_new_tokens": 8}},
     )

@@ -51,6 +51,7 @@ def assemble(
             "backend": {"@reasoning_ner_backends": BACKEND, "model": str(model)},
         },
     )
+    Path(output).parent.mkdir(parents=True, exist_ok=True)  # to_disk makes the last level only
     nlp.to_disk(output)
     return Path(output)
 

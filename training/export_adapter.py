@@ -213,7 +213,9 @@ def stage_lines(stage: str, block: dict[str, Any]) -> list[str]:
 def evaluation_lines(results_path: Path) -> list[str]:
     if not results_path.is_file():
         return [f"(no evaluation results at {results_path})"]
-    return results_path.read_text().strip().splitlines()
+    # Its headings one level down, under this file's own.
+    lines = results_path.read_text().strip().splitlines()
+    return ["#" + line if line.startswith("#") else line for line in lines]
 
 
 def command(
