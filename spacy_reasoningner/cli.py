@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import __version__, evaluation
 from .component import ReasoningNER
-from .models import ADAPTERS_DIR, BUNDLED_ADAPTERS, BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL
+from .models import BUNDLED_ADAPTERS, BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL
 
 app = typer.Typer(
     name="spacy-reasoningner",
@@ -315,8 +315,7 @@ def info() -> None:
             state = f"not installed ({spec.install_hint})"
         typer.echo(f"{BUNDLED_PREFIX}{name}: {state}")
     for name, adapter in BUNDLED_ADAPTERS.items():
-        weights = ADAPTERS_DIR / adapter.folder / "adapter_model.safetensors"
-        state = "available" if weights.is_file() else "missing from this installation"
+        state = "available" if adapter.weights.is_file() else "missing from this installation"
         typer.echo(f"{BUNDLED_PREFIX}{name}: {state} ({adapter.origin})")
 
 

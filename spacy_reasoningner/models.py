@@ -134,11 +134,18 @@ class BundledAdapter:
     """A LoRA adapter shipped inside this package, over a bundled base model."""
 
     base: str  # a name in BUNDLED_MODELS
-    folder: str  # under spacy_reasoningner/adapters: adapter_config.json, adapter_model.safetensors
+    folder: str  # under spacy_reasoningner/adapters: ADAPTER_CONFIG, ADAPTER_WEIGHTS
     origin: str
+
+    @property
+    def weights(self) -> Path:
+        return ADAPTERS_DIR / self.folder / ADAPTER_WEIGHTS
 
 
 ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
+# File names of a PEFT LoRA adapter folder.
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BUNDLED_ADAPTERS = {
     "smollm2-135m-ner": BundledAdapter(
         base="smollm2-135m-instruct",
@@ -200,8 +207,7 @@ def _merged_adapter_folder(name: str) -> Path:
     """The bundled base model with the packaged LoRA adapter merged in, cached by the
     adapter's content (a new adapter in a new release gets a new folder)."""
     spec = BUNDLED_ADAPTERS[name]
-    adapter = ADAPTERS_DIR / spec.folder
-    weights = adapter / "adapter_model.safetensors"
+    weights = spec.weights
     if not weights.is_file():
         raise ValueError(f"bundled model {name!r}: {weights} is missing from the installation")
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
@@ -214,7 +220,7 @@ def _merged_adapter_folder(name: str) -> Path:
     with FileLock(str(folder) + ".lock"):
         if not (folder / "config.json").exists():
             logger.info("Merging the %s adapter into %s in %s (once)", name, spec.base, folder)
-            _write_atomically(folder, lambda staging: merge_lora(base, adapter, staging))
+            _write_atomically(folder, lambda staging: merge_lora(base, weights.parent, staging))
     return folder
 
 
@@ -229,8 +235,8 @@ def merge_lora(base: Path, adapter: Path, output: Path) -> None:
     s = alpha / r (alpha / sqrt(r) for rsLoRA). No peft needed at inference time."""
     from safetensors.torch import load_file, save_file
 
-    scale = lora_scale(json.loads((adapter / "adapter_config.json").read_text()))
-    lora = load_file(adapter / "adapter_model.safetensors")
+    scale = lora_scale(json.loads((adapter / ADAPTER_CONFIG).read_text()))
+    lora = load_file(adapter / ADAPTER_WEIGHTS)
     shards = sorted(base.glob("*.safetensors"))
     merged = 0
     for shard in shards:

@@ -30,13 +30,13 @@ import typer
 from confection import Config
 from spacy.cli._util import parse_config_overrides
 
+from spacy_reasoningner.models import ADAPTER_CONFIG as CONFIG
+from spacy_reasoningner.models import ADAPTER_WEIGHTS as WEIGHTS
 from spacy_reasoningner.models import lora_scale
 
 from .config import load_profile, section
 from .sft import ADAPTER_NAME
 
-WEIGHTS = "adapter_model.safetensors"
-CONFIG = "adapter_config.json"
 STAGES = ("sft", "grpo")
 # Adapter features the stacking does not express; the stages never set them.
 UNSUPPORTED = {"use_dora": False, "bias": "none", "modules_to_save": None, "rank_pattern": {}}
