@@ -14,14 +14,14 @@ from spacy.language import Language
 from spacy.tokens import Doc
 
 from spacy_reasoningner.backends import Completion, GenerationSettings
-from spacy_reasoningner.protocol import ChatMessages, Schema, render_answer, render_completion
-from spacy_reasoningner.readers import (
+from spacy_reasoningner.benchmark.readers import (
     CROSSNER_DATASETS,
     NERRecord,
     load_label_map,
     read_bio,
     relabel,
 )
+from spacy_reasoningner.protocol import ChatMessages, Schema, render_answer, render_completion
 from spacy_reasoningner.registry import backends
 
 # The repository sits beside the shared data folder: <root>/../shared/data.

@@ -24,6 +24,7 @@ import torch
 from _common import CROSSNER_DATASETS, data_argument, gold_entries, load_dataset
 
 from spacy_reasoningner.backends import Completion
+from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import (
     MISC_LIKE_LABELS,
     PRF,
@@ -31,7 +32,6 @@ from spacy_reasoningner.protocol import (
     parse_completion,
     string_prf,
 )
-from spacy_reasoningner.readers import NERRecord
 
 
 def run(

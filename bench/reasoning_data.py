@@ -21,8 +21,8 @@ from pathlib import Path
 from _common import data_argument
 
 from spacy_reasoningner.backends import GenerationSettings
+from spacy_reasoningner.benchmark.readers import CROSSNER_DATASETS
 from spacy_reasoningner.models import bundled_model_folder
-from spacy_reasoningner.readers import CROSSNER_DATASETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training/ stages
 from training.build_data import DataConfig, Source, plan

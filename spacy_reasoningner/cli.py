@@ -19,7 +19,7 @@ import spacy
 import typer
 from tqdm import tqdm
 
-from . import __version__, evaluation
+from . import __version__
 from .component import ReasoningNER
 from .models import BUNDLED_ADAPTERS, BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL
 
@@ -274,16 +274,19 @@ def evaluate(
         _fail(2, "--data needs --datasets, e.g. --datasets crossner_ai,conll2003")
     if file is None and labels_json is not None:
         _fail(2, "--labels-json goes with --file (--data reads each dataset's labels.json)")
+    # Corpus readers and scoring live in the benchmark package, loaded only for this command.
+    from . import benchmark
+
     options = {"naming": naming, "definitions": definitions, "limit": limit, "seed": seed}
     try:
         if file is not None:
-            eval_sets = [evaluation.eval_set_from_file(file, labels_json, **options)]
+            eval_sets = [benchmark.eval_set_from_file(file, labels_json, **options)]
         else:
             names = [name.strip() for name in (datasets or "").split(",") if name.strip()]
-            eval_sets = [evaluation.load_eval_set(data, n, split, **options) for n in names]
-        texts = [t for path in training or [] for t in evaluation.read_training_texts(path)]
+            eval_sets = [benchmark.load_eval_set(data, n, split, **options) for n in names]
+        texts = [t for path in training or [] for t in benchmark.read_training_texts(path)]
         nlp = spacy.load(pipeline)
-        result = evaluation.evaluate(
+        result = benchmark.evaluate(
             nlp,
             eval_sets,
             training=texts if training else None,

@@ -10,8 +10,8 @@ import pytest
 from datasets import load_from_disk
 
 from spacy_reasoningner.backends import BackendError
+from spacy_reasoningner.benchmark.readers import NERRecord, read_ner_cot_jsonl
 from spacy_reasoningner.protocol import Schema, parse_completion, render_answer
-from spacy_reasoningner.readers import NERRecord, read_ner_cot_jsonl
 from spacy_reasoningner.registry import backends
 from training.build_data import DataConfig, plan, run
 from training.config import load_profile

@@ -12,7 +12,7 @@ import pytest
 import spacy
 
 from spacy_reasoningner.backends import Completion, GenerationSettings
-from spacy_reasoningner.evaluation import (
+from spacy_reasoningner.benchmark import (
     EvalSet,
     OverlapError,
     eval_set_from_file,
@@ -20,8 +20,8 @@ from spacy_reasoningner.evaluation import (
     load_eval_set,
     read_training_texts,
 )
+from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import ChatMessages, render_completion
-from spacy_reasoningner.readers import NERRecord
 
 from ._scripted_backend import ScriptedBackend, prompt_text
 

@@ -13,7 +13,7 @@ import pytest
 import spacy
 from spacy.tokens import Doc, DocBin, Span
 
-from spacy_reasoningner.readers import (
+from spacy_reasoningner.benchmark.readers import (
     CROSSNER_DATASETS,
     READ_FORMATS,
     NERRecord,

@@ -15,8 +15,8 @@ import spacy
 import torch
 from transformers import AutoTokenizer, TrainerCallback
 
+from spacy_reasoningner.benchmark.readers import load_label_map, read_bio, relabel
 from spacy_reasoningner.protocol import DEFAULT_CHAT_TEMPLATE, parse_completion
-from spacy_reasoningner.readers import load_label_map, read_bio, relabel
 from training import grpo, sft
 from training.assemble import assemble
 from training.build_data import training_row

@@ -29,9 +29,7 @@ from tqdm import tqdm
 
 from spacy_reasoningner.alignment import find_word_occurrences
 from spacy_reasoningner.backends.base import Backend
-from spacy_reasoningner.cache import CachedBackend, ResponseCache
-from spacy_reasoningner.protocol import render_answer, render_completion, render_user_turn
-from spacy_reasoningner.readers import (
+from spacy_reasoningner.benchmark.readers import (
     NERRecord,
     load_definitions,
     load_label_map,
@@ -39,6 +37,8 @@ from spacy_reasoningner.readers import (
     read_records,
     relabel,
 )
+from spacy_reasoningner.cache import CachedBackend, ResponseCache
+from spacy_reasoningner.protocol import render_answer, render_completion, render_user_turn
 
 from .config import build_backend, build_settings, fingerprint, load_profile, section
 from .decontamination import decontaminate, evaluation_index, refuse_evaluation_domains

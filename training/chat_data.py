@@ -21,13 +21,13 @@ from typing import Any
 
 from datasets import Dataset, load_from_disk
 
+from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import (
     Schema,
     render_answer,
     render_completion,
     render_messages,
 )
-from spacy_reasoningner.readers import NERRecord
 
 from .build_data import training_row
 from .teacher import gold_entities, record_schema

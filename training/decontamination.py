@@ -11,8 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 # The hashing lives in the package, whose evaluation guards against the same overlap.
-from spacy_reasoningner.evaluation import sentence_hash, text_pieces
-from spacy_reasoningner.readers import NERRecord
+from spacy_reasoningner.benchmark.overlap import sentence_hash, text_pieces
+from spacy_reasoningner.benchmark.readers import NERRecord
 
 
 @dataclass

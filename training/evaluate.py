@@ -20,7 +20,7 @@ import typer
 from confection import Config
 from spacy.cli._util import parse_config_overrides
 
-from spacy_reasoningner.evaluation import (
+from spacy_reasoningner.benchmark import (
     EvaluationResult,
     evaluate,
     load_eval_set,

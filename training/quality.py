@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 from spacy_reasoningner.alignment import find_word_occurrences
 from spacy_reasoningner.backends.base import Backend, GenerationSettings
+from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import ChatMessages, normalize_mention, render_answer, string_prf
-from spacy_reasoningner.readers import NERRecord
 
 from .teacher import Draft, gold_entities, record_schema
 

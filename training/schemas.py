@@ -13,8 +13,8 @@ import dataclasses
 import random
 from collections.abc import Iterable, Sequence
 
+from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import MISC_LIKE_LABELS, label_key
-from spacy_reasoningner.readers import NERRecord
 
 
 def clean_types(names: Iterable[str], drop: Iterable[str] = MISC_LIKE_LABELS) -> list[str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from spacy_reasoningner.backends.base import Backend, Completion, GenerationSettings
+from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import (
     ChatMessages,
     ParsedCompletion,
@@ -25,7 +26,6 @@ from spacy_reasoningner.protocol import (
     render_messages,
     render_user_turn,
 )
-from spacy_reasoningner.readers import NERRecord
 
 
 class Mode(str, Enum):

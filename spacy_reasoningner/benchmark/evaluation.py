@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
-import random
 import statistics
 import time
 from collections import Counter
@@ -38,245 +36,14 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import filter_spans
 
-from .component import ReasoningNER
-from .protocol import MISC_LIKE_LABELS, PRF, label_key, normalize_mention, string_prf
-from .readers import (
-    CROSSNER_DATASETS,
-    NERRecord,
-    load_definitions,
-    load_label_map,
-    read_records,
-    relabel,
-)
+from ..component import ReasoningNER
+from ..protocol import PRF, string_prf
+from .datasets import ZERO_SHOT_DATASETS, EvalSet, is_misc_like
+from .overlap import OverlapError, find_overlap, overlap_message
+from .readers import NERRecord
 
 logger = logging.getLogger(__name__)
-
-# The seven zero-shot sets of the paper's headline average.
-ZERO_SHOT_DATASETS = (*CROSSNER_DATASETS, "mit_movie", "mit_restaurant")
-DEFAULT_NAMING = "instructuie_name"
-# CoNLL-2003's instructuie names in labels.json are placeholders (the IE_INSTRUCTIONS file
-# was not retrievable), so it is evaluated under its natural names.
-NAMING_BY_DATASET = {"conll2003": "natural_name"}
-# Share of train.txt carved out as a dev split where a dataset has none (MIT).
-DEV_FRACTION = 0.1
-LABELS_FILE = "labels.json"
-CG_LOG_NAME = "samples.jsonl"  # the CG stage's log of every sample it produced
 RESULT_FILES = ("results.json", "results.md", "f1.png")
-
-
-# --------------------------------------------------------------------------- overlap hashing
-
-MIN_PIECE_WORDS = 4  # shorter pieces of a passage ("Sharp", "v.") match by chance
-
-
-def sentence_hash(text: str) -> str:
-    """Hash of a sentence's normalized form: case, punctuation, articles and spacing do not
-    matter, as in the string-level metric, so re-tokenized or re-cased copies still match."""
-    return hashlib.sha1(normalize_mention(text).encode()).hexdigest()
-
-
-def text_pieces(text: str) -> list[str]:
-    """The text and, for multi-line or multi-sentence passages, its lines and sentences, so
-    that an evaluation sentence inside a training passage is found too."""
-    pieces = set(text.splitlines())
-    for line in text.splitlines():
-        pieces.update(line.replace("? ", ". ").replace("! ", ". ").split(". "))
-    return [text, *(p for p in pieces if len(p.split()) >= MIN_PIECE_WORDS)]
-
-
-class OverlapError(ValueError):
-    """Evaluation sentences appear in the training data."""
-
-
-# --------------------------------------------------------------------------- datasets
-
-
-@dataclass
-class EvalSet:
-    """The sentences of one dataset, gold relabelled to ``labels`` and misc-like types
-    dropped. ``labels`` is what the component is given: names, or names -> definitions."""
-
-    name: str
-    records: list[NERRecord]
-    labels: list[str] | dict[str, str]
-    source: str
-    note: str = ""
-
-
-def default_naming(dataset: str) -> str:
-    return NAMING_BY_DATASET.get(dataset, DEFAULT_NAMING)
-
-
-def is_misc_like(label: str) -> bool:
-    return label_key(label) in MISC_LIKE_LABELS
-
-
-def _label_map(
-    labels_json: Path | None, naming: str, records: Sequence[NERRecord]
-) -> dict[str, str]:
-    """``{type in the file: evaluated name}`` without misc-like types; without a labels.json,
-    the types the records use keep their names."""
-    if labels_json is None:
-        found = {t for r in records for t in (r.schema or [])}
-        found.update(t for r in records for _, _, t in r.entities)
-        mapping = {t: t for t in sorted(found)}
-    else:
-        mapping = load_label_map(labels_json, naming)
-    mapping = {tag: name for tag, name in mapping.items() if not is_misc_like(name)}
-    where = labels_json or "the data"
-    names = Counter(label_key(n) for n in mapping.values())
-    if shared := [n for n, count in names.items() if count > 1]:
-        raise ValueError(
-            f"{where}: naming {naming!r} gives several types the same name {shared[0]!r}; "
-            "choose another naming (e.g. natural_name)"
-        )
-    if not mapping:
-        raise ValueError(f"{where}: no entity types left to evaluate")
-    return mapping
-
-
-def sample(records: Sequence[NERRecord], limit: int | None, seed: int) -> list[NERRecord]:
-    """``limit`` records drawn with ``seed``, in their file order (all when None)."""
-    if limit is None or limit >= len(records):
-        return list(records)
-    picked = sorted(random.Random(seed).sample(range(len(records)), limit))
-    return [records[i] for i in picked]
-
-
-def eval_set_from_file(
-    path: str | Path,
-    labels_json: str | Path | None = None,
-    *,
-    name: str | None = None,
-    naming: str | None = None,
-    definitions: str | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    format: str = "auto",
-) -> EvalSet:
-    """An evaluation set from any file the readers accept.
-
-    ``labels_json`` maps the file's types to the names of ``naming`` (default: see
-    ``default_naming``); without it the types keep the file's names. ``definitions`` names a
-    definition field of labels.json (e.g. ``definition_slimer``) to give the component
-    definitions too; the paper gives names only.
-    """
-    path = Path(path)
-    name = name or path.parent.name or path.stem
-    naming = naming or default_naming(name)
-    records = read_records(path, format=format, dataset=name)
-    return _eval_set(name, records, str(path), labels_json, naming, definitions, limit, seed, "")
-
-
-def _eval_set(
-    name: str,
-    records: list[NERRecord],
-    source: str,
-    labels_json: str | Path | None,
-    naming: str,
-    definitions: str | None,
-    limit: int | None,
-    seed: int,
-    note: str,
-) -> EvalSet:
-    labels_json = Path(labels_json) if labels_json else None
-    mapping = _label_map(labels_json, naming, records)
-    labels: list[str] | dict[str, str] = list(dict.fromkeys(mapping.values()))
-    if definitions:
-        if labels_json is None:
-            raise ValueError("definitions need a labels.json to read them from")
-        found = load_definitions(labels_json, naming, definitions)
-        labels = {label: found.get(label, "") for label in labels}
-    records = relabel(sample(records, limit, seed), mapping)
-    return EvalSet(name, records, labels, source, note)
-
-
-def load_eval_set(
-    data: str | Path,
-    dataset: str,
-    split: str = "dev",
-    *,
-    naming: str | None = None,
-    definitions: str | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-) -> EvalSet:
-    """``<data>/<dataset>/<split>.txt`` with ``<data>/<dataset>/labels.json``.
-
-    A dataset without a dev split (MIT Movie and Restaurant) gets a seeded ``DEV_FRACTION``
-    slice of its train split, and the set's ``note`` says so.
-    """
-    folder = Path(data) / dataset
-    path = folder / f"{split}.txt"
-    train = folder / "train.txt"
-    note = ""
-    if not path.is_file() and split == "dev" and train.is_file():
-        records = read_records(train, dataset=dataset)
-        carved = sample(records, max(1, round(DEV_FRACTION * len(records))), seed)
-        note = (
-            f"no dev split: dev is a seeded slice of train.txt "
-            f"({len(carved)} of {len(records)} sentences, seed {seed})"
-        )
-        logger.warning("%s: %s", dataset, note)
-        records, path = carved, train
-    elif not path.is_file():
-        raise FileNotFoundError(f"{path}: no {split} split of {dataset!r} in {data}")
-    else:
-        records = read_records(path, dataset=dataset)
-    labels_json = folder / LABELS_FILE
-    return _eval_set(
-        dataset,
-        records,
-        str(path),
-        labels_json if labels_json.is_file() else None,
-        naming or default_naming(dataset),
-        definitions,
-        limit,
-        seed,
-        note,
-    )
-
-
-# --------------------------------------------------------------------------- overlap guard
-
-
-def read_training_texts(path: str | Path) -> list[str]:
-    """Texts of training data: a CG output folder or its ``samples.jsonl`` (kept samples,
-    the ones training uses), or any file the readers accept."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CG_LOG_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training data to check overlap against")
-    if path.name != CG_LOG_NAME:
-        return [record.text for record in read_records(path)]
-    with path.open(encoding="utf-8") as handle:
-        entries = [json.loads(line) for line in handle if line.strip()]
-    return [e["text"] for e in entries if e.get("kept", True)]
-
-
-def find_overlap(
-    eval_sets: Sequence[EvalSet], training: Iterable[str | NERRecord]
-) -> dict[str, list[NERRecord]]:
-    """Evaluation records, by dataset, whose sentence is a training text or a sentence of
-    one (compared by ``sentence_hash``)."""
-    index = {sentence_hash(r.text): (s.name, r) for s in eval_sets for r in s.records}
-    hits: dict[str, dict[str, NERRecord]] = {}
-    for item in training:
-        text = item if isinstance(item, str) else item.text
-        for digest in map(sentence_hash, text_pieces(text)):
-            if digest in index:
-                dataset, record = index[digest]
-                hits.setdefault(dataset, {})[record.source] = record
-    return {dataset: list(found.values()) for dataset, found in hits.items()}
-
-
-def _overlap_message(overlap: Mapping[str, list[NERRecord]]) -> str:
-    parts = [
-        f"{dataset}: {len(records)} (e.g. {records[0].source}: {records[0].text[:80]!r})"
-        for dataset, records in overlap.items()
-    ]
-    return "evaluation sentences found in the training data: " + "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- results
@@ -509,11 +276,11 @@ def evaluate(
     overlap = find_overlap(eval_sets, training) if training is not None else {}
     if overlap and not allow_overlap:
         raise OverlapError(
-            _overlap_message(overlap) + ". Decontaminate the training data, or allow the "
+            overlap_message(overlap) + ". Decontaminate the training data, or allow the "
             "overlap (allow_overlap / --allow-overlap) to evaluate anyway"
         )
     if overlap:
-        logger.warning("ALLOWED OVERLAP: %s", _overlap_message(overlap))
+        logger.warning("ALLOWED OVERLAP: %s", overlap_message(overlap))
     component = reasoning_component(nlp)
     results, unit = [], None
     for eval_set in eval_sets:

@@ -28,7 +28,7 @@ from typing import Any
 import spacy
 from spacy.tokens import DocBin
 
-from .alignment import find_word_occurrences
+from ..alignment import find_word_occurrences
 
 _TAG = re.compile(r"^(O|[BIES]-.+)$")
 _SPACES = re.compile(r" +")
