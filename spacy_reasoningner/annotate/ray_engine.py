@@ -130,8 +130,10 @@ def run(
 ) -> None:
     """Annotate ``shards`` on the cluster; ``on_result`` gets each shard's result as it ends."""
     connect(options)
+    # Reads take no CPU from the actors (a fixed pool holding every CPU would starve them)
+    # and run `actors` at a time: a shard is read in a blink, each worker process imports spaCy.
     dataset = ray.data.read_datasource(
-        ShardSource(shards), override_num_blocks=len(shards), num_cpus=0
+        ShardSource(shards), override_num_blocks=len(shards), num_cpus=0, concurrency=options.actors
     ).map_batches(
         RayShardAnnotator,
         fn_constructor_kwargs={"annotator": annotator},
