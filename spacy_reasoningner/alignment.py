@@ -11,12 +11,13 @@ spaCy tokens, and overlapping candidates are resolved deterministically.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import attrgetter
 
 from spacy.tokens import Doc, Span
+from spacy.util import registry
 
 ALIGNMENT_MODES = ("strict", "contract", "expand")
 
@@ -140,17 +141,17 @@ def dedupe_spans(spans: Iterable[Span]) -> list[Span]:
     return [unique[key] for key in sorted(unique)]
 
 
-def resolve_overlaps(spans: Sequence[Span], label_order: Sequence[str] = ()) -> list[Span]:
-    """Non-overlapping spans: longest first, then leftmost, then by ``label_order``.
+def resolve_overlaps(spans: Iterable[Span], label_order: Sequence[str] = ()) -> list[Span]:
+    """Non-overlapping spans: longest first, then leftmost, then by ``label_order``, then in
+    the order given.
 
-    The result is the same for any input order, so the model's ordering of its answer
-    cannot change which entities are set.
+    With a label order the result is the same for any input order, so the model's ordering
+    of its answer cannot change which entities are set.
     """
     rank = {label: i for i, label in enumerate(label_order)}
     unranked = len(rank)
-    ordered = sorted(
-        spans, key=lambda s: (s.start - s.end, s.start, rank.get(s.label_, unranked), s.label_)
-    )
+    # A stable sort: spans equal under the key keep the order given.
+    ordered = sorted(spans, key=lambda s: (s.start - s.end, s.start, rank.get(s.label_, unranked)))
     taken: set[int] = set()
     kept = []
     for span in ordered:
@@ -163,3 +164,37 @@ def resolve_overlaps(spans: Sequence[Span], label_order: Sequence[str] = ()) -> 
 
 
 _START = attrgetter("start")
+
+
+# --------------------------------------------------------------------------- overlap policy
+# Filters with the signature of spaCy's span_ruler ``ents_filter``: (entities already set,
+# new candidates) -> the Doc's entities. The component passes the candidates in text order,
+# equal spans in the schema's label order, so that ``resolve_overlaps`` breaks ties by it.
+
+
+def _overlaps(a: Span, b: Span) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+def prefer_existing_ents(entities: Iterable[Span], spans: Iterable[Span]) -> list[Span]:
+    """Earlier entities stay; candidates, resolved among themselves, fill the gaps."""
+    kept = list(entities)
+    new = [n for n in resolve_overlaps(spans) if not any(_overlaps(e, n) for e in kept)]
+    return sorted([*kept, *new], key=_START)
+
+
+def prefer_new_ents(entities: Iterable[Span], spans: Iterable[Span]) -> list[Span]:
+    """Candidates, resolved among themselves, replace the earlier entities they overlap."""
+    new = resolve_overlaps(spans)
+    kept = [e for e in entities if not any(_overlaps(e, n) for n in new)]
+    return sorted([*kept, *new], key=_START)
+
+
+@registry.misc("reasoning_ner.prefer_existing_ents.v1")
+def make_prefer_existing_ents() -> Callable[[Iterable[Span], Iterable[Span]], list[Span]]:
+    return prefer_existing_ents
+
+
+@registry.misc("reasoning_ner.prefer_new_ents.v1")
+def make_prefer_new_ents() -> Callable[[Iterable[Span], Iterable[Span]], list[Span]]:
+    return prefer_new_ents

@@ -14,14 +14,25 @@ import hashlib
 import json
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .backends.base import Backend, BackendError, Completion, GenerationSettings
+from .backends.base import (
+    AnswerFormat,
+    Backend,
+    BackendError,
+    Completion,
+    Constrainable,
+    ConstrainableBackend,
+    GenerationSettings,
+    Identifiable,
+    generate,
+)
 from .protocol import ChatMessages
 
-CACHE_FORMAT = 1  # bump when the key or the stored value changes meaning
+CACHE_FORMAT = 2  # bump when the key or the stored value changes meaning
 
 
 class ResponseCache:
@@ -39,12 +50,20 @@ class ResponseCache:
         )
 
     @staticmethod
-    def key(identity: dict[str, Any], messages: ChatMessages, settings: GenerationSettings) -> str:
+    def key(
+        identity: dict[str, Any],
+        messages: ChatMessages,
+        settings: GenerationSettings,
+        answer: dict[str, Any] | None = None,
+    ) -> str:
+        """``answer``: what else shapes the answer (reasoning, JSON Schema, the sample's
+        number among repeats of the prompt), for backends that act on it."""
         payload = {
             "format": CACHE_FORMAT,
             "identity": identity,
             "messages": messages,
             "settings": dataclasses.asdict(settings),
+            "answer": answer,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -72,11 +91,15 @@ class ResponseCache:
             return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
 
 
-class CachedBackend:
-    """Serves cached completions and sends only the misses to the wrapped backend."""
+class CachedBackend(ConstrainableBackend):
+    """Serves cached completions and sends only the misses to the wrapped backend.
+
+    The same prompt repeated within one call is sampled repeatedly (confidence voting), so
+    each repeat has its own entry: the n-th repeat is keyed with its number.
+    """
 
     def __init__(self, backend: Backend, cache: ResponseCache):
-        if not hasattr(backend, "identity"):
+        if not isinstance(backend, Identifiable):
             raise ValueError(
                 f"backend {type(backend).__name__} has no 'identity' property, so its answers "
                 "cannot be cached safely: add one (engine, model, settings; no secrets) or turn "
@@ -85,16 +108,41 @@ class CachedBackend:
         self.backend = backend
         self.cache = cache
 
-    def generate(
-        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    def generate_constrained(
+        self,
+        prompts: Sequence[ChatMessages],
+        settings: GenerationSettings,
+        answer_format: AnswerFormat,
     ) -> list[Completion]:
         identity = self.backend.identity
-        keys = [self.cache.key(identity, p, settings) for p in prompts]
+        shaped = isinstance(self.backend, Constrainable)
+        repeats: Counter[str] = Counter()
+        keys = []
+        for i, prompt in enumerate(prompts):
+            answer = (
+                {"reasoning": answer_format.reasoning, "schema": answer_format.schema(i)}
+                if shaped
+                else None
+            )
+            key = self.cache.key(identity, prompt, settings, answer)
+            repeats[key] += 1
+            if repeats[key] > 1:
+                key = self.cache.key(
+                    identity, prompt, settings, {**(answer or {}), "repeat": repeats[key]}
+                )
+            keys.append(key)
         known = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
+            subset = [prompts[i] for i in missing]
+            schemas = tuple(answer_format.schema(i) for i in missing)
             try:
-                fresh = self.backend.generate([prompts[i] for i in missing], settings)
+                fresh = generate(
+                    self.backend,
+                    subset,
+                    settings,
+                    AnswerFormat(answer_format.reasoning, schemas if answer_format.schemas else ()),
+                )
             except BackendError as error:
                 self.cache.put_many({keys[missing[j]]: c for j, c in error.completed.items()})
                 raise

@@ -25,7 +25,8 @@ from typing import Any
 ChatMessages = list[dict[str, str]]
 
 # Type names that the reference drops from the schema and from gold ("misc-like"), plus
-# "miscellaneous", the same type under the natural naming of the labels.json files.
+# "miscellaneous", the same type under the natural naming of the labels.json files. The one
+# list: training profiles and the benchmark code import it (see ``is_misc_like``).
 MISC_LIKE_LABELS = frozenset({"na", "n a", "misc", "miscellaneous", "else", "other", "nan"})
 
 # ChatML, used for models that ship without a chat template (training uses the same one).
@@ -42,6 +43,12 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 def label_key(label: str) -> str:
     """The form under which a label is compared: case, spacing and underscores do not matter."""
     return " ".join(label.replace("_", " ").split()).lower()
+
+
+def is_misc_like(label: str) -> bool:
+    """True for the catch-all types the reference leaves out of schemas and gold
+    (``MISC_LIKE_LABELS``, compared as ``label_key``); the one rule every stage imports."""
+    return label_key(label) in MISC_LIKE_LABELS
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,19 @@ def render_messages(text: str, schema: Schema, *, reasoning: bool = True) -> Cha
     return [{"role": "user", "content": render_user_turn(text, schema, reasoning=reasoning)}]
 
 
-def render_prompt(tokenizer: Any, messages: ChatMessages, **template_kwargs: Any) -> str:
+def template_kwargs(kwargs: Mapping[str, Any], *, reasoning: bool) -> dict[str, Any]:
+    """Chat-template arguments for a prompt with or without reasoning: without, Qwen3-style
+    templates get ``enable_thinking=False`` (they then open an empty think block); a value
+    the user set wins."""
+    result = dict(kwargs)
+    if not reasoning:
+        result.setdefault("enable_thinking", False)
+    return result
+
+
+def render_prompt(
+    tokenizer: Any, messages: ChatMessages, *, reasoning: bool = True, **kwargs: Any
+) -> str:
     """Apply the tokenizer's chat template (ChatML when the tokenizer has none)."""
     template = None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE
     return tokenizer.apply_chat_template(
@@ -175,7 +194,7 @@ def render_prompt(tokenizer: Any, messages: ChatMessages, **template_kwargs: Any
         tokenize=False,
         add_generation_prompt=True,
         chat_template=template,
-        **template_kwargs,
+        **template_kwargs(kwargs, reasoning=reasoning),
     )
 
 

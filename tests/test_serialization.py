@@ -191,3 +191,14 @@ def test_labels_given_at_initialize_survive_saving_with_definitions(tmp_path):
     schema = spacy.load(tmp_path / "pipeline").get_pipe("reasoning_ner").schema
     assert schema.labels == ("person", "city")
     assert schema.definitions == {"person": "a human being", "city": "a town"}
+
+
+def test_labels_given_to_initialize_win_over_the_configs_after_saving(tmp_path):
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(
+        "reasoning_ner",
+        config={"labels": ["person"], "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}},
+    )
+    pipe.initialize(labels=["city", "river"])
+    nlp.to_disk(tmp_path / "pipeline")
+    assert spacy.load(tmp_path / "pipeline").get_pipe("reasoning_ner").labels == ("city", "river")

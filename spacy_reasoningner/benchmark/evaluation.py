@@ -36,9 +36,10 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import filter_spans
 
+from ..backends.base import Identifiable, TokenCounter
 from ..component import ReasoningNER
-from ..protocol import PRF, string_prf
-from .datasets import ZERO_SHOT_DATASETS, EvalSet, is_misc_like
+from ..protocol import PRF, is_misc_like, string_prf
+from .datasets import ZERO_SHOT_DATASETS, EvalSet
 from .overlap import OverlapError, find_overlap, overlap_message
 from .readers import NERRecord
 
@@ -344,17 +345,17 @@ def _evaluate_set(
 def _component_labels(
     component: ReasoningNER | None, labels: list[str] | dict[str, str]
 ) -> Iterator[None]:
-    """Give the component ``labels`` for the duration (restoring its own afterwards)."""
+    """Give the component ``labels`` for the duration, then restore the labels it had (none
+    if it had none)."""
     if component is None:
         yield
         return
-    previous = component.cfg.get("labels")
+    previous = component.cfg["labels"]
     component.initialize(labels=labels)
     try:
         yield
     finally:
-        if previous is not None:
-            component.initialize(labels=previous)
+        component.set_labels(previous)
 
 
 def _doc(nlp: Language, record: NERRecord) -> Doc:
@@ -374,18 +375,15 @@ def _reference(nlp: Language, record: NERRecord) -> Doc:
 
 
 def _token_counter(component: ReasoningNER) -> tuple[Callable[[str], int], str]:
-    """Count with the backend's tokenizer (transformers, vLLM), else whitespace words."""
+    """Count with the backend's tokenizer where it has one, else whitespace words."""
     backend = component.backend
-    tokenizer = getattr(backend, "tokenizer", None)
-    if tokenizer is None and getattr(backend, "engine", None) is not None:
-        tokenizer = backend.engine.get_tokenizer()
-    if tokenizer is None:
-        return (lambda text: len(text.split())), "whitespace-separated words (no tokenizer)"
-    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    return (
-        lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
-        f"tokens of the backend's tokenizer ({name})",
-    )
+    if isinstance(backend, TokenCounter):
+        name = backend.identity.get("model") if isinstance(backend, Identifiable) else None
+        return (
+            backend.count_tokens,
+            f"tokens of the backend's tokenizer ({name or type(backend).__name__})",
+        )
+    return (lambda text: len(text.split())), "whitespace-separated words (no tokenizer)"
 
 
 def _p95(sorted_values: Sequence[int]) -> float:
