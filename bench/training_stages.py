@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spacy.cli._util import parse_config_overrides
-
-from training.assemble import assemble_profile
-from training.config import load_profile, section
-from training.evaluate import evaluate_profile
-from training.sft import MODEL_NAME, model_path
+from training.assemble import AssembleConfig, assemble
+from training.config import load_profile, parse_overrides
+from training.evaluate import EvaluateConfig, evaluate_profile
+from training.grpo import GRPOStageConfig
+from training.sft import SFTStageConfig
+from training.trainers import MODEL_NAME, model_path
 
 STAGES = ("base", "sft", "grpo")
 
@@ -34,7 +34,8 @@ def stage_model(profile_name: str, overrides: dict, stage: str) -> str:
     profile = load_profile(profile_name, overrides)
     if stage == "base":
         return model_path(profile["paths"]["base_model"])
-    return str(Path(section(profile, stage)["output"]) / MODEL_NAME)
+    config = {"sft": SFTStageConfig, "grpo": GRPOStageConfig}[stage].from_profile(profile)
+    return str(config.output / MODEL_NAME)
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("profile", help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path.")
     parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
     args, extra = parser.parse_known_args()
-    overrides = parse_config_overrides(extra)
+    overrides = parse_overrides(extra)
     output = Path(load_profile(args.profile, overrides)["paths"]["output"]) / "stages"
     rows = []
     for stage in args.stages:
@@ -55,8 +56,8 @@ def main() -> None:
             "evaluate.output": str(folder / "evaluation"),
         }
         profile = load_profile(args.profile, stage_overrides)
-        assemble_profile(profile)
-        result, _ = evaluate_profile(profile)
+        assemble(AssembleConfig.from_profile(profile))
+        result, _ = evaluate_profile(EvaluateConfig.from_profile(profile))
         print(result.to_markdown(), flush=True)
         rows.append((stage, result))
     print(table(rows))

@@ -4,6 +4,7 @@ control, decontamination, outputs, determinism and resuming after a crash."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from spacy_reasoningner.backends import BackendError
 from spacy_reasoningner.benchmark.readers import NERRecord, read_ner_cot_jsonl
 from spacy_reasoningner.protocol import Schema, parse_completion, render_answer
 from spacy_reasoningner.registry import backends
-from training.build_data import DataConfig, plan, run
+from training.build_data import DataConfig, run
 from training.config import load_profile
 from training.quality import (
     AGREES,
@@ -25,11 +26,14 @@ from training.quality import (
     parse_judgement,
     structural_checks,
 )
-from training.teacher import Draft, gold_entities, template_draft
+from training.samples import gold_entities
+from training.teacher import Draft, template_draft
 
 from ._scripted_backend import ScriptedBackend
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(
+    os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
 
 # Completions of the oracle teacher, by text, and the calls on which it fails; tests set them.
@@ -121,7 +125,7 @@ def test_runs_are_deterministic_under_the_seed(tmp_path: Path) -> None:
 
 def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
     reference = config_for(tmp_path / "whole", mode="reannotate")
-    records = plan(reference).records
+    records = reference.plan().records
     ORACLE.update({r.text: oracle_completion(r) for r in records})
     reference.teacher = {"@reasoning_ner_backends": "tests.OracleTeacher.v1"}
     run(reference)
@@ -154,7 +158,7 @@ def test_rerun_with_another_configuration_is_refused(tmp_path: Path) -> None:
 
 def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
     config = config_for(tmp_path, mode="reannotate")
-    records = plan(config).records
+    records = config.plan().records
     bad = {
         records[0].text: "I cannot find anything.",
         records[1].text: '<think>Hmm.</think>{"entities": {"weapon": ["gun"]}}',
@@ -174,9 +178,9 @@ def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
 
 def test_forbidden_domain_is_refused(tmp_path: Path) -> None:
     config = config_for(tmp_path)
-    config.sources[0].name = "crossner_ai"
+    config.sources["conll2003"].name = "crossner_ai"
     with pytest.raises(ValueError, match="evaluation domains"):
-        plan(config)
+        config.plan()
 
 
 def _record() -> NERRecord:

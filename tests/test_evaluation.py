@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from spacy_reasoningner.protocol import ChatMessages, render_completion
 
 from ._scripted_backend import ScriptedBackend, prompt_text
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(
+    os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no benchmark data at {DATA}")
 
 # Real crossner_ai dev sentences (file line numbers) that show what the metrics do.
@@ -263,7 +266,7 @@ def test_tiny_model_end_to_end(tiny_model_dir: Path):
 
 def test_stage_reads_its_profile_section(tmp_path: Path):
     from training.config import load_profile
-    from training.evaluate import evaluate_profile
+    from training.evaluate import EvaluateConfig, evaluate_profile
 
     pipeline = tmp_path / "pipeline"
     nlp = spacy.blank("en")
@@ -282,7 +285,7 @@ def test_stage_reads_its_profile_section(tmp_path: Path):
         "evaluate.output": str(tmp_path / "out"),
         "evaluate.training_data": [str(log)],
     }
-    result, paths = evaluate_profile(load_profile("cpu", overrides))
+    result, paths = evaluate_profile(EvaluateConfig.from_profile(load_profile("cpu", overrides)))
     assert [d.dataset for d in result.datasets] == ["crossner_science", "mit_movie"]
     assert all(p.is_file() for p in paths)
     assert "mit_movie: no dev split" in paths[1].read_text()
