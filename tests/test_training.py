@@ -211,8 +211,12 @@ def test_reward_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match="every reward weight 0"):
         grpo.RewardConfig(f1=0.0, schema=0.0)
     functions, weights = grpo.reward_functions(grpo.RewardConfig(), None)
-    assert [f.__name__ for f in functions] == ["f1_reward", "schema_reward"]
     assert weights == [10.0, 1.0]
+    empty = [[{"role": "assistant", "content": '{"entities": {}}'}]]
+    columns = {"schema": [["person"]], "entities": [[]]}
+    assert [f(empty, **columns) for f in functions] == [[0.0], [1.0]]  # the reference
+    ours = grpo.RewardConfig(empty_answer_credit=True)
+    assert [f(empty, **columns) for f in grpo.reward_functions(ours, None)[0]] == [[1.0], [1.0]]
 
 
 @pytest.mark.parametrize("name", ["cpu", "gpu-1.7b", "gpu-8b"])

@@ -40,7 +40,6 @@ app.command("evaluate", context_settings=OVERRIDES)(evaluate.command)
 app.command("export-adapter", context_settings=OVERRIDES)(export_adapter.command)
 
 
-
 def main_entry() -> None:
     """Run the app; a profile that does not fit its stage ends with the reason, no traceback."""
     try:

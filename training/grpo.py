@@ -51,7 +51,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RewardConfig:
-    """``[grpo.rewards]``: reward weights (the paper: 10 x F1 + 1 x schema)."""
+    """``[grpo.rewards]``: reward weights (the paper: 10 x F1 + 1 x schema) and rules. The
+    defaults are the reference implementation's; the flags are our variants (see
+    training/rewards.py and the README's deviations table)."""
 
     f1: float = 10.0
     schema: float = 1.0
@@ -59,6 +61,14 @@ class RewardConfig:
     # twice the budget); the paper has none.
     length_penalty: float = 0.0
     reasoning_budget: int | None = None
+    # F1 of what the component's tolerant parser reads (repaired JSON, prose around it);
+    # the reference credits only answers json.loads accepts.
+    repaired_json_credit: bool = False
+    # F1 = 1 for a correct empty answer on a sentence without entities (the reference: 0).
+    empty_answer_credit: bool = False
+    # Schema reward only for the protocol's exact form (the reference: JSON that loads, with
+    # labels in the schema).
+    strict_schema: bool = False
 
     def __post_init__(self) -> None:
         require(
@@ -154,7 +164,14 @@ def gold_source_rows(config: GRPOStageConfig) -> Any:
 def reward_functions(rewards: RewardConfig, tokenizer: Any) -> tuple[list[Callable], list[float]]:
     """The reward functions with a non-zero weight, and the weights."""
     weights = {"f1": rewards.f1, "schema": rewards.schema, "length_penalty": rewards.length_penalty}
-    functions: dict[str, Callable] = {"f1": f1_reward, "schema": schema_reward}
+    functions: dict[str, Callable] = {
+        "f1": functools.partial(
+            f1_reward,
+            repaired_json_credit=rewards.repaired_json_credit,
+            empty_answer_credit=rewards.empty_answer_credit,
+        ),
+        "schema": functools.partial(schema_reward, strict_schema=rewards.strict_schema),
+    }
     if rewards.length_penalty:
         functions["length_penalty"] = functools.partial(
             length_penalty, tokenizer=tokenizer, budget=rewards.reasoning_budget
