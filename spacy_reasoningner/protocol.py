@@ -8,16 +8,16 @@ One module owns the format so it cannot drift between training and inference:
 * ``parse_completion``: reasoning + ``{"entities": {label: [mention, ...]}}`` out of whatever
   the model wrote, tolerant of the usual ways small models get it wrong, with every deviation
   recorded in ``ParsedCompletion.issues``;
-* ``normalize_mention`` and ``PRF``/``string_prf``: the paper's string-level metric.
+* ``normalize_mention`` and ``PRF``/``string_prf``: the paper's string-level metric, and
+  ``reference_answer``: a completion read exactly as the reference implementation reads it
+  for that metric and its GRPO rewards (strict JSON, nothing repaired).
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
-import sys
-import unicodedata
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -539,17 +539,15 @@ class _Invalid(Exception):
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
-@functools.cache
-def _punctuation_table() -> dict[int, None]:
-    """Every Unicode punctuation character (categories P*), for ``str.translate``."""
-    return dict.fromkeys(
-        c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")
-    )
+# The reference removes ASCII punctuation only (Python's ``string.punctuation``): curly
+# quotes, dashes and other Unicode punctuation stay part of a mention.
+_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def normalize_mention(text: str) -> str:
-    """The reference's normalization: lowercase, drop punctuation and articles, squash spaces."""
-    text = text.lower().translate(_punctuation_table())
+    """The reference's normalization: lowercase, drop ASCII punctuation and the articles
+    a/an/the, squash whitespace."""
+    text = text.lower().translate(_ASCII_PUNCTUATION)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
@@ -588,3 +586,68 @@ def string_prf(predicted: Iterable[tuple[str, str]], gold: Iterable[tuple[str, s
     """Counts of the paper's metric for one sentence, from (mention, label) pairs."""
     pred_set, gold_set = entity_set(predicted), entity_set(gold)
     return PRF(len(pred_set & gold_set), len(pred_set), len(gold_set))
+
+
+# --------------------------------------------------------------------------- the reference's reading
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_JSON_FENCE = re.compile(r"```json(.*?)```", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ReferenceAnswer:
+    """A completion as the reference implementation (HuiResearch/ReasoningIE) reads it for
+    its string-level metric and its GRPO rewards.
+
+    ``loads``: ``json.loads`` accepted the answer text (think blocks removed, an
+    ``<answer>`` block or a json fence taken when present); prose around it, single quotes,
+    trailing commas or a cut answer fail, and nothing is repaired. ``readable``: reading the
+    entities from the value raised nothing in the reference either (``entities`` is not an
+    object, or a label holds a number, make the reference fail: no credit at all).
+    ``mentions``: (mention, label) pairs, mentions stripped, labels lowercased and
+    stripped, in the order written; only string items count.
+    """
+
+    loads: bool
+    readable: bool
+    mentions: tuple[tuple[str, str], ...] = ()
+
+    def in_schema(self, names: Iterable[str]) -> bool:
+        """The reference's schema check: the answer loads and every label is a schema name
+        (compared lowercased and stripped); an answer without entities passes."""
+        allowed = {name.strip().lower() for name in names}
+        return self.loads and self.readable and all(label in allowed for _, label in self.mentions)
+
+
+def reference_answer(completion: str) -> ReferenceAnswer:
+    """Read ``completion`` exactly as the reference does (see ``ReferenceAnswer``)."""
+    text = completion
+    if "<think>" in text or "</think>" in text:
+        text = _THINK_BLOCK.sub("", text).replace("<think>", "").replace("</think>", "")
+    if "<answer>" in text:
+        blocks = _ANSWER_BLOCK.findall(text)
+        text = blocks[0] if blocks else text.replace("<answer>", "").replace("</answer>", "")
+    if "```json" in text:
+        fenced = _JSON_FENCE.findall(text)
+        if not fenced:  # an unclosed fence: the reference fails on it
+            return ReferenceAnswer(loads=False, readable=False)
+        text = fenced[0]
+    try:
+        value = json.loads(text.strip())
+    except ValueError:
+        return ReferenceAnswer(loads=False, readable=False)
+    if not isinstance(value, dict):
+        return ReferenceAnswer(loads=True, readable=True)  # read as no entities
+    entities = value.get("entities", {})
+    if not isinstance(entities, dict):
+        return ReferenceAnswer(loads=True, readable=False)
+    mentions = []
+    for label, items in entities.items():
+        # The reference iterates whatever a label holds: list items, the characters of a
+        # string, the keys of an object; a number, true/false or null raise.
+        if not isinstance(items, (list, str, dict)):
+            return ReferenceAnswer(loads=True, readable=False)
+        label_name = label.strip().lower()
+        mentions.extend((item.strip(), label_name) for item in items if isinstance(item, str))
+    return ReferenceAnswer(loads=True, readable=True, mentions=tuple(mentions))
