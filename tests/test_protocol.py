@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -28,6 +27,8 @@ from spacy_reasoningner.protocol import (
     render_prompt,
     string_prf,
 )
+
+from ._timing import best_cpu_seconds, grows_linearly
 
 SCHEMA = Schema.from_config(["Person", "location", "organisation"])
 
@@ -334,16 +335,6 @@ def test_answer_json_schema_allows_only_schema_labels():
 # --------------------------------------------------------------------------- hostile output
 
 
-def best_cpu_seconds(function, repeats: int = 3) -> float:
-    """CPU time of the fastest of ``repeats`` runs (other processes' load hardly moves it)."""
-    timings = []
-    for _ in range(repeats):
-        started = time.process_time()
-        function()
-        timings.append(time.process_time() - started)
-    return min(timings)
-
-
 @pytest.mark.parametrize(
     "text",
     [
@@ -361,12 +352,8 @@ def test_deep_nesting_and_huge_numbers_never_raise(text):
 
 @pytest.mark.parametrize("unit", ["{", "[", '{"a":[', '{"entities":1 ', '{"', "{'a':1}", "```"])
 def test_parse_time_grows_linearly(unit):
-    small, large = unit * (8_000 // len(unit)), unit * (128_000 // len(unit))
-    ratio_of_sizes = len(large) / len(small)
-    small_time = best_cpu_seconds(lambda: parse(small))
-    large_time = best_cpu_seconds(lambda: parse(large))
     # Linear: about 16x the time for 16x the text; the quadratic reader took 250x.
-    assert large_time <= 4 * ratio_of_sizes * small_time + 0.02
+    assert grows_linearly(lambda size: parse(unit * (size // len(unit))), 8_000, 128_000)
 
 
 def test_a_megabyte_of_braces_parses_in_well_under_a_second():
