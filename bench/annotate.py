@@ -81,6 +81,9 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=100)
     parser.add_argument("--engines", nargs="+", default=["local", "ray"])
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)  # the local engine: every core (Ray: 1 per actor)
 
     records, labels = load_dataset(args.data, "conll2003")
     records = [r for r in records if r.text.strip()][: max(args.docs, args.model_docs)]
