@@ -452,11 +452,12 @@ def annotate(
             if model is not None:
                 _fail(2, "--model configures a new pipeline; with --pipeline use --backend")
             spec = corpus.PipelineSpec(
-                path=pipeline, code=tuple(str(c.resolve()) for c in code or [])
+                path=pipeline,
+                code=tuple(str(c.resolve()) for c in code or []),
+                labels=None
+                if labels is None and labels_file is None
+                else _read_labels(labels, labels_file),
             )
-            if labels is not None or labels_file is not None:
-                block_labels = _read_labels(labels, labels_file)
-                overrides[f"components.{spec.component_name()}.labels"] = block_labels
         if block is not None:
             if model is not None:
                 block["model"] = model

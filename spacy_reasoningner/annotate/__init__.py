@@ -134,7 +134,12 @@ def annotate(
         "batch_size": batch_size,
         "keep_going": keep_going,
         "ray": asdict(ray_options) if ray_options else None,
-        "pipeline": {"path": pipeline.path, "overrides": pipeline.overrides, "code": pipeline.code},
+        "pipeline": {
+            "path": pipeline.path,
+            "overrides": pipeline.overrides,
+            "labels": pipeline.labels,
+            "code": pipeline.code,
+        },
     }
     manifest = {
         "format": MANIFEST_FORMAT,

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,14 +49,17 @@ class PipelineSpec:
 
     Either ``path`` (a saved pipeline or package, ``spacy.load``) or ``config`` (the text of a
     pipeline config); ``overrides`` are dotted config keys applied to either, spaCy-style
-    (``{"components.reasoning_ner.generation.max_new_tokens": 64}``); ``code`` lists Python
-    files imported first, for registered functions such as custom backends.
+    (``{"components.reasoning_ner.generation.max_new_tokens": 64}``); ``labels``, if given,
+    replace the entity types after loading (a saved pipeline's own labels win over its
+    config); ``code`` lists Python files imported first, for registered functions such as
+    custom backends.
     """
 
     path: str | None = None
     config: str | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     code: tuple[str, ...] = ()
+    labels: Any = None
 
     def __post_init__(self) -> None:
         if (self.path is None) == (self.config is None):
@@ -73,7 +76,7 @@ class PipelineSpec:
         return cls(config=nlp.config.to_str(), code=tuple(str(Path(c).resolve()) for c in code))
 
     def with_overrides(self, overrides: dict[str, Any]) -> PipelineSpec:
-        return PipelineSpec(self.path, self.config, {**self.overrides, **overrides}, self.code)
+        return replace(self, overrides={**self.overrides, **overrides})
 
     def base_config(self) -> Config:
         if self.config is not None:
@@ -100,7 +103,10 @@ class PipelineSpec:
             config = Config().from_str(self.config or "", overrides=self.overrides)
             nlp = load_model_from_config(config, auto_fill=True, validate=True)
             nlp.initialize()  # loads the model now, so a bad reference fails before any shard
-        return nlp, nlp.get_pipe(self.component_name())
+        component = nlp.get_pipe(self.component_name())
+        if self.labels is not None:
+            component.set_labels(self.labels)
+        return nlp, component
 
     def fingerprint(self) -> str:
         """Changes when the pipeline would annotate differently: its config and overrides,
@@ -108,6 +114,7 @@ class PipelineSpec:
         parts: dict[str, Any] = {
             "config": self.config,
             "overrides": self.overrides,
+            "labels": self.labels,
             "code": [_file_hash(c) for c in self.code],
         }
         if self.path is not None and Path(self.path).is_dir():
@@ -147,7 +154,7 @@ def describe_component(component: ReasoningNER) -> dict[str, Any]:
         "labels": list(component.labels),
         "backend": identity if isinstance(identity, dict) else {"class": type(backend).__name__},
         "generation": settings,
-        "reasoning": component.reasoning,
+        "reasoning": component.settings.reasoning,
     }
 
 
