@@ -5,7 +5,8 @@ It answers ``person`` for every capitalized word, so outputs carry real entities
 also log every text it generates for (to tell regenerated documents from cached ones), fail
 on texts holding ``FAIL`` (a backend error after retries) until the file ``heal_marker``
 exists (the cause fixed), and kill its own process with SIGKILL the first time it sees
-``KILL`` (a worker dying mid-shard).
+``KILL`` (a worker dying mid-shard). Texts with ``CUT`` get a truncated completion and texts
+with ``GARBLE`` an answer that is not JSON (bad teacher outputs for distillation).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ def names_answer(text: str) -> str:
     )
 
 
+def scripted_completion(text: str) -> Completion:
+    """The names answer; cut short (truncated) for texts with CUT, prose (unparsed) for GARBLE."""
+    if "GARBLE" in text:
+        return Completion(text="<think>Hmm.</think>I think there are some names here.")
+    if "CUT" in text:
+        return Completion(text="<think>Capitalized words are", finish_reason="length")
+    return Completion(text=names_answer(text))
+
+
 class NamesBackend:
     def __init__(
         self, log: str | None = None, kill_marker: str | None = None, heal_marker: str | None = None
@@ -54,9 +64,7 @@ class NamesBackend:
             os.kill(os.getpid(), signal.SIGKILL)
         healed = self.heal_marker is not None and self.heal_marker.exists()
         completed = {
-            i: Completion(text=names_answer(t))
-            for i, t in enumerate(texts)
-            if healed or "FAIL" not in t
+            i: scripted_completion(t) for i, t in enumerate(texts) if healed or "FAIL" not in t
         }
         if self.log:
             with self.log.open("a", encoding="utf-8") as f:

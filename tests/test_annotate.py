@@ -15,6 +15,7 @@ import spacy
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
+import spacy_reasoningner.annotate
 from spacy_reasoningner.annotate import PipelineSpec, ShardFailed, annotate
 from spacy_reasoningner.annotate.sources import plan_shards, read_shard, resolve_inputs
 from spacy_reasoningner.cli import EXIT_REJECTS, app
@@ -271,6 +272,7 @@ def test_cli_usage_errors(corpus: Path, tmp_path: Path):
 def test_ray_engine_without_ray_names_the_extra(corpus: Path, tmp_path: Path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if ray were not installed
     monkeypatch.delitem(sys.modules, "spacy_reasoningner.annotate.ray_engine", raising=False)
+    monkeypatch.delattr(spacy_reasoningner.annotate, "ray_engine", raising=False)
     with pytest.raises(ImportError, match=r'pip install "spacy-reasoningner\[ray\]"'):
         annotate(
             [str(corpus)], tmp_path / "out", names_spec(tmp_path), engine="ray", progress=False

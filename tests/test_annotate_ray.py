@@ -30,7 +30,12 @@ TWO_ACTORS = RayOptions(actors=2)
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    options = {"num_cpus": 2, "include_dashboard": False, "_node_ip_address": "127.0.0.1"}
+    try:
+        ray.init(**options)
+    except Exception:  # Ray gives its raylet 30 s to register: once more on a loaded machine
+        ray.shutdown()
+        ray.init(**options)
     yield
     ray.shutdown()
 
