@@ -13,7 +13,7 @@ from spacy.tokens import DocBin
 
 from tests._corpus import CODE
 from training.config import ConfigError, from_block
-from training.distill import DistillConfig, distill_data, distill_train
+from training.distill import DistillConfig, distill_data, distill_evaluate, distill_train
 
 FIRST = ["Alice", "Bruno", "Chen", "Dora", "Emil", "Fatima", "Goran", "Hana", "Ivo", "Jun"]
 LAST = ["Smith", "Rossi", "Wang", "Kovac", "Berg", "Haddad", "Novak", "Sato", "Petrov", "Kim"]
@@ -45,6 +45,15 @@ def write_bio(path: Path) -> list[str]:
 def make_config(tmp_path: Path, **changes) -> DistillConfig:
     corpus = tmp_path / "corpus.txt"
     write_bio(corpus)
+    (tmp_path / "gold" / "names").mkdir(parents=True, exist_ok=True)
+    dev = tmp_path / "gold" / "names" / "dev.txt"
+    dev.write_text(
+        "\n\n".join(
+            f"{a}\tB-PER\n{b}\tI-PER\nleft\tO\n.\tO"
+            for a, b in zip(FIRST[:8], LAST[2:], strict=True)
+        )
+        + "\n"
+    )
     values = {
         "output": tmp_path / "distill",
         "sources": {"names": {"path": str(corpus), "format": "bio"}},
@@ -57,6 +66,7 @@ def make_config(tmp_path: Path, **changes) -> DistillConfig:
         },
         "student": {"training": {"training.max_steps": 60, "training.eval_frequency": 20}},
         "dev_fraction": 0.25,
+        "evaluate": {"data": str(tmp_path / "gold"), "datasets": ["names"]},
     }
     values.update(changes)
 
@@ -96,6 +106,16 @@ def test_scripted_teacher_to_a_spacy_ner_student(tmp_path: Path):
     assert provenance["data"]["dropped"]["truncated"] == 2 and provenance["data"]["train"] == 27
     assert provenance["teacher"]["kind"] == "model" and provenance["label_map"] == {"person": "PER"}
     assert "distilled from a reasoning_ner teacher" in meta["description"]
+
+    # Teacher and student on gold sentences: scores of both, agreement, and the student's
+    # scores in its provenance.
+    rows = distill_evaluate(config)
+    assert rows["student"]["datasets"][0]["sentences"] == 8
+    assert set(rows["student"]["average"]["all"]) == {"grounded", "offset"}
+    assert "reference" in rows["teacher"]["average"]["all"]  # the paper's metric
+    assert 0.0 <= rows["agreement"]["names"] <= 100.0
+    scores = json.loads((best / "meta.json").read_text())["distillation"]["scores"]
+    assert set(scores) == {"teacher", "student", "agreement_f1"}
 
 
 def test_gold_teacher_and_label_dropping(tmp_path: Path):

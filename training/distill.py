@@ -57,14 +57,14 @@ DROP_REASONS = ("teacher_rejected", "truncated", "unparsed", "unaligned", "disag
 @dataclass
 class TeacherConfig:
     """``[distill.teacher]``: who annotates. ``pipeline``: a saved reasoning_ner pipeline
-    (e.g. a profile's ``outputs/<profile>/pipeline``); without it a new one is built on
-    ``backend`` (a ``[distill.teacher.backend]`` block) with ``component`` settings."""
+    (e.g. a profile's ``outputs/<profile>/pipeline``); without it a new one is built with
+    ``component`` settings. ``backend`` (a ``[distill.teacher.backend]`` block) replaces the
+    backend of either (a saved pipeline's weights stay in use)."""
 
     kind: Literal["model", "gold"] = "model"
     pipeline: Path | None = None
-    backend: dict[str, Any] = field(
-        default_factory=lambda: {"@reasoning_ner_backends": "reasoning_ner.Transformers.v1"}
-    )
+    # None: the saved pipeline's own backend, or the transformers backend's defaults.
+    backend: dict[str, Any] | None = None
     component: dict[str, Any] = field(default_factory=dict)
     engine: Literal["local", "ray"] = "local"
     actors: int = 1
@@ -84,7 +84,8 @@ class TeacherConfig:
 @dataclass
 class StudentConfig:
     """``[distill.student]``: the spaCy pipeline that learns. ``training``: overrides of the
-    generated config, spaCy-style keys (``"training.max_steps" = 2000``)."""
+    generated config, as sections (``[distill.student.training.training] max_steps = 2000``)
+    or dotted keys (``{"training.max_steps": 2000}``)."""
 
     lang: str = "en"
     optimize: Literal["efficiency", "accuracy"] = "efficiency"
@@ -225,13 +226,15 @@ def teacher_spec(config: DistillConfig, sample: int = 0) -> PipelineSpec:
     overrides: dict[str, Any] = {f"components.{COMPONENT}.keep_raw": True}
     if config.samples > 1:
         overrides[f"components.{COMPONENT}.generation.seed"] = config.seed + sample
+    if teacher.backend is not None:
+        overrides[f"components.{COMPONENT}.backend"] = teacher.backend
     code = [str(c) for c in teacher.code]
     if teacher.pipeline is not None:
         spec = PipelineSpec(path=str(teacher.pipeline), code=tuple(code), labels=config.labels)
         name = spec.component_name()
         overrides = {k.replace(COMPONENT, name, 1): v for k, v in overrides.items()}
         return spec.with_overrides(overrides)
-    component = {**teacher.component, "labels": config.labels, "backend": teacher.backend}
+    component = {**teacher.component, "labels": config.labels}
     return PipelineSpec.from_component(component, code=code).with_overrides(overrides)
 
 
@@ -378,7 +381,7 @@ def distill_train(config: DistillConfig) -> Path:
         "paths.train": str(data / "train.spacy"),
         "paths.dev": str(data / "dev.spacy"),
         "system.seed": config.seed,
-        **config.student.training,
+        **_dotted(config.student.training),
     }
     command = [sys.executable, "-m", "spacy", "train", str(folder / "config.cfg"),
                "--output", str(folder), "--gpu-id", str(config.student.gpu_id)]  # fmt: skip
@@ -389,6 +392,17 @@ def distill_train(config: DistillConfig) -> Path:
     best = folder / "model-best"
     add_provenance(best, config, seconds=time.perf_counter() - started)
     return best
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"max_steps": 9}}`` -> ``{"training.max_steps": 9}``."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def add_provenance(model: Path, config: DistillConfig, seconds: float) -> None:
@@ -445,7 +459,9 @@ def distill_evaluate(config: DistillConfig) -> dict[str, Any]:
         result = evaluate(nlp, sets, batch_size=ev.batch_size, name=name, limit=ev.limit)
         rows[name] = result.to_dict()
     if teacher is not None:
-        rows["agreement"] = {s.name: _agreement_f1(student, teacher, s) for s in sets}
+        rows["agreement"] = {
+            s.name: _agreement_f1(student, teacher, s, config.label_map) for s in sets
+        }
     out = config.output / "evaluation.json"
     out.write_text(json.dumps(rows, indent=2) + "\n")
     model_meta = config.output / "student" / "model-best" / "meta.json"
@@ -455,25 +471,34 @@ def distill_evaluate(config: DistillConfig) -> dict[str, Any]:
     return rows
 
 
-def _agreement_f1(student: Any, teacher: Any, eval_set: Any) -> float:
-    """Offset F1 of the student against the teacher's own entities (teacher as reference).
-    The teacher's completions come from the evaluation's cache: it is not run twice."""
+def _agreement_f1(student: Any, teacher: Any, eval_set: Any, label_map: dict[str, str]) -> float:
+    """Offset F1 of the student against the teacher's own entities under the label map
+    (teacher as reference). The teacher's completions come from the evaluation's cache: it
+    is not run twice."""
     texts = [r.text for r in eval_set.records]
     examples = []
     for s, t in zip(student.pipe(texts), teacher.pipe(texts), strict=True):
         reference = student.make_doc(t.text)
-        spans = [reference.char_span(e.start_char, e.end_char, e.label_) for e in t.ents]
+        spans = [
+            reference.char_span(e.start_char, e.end_char, label_map.get(e.label_, e.label_))
+            for e in t.ents
+            if label_map.get(e.label_, e.label_)
+        ]
         reference.ents = filter_spans([span for span in spans if span is not None])
         examples.append(Example(s, reference))
     return 100 * (get_ner_prf(examples)["ents_f"] or 0.0)
 
 
 def _headline(rows: dict[str, Any]) -> dict[str, Any]:
-    return {
-        name: {"averages": rows[name]["averages"]}
+    """Mean F1 per metric of teacher and student, and the agreement F1 per dataset."""
+    headline: dict[str, Any] = {
+        name: {metric: round(v["f1"], 2) for metric, v in rows[name]["average"]["all"].items()}
         for name in ("teacher", "student")
         if name in rows
-    } | ({"agreement_f1": rows["agreement"]} if "agreement" in rows else {})
+    }
+    if "agreement" in rows:
+        headline["agreement_f1"] = {k: round(v, 2) for k, v in rows["agreement"].items()}
+    return headline
 
 
 # --------------------------------------------------------------------------- commands
