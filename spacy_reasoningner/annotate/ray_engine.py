@@ -118,8 +118,8 @@ def connect(options: RayOptions) -> None:
     address = options.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
-    else:
-        ray.init(include_dashboard=False)
+    else:  # a cluster of this machine only: its node address is loopback
+        ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
 
 
 def run(
