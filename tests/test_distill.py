@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import spacy
+from spacy.cli.package import package
 from spacy.tokens import DocBin
 
 from tests._corpus import CODE
@@ -116,6 +117,12 @@ def test_scripted_teacher_to_a_spacy_ner_student(tmp_path: Path):
     assert 0.0 <= rows["agreement"]["names"] <= 100.0
     scores = json.loads((best / "meta.json").read_text())["distillation"]["scores"]
     assert set(scores) == {"teacher", "student", "agreement_f1"}
+
+    # spacy package (as distill-package runs it) carries the provenance into the package.
+    (tmp_path / "packages").mkdir()
+    package(best, tmp_path / "packages", name="names_student", version="0.0.1", create_sdist=False)
+    packaged = tmp_path / "packages" / "en_names_student-0.0.1" / "meta.json"
+    assert json.loads(packaged.read_text())["distillation"]["data"]["train"] == 27
 
 
 def test_gold_teacher_and_label_dropping(tmp_path: Path):
