@@ -201,7 +201,11 @@ class TransformersBackend(LocalBackend):
                 self.tokenizer, vocab_size=self.model.config.vocab_size
             )
             self._grammar_compiler = xgrammar.GrammarCompiler(info)
-        grammar = self._grammars[key] = self._grammar_compiler.compile_json_schema(key)
+        # Compact JSON with the separators of the training answers: a free-whitespace grammar
+        # lets a weak model spend its whole token budget on blanks inside the object.
+        grammar = self._grammars[key] = self._grammar_compiler.compile_json_schema(
+            key, any_whitespace=False, separators=(", ", ": ")
+        )
         if len(self._grammars) > MAX_GRAMMARS:
             self._grammars.popitem(last=False)
         return grammar

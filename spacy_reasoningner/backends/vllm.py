@@ -158,8 +158,12 @@ class VLLMBackend(LocalBackend):
     ) -> list[Completion]:
         from vllm.sampling_params import StructuredOutputsParams
 
+        # Compact JSON, as in the transformers backend: no room for endless blanks.
         params = [
-            self._sampling(settings, structured_outputs=StructuredOutputsParams(json=dict(s)))
+            self._sampling(
+                settings,
+                structured_outputs=StructuredOutputsParams(json=dict(s), disable_any_whitespace=True),
+            )
             for s in schemas
         ]
         return self._run(texts, params)
