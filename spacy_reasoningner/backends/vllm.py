@@ -162,7 +162,9 @@ class VLLMBackend(LocalBackend):
         params = [
             self._sampling(
                 settings,
-                structured_outputs=StructuredOutputsParams(json=dict(s), disable_any_whitespace=True),
+                structured_outputs=StructuredOutputsParams(
+                    json=dict(s), disable_any_whitespace=True
+                ),
             )
             for s in schemas
         ]
