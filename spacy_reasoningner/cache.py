@@ -132,6 +132,8 @@ class CachedBackend(ConstrainableBackend):
                 )
             keys.append(key)
         known = self.cache.get_many(keys)
+        for completion in known.values():
+            completion.seconds = 0.0  # served from the cache: no generation time
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
             subset = [prompts[i] for i in missing]

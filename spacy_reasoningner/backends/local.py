@@ -180,18 +180,21 @@ class LocalBackend(ConstrainableBackend):
         """Free reasoning up to ``</think>`` (when asked for), then the constrained answer
         after the closed think block."""
         heads = [""] * len(texts)
-        used = [0] * len(texts)
+        generated = [0] * len(texts)  # tokens of the first pass, generated and read
+        read = [0] * len(texts)
         if reasoning:
             free = replace(settings, stop=(THINK_CLOSE,))
             for i, completion in enumerate(self._generate_free(texts, free)):
                 thought = completion.text.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
                 heads[i] = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n"
-                used[i] = completion.n_tokens or 0
+                generated[i] = completion.n_tokens or 0
+                read[i] = completion.prompt_tokens or 0
         answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
         prompts = [t + h for t, h in zip(texts, heads, strict=True)]
         completions = self._generate_answers(prompts, answer, schemas)
-        for text, head, n, completion in zip(texts, heads, used, completions, strict=True):
-            completion.text = head + completion.text
-            completion.n_tokens = (completion.n_tokens or 0) + n
-            completion.prompt = text
+        for i, completion in enumerate(completions):
+            completion.text = heads[i] + completion.text
+            completion.n_tokens = (completion.n_tokens or 0) + generated[i]
+            completion.prompt_tokens = (completion.prompt_tokens or 0) + read[i]  # both passes
+            completion.prompt = texts[i]
         return completions

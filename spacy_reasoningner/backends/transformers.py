@@ -235,7 +235,8 @@ class TransformersBackend(LocalBackend):
         generated = output[:, inputs["input_ids"].shape[1] :]
         end_ids = _end_token_ids(self.model, self.tokenizer)
         completions = []
-        for prompt, row in zip(texts, generated.tolist(), strict=True):
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()  # without the padding
+        for prompt, row, read in zip(texts, generated.tolist(), prompt_lengths, strict=True):
             n_tokens = next((i + 1 for i, tok in enumerate(row) if tok in end_ids), None)
             tokens = row[:n_tokens] if n_tokens else row
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -249,6 +250,7 @@ class TransformersBackend(LocalBackend):
                     finish_reason="length" if length_cut else "stop",
                     prompt=prompt,
                     n_tokens=len(tokens),
+                    prompt_tokens=int(read),
                 )
             )
         return completions

@@ -167,13 +167,15 @@ class VLLMBackend(LocalBackend):
     def _run(self, texts: list[str], params: list[Any]) -> list[Completion]:
         self._ensure_loaded()
         outputs = self.engine.generate(texts, params, use_tqdm=False)
-        return [_completion(t, out.outputs[0]) for t, out in zip(texts, outputs, strict=True)]
+        return [_completion(t, out) for t, out in zip(texts, outputs, strict=True)]
 
 
-def _completion(prompt: str, output: Any) -> Completion:
+def _completion(prompt: str, request: Any) -> Completion:
+    output = request.outputs[0]
     return Completion(
         text=output.text,
         finish_reason="length" if output.finish_reason == "length" else "stop",
         prompt=prompt,
         n_tokens=len(output.token_ids),
+        prompt_tokens=len(request.prompt_token_ids or ()),
     )
