@@ -133,6 +133,16 @@ def predict(
     max_chars: Annotated[
         int | None, typer.Option(help="Longer texts are split into windows of sentences.")
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            dir_okay=False,
+            metavar="FILE",
+            help="Also write an HTML view: entities (displaCy), reasoning and unaligned "
+            "mentions per document, one self-contained file.",
+        ),
+    ] = None,
 ) -> None:
     """Annotate documents and write one JSON object per document, in input order.
 
@@ -166,6 +176,7 @@ def predict(
         return
     nlp, component = _load_pipeline(pipeline, config)
     docs = nlp.pipe((text for text, _ in records), batch_size=batch_size or component.batch_size)
+    kept = []
     with (
         _open_output(output) as out,
         tqdm(total=len(records), disable=len(records) < 2, unit="doc", file=sys.stderr) as bar,
@@ -175,6 +186,13 @@ def predict(
             out.write("\n")
             out.flush()
             bar.update()
+            if html is not None:
+                kept.append(doc)
+    if html is not None:
+        from .view import save_html
+
+        save_html(kept, html, component=component, title=component.name)
+        typer.echo(f"wrote {html}", err=True)
 
 
 @app.command()
