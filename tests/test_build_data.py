@@ -13,7 +13,7 @@ from spacy_reasoningner.backends import BackendError
 from spacy_reasoningner.benchmark.readers import NERRecord, read_ner_cot_jsonl
 from spacy_reasoningner.protocol import Schema, parse_completion, render_answer
 from spacy_reasoningner.registry import backends
-from training.build_data import DataConfig, plan, run
+from training.build_data import DataConfig, run
 from training.config import load_profile
 from training.quality import (
     AGREES,
@@ -25,7 +25,8 @@ from training.quality import (
     parse_judgement,
     structural_checks,
 )
-from training.teacher import Draft, gold_entities, template_draft
+from training.samples import gold_entities
+from training.teacher import Draft, template_draft
 
 from ._data import DATA, needs_data
 from ._scripted_backend import ScriptedBackend
@@ -122,7 +123,7 @@ def test_runs_are_deterministic_under_the_seed(tmp_path: Path) -> None:
 @needs_data
 def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
     reference = config_for(tmp_path / "whole", mode="reannotate")
-    records = plan(reference).records
+    records = reference.plan().records
     ORACLE.update({r.text: oracle_completion(r) for r in records})
     reference.teacher = {"@reasoning_ner_backends": "tests.OracleTeacher.v1"}
     run(reference)
@@ -157,7 +158,7 @@ def test_rerun_with_another_configuration_is_refused(tmp_path: Path) -> None:
 @needs_data
 def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
     config = config_for(tmp_path, mode="reannotate")
-    records = plan(config).records
+    records = config.plan().records
     bad = {
         records[0].text: "I cannot find anything.",
         records[1].text: '<think>Hmm.</think>{"entities": {"weapon": ["gun"]}}',
@@ -178,9 +179,9 @@ def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
 @needs_data
 def test_forbidden_domain_is_refused(tmp_path: Path) -> None:
     config = config_for(tmp_path)
-    config.sources[0].name = "crossner_ai"
+    config.sources["conll2003"].name = "crossner_ai"
     with pytest.raises(ValueError, match="evaluation domains"):
-        plan(config)
+        config.plan()
 
 
 def _record() -> NERRecord:
