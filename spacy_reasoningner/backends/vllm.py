@@ -14,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, resolve_model
+from ..models import DEFAULT_MODEL, load_error, resolve_model
 from ..registry import backends
 from .base import Completion, GenerationSettings
-from .local import ANSWER_MAX_TOKENS, LocalBackend, StructuredOption
+from .local import LocalBackend
+from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ class VLLMBackend(LocalBackend):
         }
         if self.max_model_len:
             kwargs["max_model_len"] = self.max_model_len
-        self.engine = LLM(**kwargs)
+        try:
+            self.engine = LLM(**kwargs)
+        except OSError as error:
+            raise load_error(source or self.reference, resolved, error) from error
         self.source = resolved
         logger.info("vLLM engine ready for %s (%s)", resolved.path, dtype)
 
