@@ -437,3 +437,10 @@ def test_the_backend_pickles_before_and_after_use(serve):
     for other in (copy, again):
         (completion,) = other.generate(prompts(1), GenerationSettings())
         assert completion.text == '{"entities": {"person": ["Person0"]}}'
+
+
+def test_each_prompt_of_a_call_gets_its_own_seed(serve):
+    """Repeats of a prompt (samples to vote on) must not share a seed."""
+    server = serve(echo_answer)
+    backend(server.url).generate(prompts(1) * 3, GenerationSettings(temperature=0.7, seed=5))
+    assert sorted(b["seed"] for b in server.bodies) == [5, 6, 7]

@@ -202,7 +202,7 @@ class OpenAIBackend(ConstrainableBackend):
                 pool.submit(
                     self._complete,
                     prompt,
-                    settings,
+                    _seeded(settings, i),
                     template,
                     answer_format.schema(i) if constrained else None,
                     reasoning,
@@ -449,6 +449,12 @@ class RequestRefused(BackendError):
 
 class _ConstraintRefused(Exception):
     """The server refused a request because of its answer constraint (or its extensions)."""
+
+
+def _seeded(settings: GenerationSettings, position: int) -> GenerationSettings:
+    """The settings of the prompt at ``position``: with a seed, ``seed + position``, so that
+    repeats of a prompt (sampled answers to vote on) differ and a run stays reproducible."""
+    return settings if settings.seed is None else replace(settings, seed=settings.seed + position)
 
 
 def _count(value: Any) -> int | None:

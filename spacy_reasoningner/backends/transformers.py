@@ -14,6 +14,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +176,9 @@ class TransformersBackend(LocalBackend):
     # ----------------------------------------------------------------- generation
 
     def _generate_free(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
-        return self._in_batches(texts, lambda batch, _: self._generate_batch(batch, settings))
+        return self._in_batches(
+            texts, lambda batch, rows: self._generate_batch(batch, _seeded(settings, rows))
+        )
 
     def _generate_answers(
         self,
@@ -188,7 +191,8 @@ class TransformersBackend(LocalBackend):
         def constrained(batch: list[str], rows: list[int]) -> list[Completion]:
             # One processor per generate call (it keeps per-row matcher state).
             grammars = [self._grammar(schemas[i]) for i in rows]
-            return self._generate_batch(batch, settings, logits_processor=LogitsProcessor(grammars))
+            processor = LogitsProcessor(grammars)
+            return self._generate_batch(batch, _seeded(settings, rows), logits_processor=processor)
 
         return self._in_batches(texts, constrained)
 
@@ -274,6 +278,14 @@ class TransformersBackend(LocalBackend):
                 )
             )
         return completions
+
+
+def _seeded(settings: GenerationSettings, rows: list[int]) -> GenerationSettings:
+    """A sub-batch samples with ``seed + `` its first prompt's position, so that sub-batches
+    holding repeats of a prompt (answers to vote on) do not draw the same numbers."""
+    if settings.seed is None or not rows:
+        return settings
+    return replace(settings, seed=settings.seed + min(rows))
 
 
 def _end_token_ids(model: Any, tokenizer: Any) -> set[int]:

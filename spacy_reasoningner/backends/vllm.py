@@ -139,20 +139,23 @@ class VLLMBackend(LocalBackend):
 
     # ----------------------------------------------------------------- generation
 
-    def _sampling(self, settings: GenerationSettings, **extra: Any) -> Any:
+    def _sampling(self, settings: GenerationSettings, position: int, **extra: Any) -> Any:
+        """vLLM seeds each request: the prompt at ``position`` of a call gets ``seed +
+        position``, so that repeats of a prompt (sampled answers to vote on) differ while a
+        run stays reproducible."""
         from vllm import SamplingParams
 
         return SamplingParams(
             max_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
             top_p=settings.top_p,
-            seed=settings.seed,
+            seed=None if settings.seed is None else settings.seed + position,
             **extra,
         )
 
     def _generate_free(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
-        params = self._sampling(settings, stop=list(settings.stop) or None)
-        return self._run(texts, [params] * len(texts))
+        stop = list(settings.stop) or None
+        return self._run(texts, [self._sampling(settings, i, stop=stop) for i in range(len(texts))])
 
     def _generate_answers(
         self,
@@ -163,8 +166,8 @@ class VLLMBackend(LocalBackend):
         from vllm.sampling_params import StructuredOutputsParams
 
         params = [
-            self._sampling(settings, structured_outputs=StructuredOutputsParams(json=dict(s)))
-            for s in schemas
+            self._sampling(settings, i, structured_outputs=StructuredOutputsParams(json=dict(s)))
+            for i, s in enumerate(schemas)
         ]
         return self._run(texts, params)
 
