@@ -28,6 +28,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpcore
 import httpx
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 30.0
 EXCERPT_CHARS = 200  # of a response body, in errors and warnings
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @backends.register("reasoning_ner.OpenAI.v1")
@@ -160,8 +162,10 @@ class OpenAIBackend(ConstrainableBackend):
         return self._constrained
 
     def _served_source(self) -> ModelSource | None:
-        """The local folder of the served model, when the server names one (vLLM's /v1/models
-        gives it as ``root``) and it is on this machine."""
+        """The local folder of the served model, when a server on this machine (loopback)
+        names one (vLLM's /v1/models gives it as ``root``)."""
+        if urlparse(self.base_url).hostname not in LOOPBACK_HOSTS:
+            return None
         try:
             status, content, _ = self._exchange(self.base_url + "/models", None, self._headers())
             entries = json.loads(content).get("data") if status == 200 else None
@@ -194,7 +198,7 @@ class OpenAIBackend(ConstrainableBackend):
         results: dict[int, Completion] = {}
         reasoning = answer_format.reasoning
         template = template_kwargs(settings.chat_template_kwargs, reasoning=reasoning)
-        constrained = self.constrained
+        constrained = bool(answer_format.schemas) and self.constrained
         with ThreadPoolExecutor(
             max_workers=min(self.max_concurrency, max(len(prompts), 1))
         ) as pool:
