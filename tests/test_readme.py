@@ -5,7 +5,8 @@ servers) or ``<!-- readme-test: slow: REASON -->`` (the bundled model, a vLLM se
 the slow tests). Python blocks run in a fresh namespace that holds ``spacy`` (the first
 block's import), in a temporary folder; Hugging Face hub ids resolve to the tiny test model,
 the stand-in for a hub that cannot be reached here. Bash blocks run with bash, in a folder
-holding the files they name. Blocks without a language (folder trees, outputs) are prose.
+holding the files they name. Config (ini) blocks say why they are not run. Blocks without a
+language (folder trees, outputs) are prose.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ PYTHON = [b for b in BLOCKS if b.language == "python"]
 def test_every_block_is_run_or_says_why_not():
     assert PYTHON, "no Python blocks found in the README"
     for block in BLOCKS:
-        assert block.language in ("", "python", "bash"), block.name
-        if block.language == "bash":  # shell blocks state how they are run
+        assert block.language in ("", "python", "bash", "ini"), block.name
+        if block.language in ("bash", "ini"):  # these state how they are run
             assert block.mark is not None, f"{block.name}: mark it skip or slow"
 
 
