@@ -9,12 +9,14 @@ offset F1 (spaCy's), micro over all sentences; seconds per sentence (one batched
 dataset). Calibration: every scored candidate in ``doc.spans["sc"]``, grouped by its score
 (the share of samples naming it), with the precision of each group against gold spans.
 
-    python bench/confidence.py [--data ../shared/data] [-n 15] [--datasets conll2003 crossner_politics]
+    OMP_NUM_THREADS=1 python bench/confidence.py [--data ../shared/data] [-n 15]
+        [--datasets conll2003 crossner_politics]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import defaultdict
 
@@ -39,6 +41,9 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=512)
     args = parser.parse_args()
 
+    # On a shared CPU machine, vLLM's default core binding spins its threads while others
+    # hold the cores: unbound, with OMP_NUM_THREADS threads, it wastes nothing.
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     from spacy_reasoningner.backends.vllm import VLLMBackend
 
     engine = VLLMBackend(max_model_len=2048)

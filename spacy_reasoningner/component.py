@@ -189,13 +189,11 @@ class ReasoningNER(Pipe):
             for doc, text in zip(docs, texts, strict=True)
         ]
         k = self.settings.samples
-        pieces = [
-            text[w.start : w.end]
-            for text, plan in zip(texts, plans, strict=True)
-            for w in plan
-            for _ in range(k)
+        windows = [
+            text[w.start : w.end] for text, plan in zip(texts, plans, strict=True) for w in plan
         ]
-        prompts = [task.prompt(piece) for piece in pieces]
+        pieces = [piece for piece in windows for _ in range(k)]
+        prompts = [prompt for piece in windows for prompt in [task.prompt(piece)] * k]
         started = time.perf_counter()
         completions = generate(self.generator, prompts, self.generation, task.answer_format(pieces))
         _share_time(completions, time.perf_counter() - started)
