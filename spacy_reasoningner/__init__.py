@@ -2,6 +2,7 @@
 
 from . import registry
 from .backends.openai import OpenAIBackend
+from .backends.spacy_llm import SpacyLLMBackend
 from .backends.transformers import TransformersBackend
 from .backends.vllm import VLLMBackend
 from .component import ReasoningNER, make_reasoning_ner
@@ -17,6 +18,7 @@ __all__ = [
     "OpenAIBackend",
     "ReasoningNER",
     "Schema",
+    "SpacyLLMBackend",
     "TransformersBackend",
     "VLLMBackend",
     "make_reasoning_ner",

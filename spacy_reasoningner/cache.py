@@ -74,6 +74,13 @@ class ResponseCache:
                 "cache_path to another file, or set cache_path to null to run without one"
             ) from error
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A connection and a lock belong to one process: a copy (another worker) reopens.
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
     @staticmethod
     def key(
         identity: dict[str, Any],
@@ -218,6 +225,8 @@ class CachedBackend(ConstrainableBackend):
                 )
             keys.append(key)
         known = self.cache.get_many(keys)
+        for completion in known.values():
+            completion.seconds = 0.0  # served from the cache: no generation time
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
             subset = [prompts[i] for i in missing]

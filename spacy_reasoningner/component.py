@@ -8,7 +8,10 @@ mentions inside the window -> windows merge by offsets -> ``doc.ents`` (through 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -17,14 +20,17 @@ from typing import Any
 import srsly
 from spacy.language import Language
 from spacy.pipeline import Pipe
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
 from spacy.util import SimpleFrozenList, minibatch
+from tqdm import tqdm
 
 from .alignment import dedupe_spans
 from .backends.base import (
     Backend,
+    Completion,
     GenerationSettings,
+    Identifiable,
     Loadable,
     SerializableBackend,
     generate,
@@ -32,13 +38,19 @@ from .backends.base import (
 from .cache import CachedBackend, ResponseCache
 from .protocol import Schema
 from .settings import ComponentSettings, forwards_settings
-from .sharding import Window, plan_windows
+from .sharding import plan_windows
 from .task import NERTask, WindowReading
 
 logger = logging.getLogger(__name__)
 
 # What each Doc extension holds when nothing was set.
-_EXTENSION_DEFAULTS = {"reasoning": "", "unaligned": None, "truncated": False, "raw": None}
+_EXTENSION_DEFAULTS = {
+    "reasoning": "",
+    "unaligned": None,
+    "truncated": False,
+    "raw": None,
+    "usage": None,
+}
 
 
 @Language.factory(
@@ -102,7 +114,9 @@ class ReasoningNER(Pipe):
             else NERTask.from_labels(
                 labels,
                 lowercase=s.lowercase_schema,
+                examples=s.examples,
                 reasoning=s.reasoning,
+                instruction=s.instruction,
                 fuzzy_match=s.fuzzy_match,
                 alignment_mode=s.alignment_mode,
             )
@@ -112,6 +126,14 @@ class ReasoningNER(Pipe):
     def generator(self) -> Backend:
         """The backend, behind the response cache when there is one."""
         return self.backend if self.cache is None else CachedBackend(self.backend, self.cache)
+
+    @property
+    def backend_name(self) -> str:
+        """The engine behind the completions, for accounting."""
+        if isinstance(self.backend, Identifiable):
+            identity = self.backend.identity
+            return f"{identity.get('backend', type(self.backend).__name__)}:{identity.get('model', '')}"
+        return type(self.backend).__name__
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -137,41 +159,60 @@ class ReasoningNER(Pipe):
         return doc
 
     def pipe(self, stream: Iterable[Doc], *, batch_size: int | None = None) -> Iterator[Doc]:
-        """Annotate in batches, one backend call each; a failing batch goes to the error
-        handler (``nlp.set_error_handler``; by default it raises), its Docs unmodified."""
+        """Annotate in chunks of at most the component's ``batch_size`` Docs (fewer when a
+        smaller ``batch_size`` is given), one backend call each, yielding each chunk as it is
+        done. A failing chunk goes to the error handler (``nlp.set_error_handler``; by
+        default it raises), its Docs unmodified."""
+        size = min(batch_size or self.batch_size, self.batch_size)
         error_handler = self.get_error_handler()
-        for batch in minibatch(stream, size=batch_size or self.batch_size):
-            docs = list(batch)
-            try:
-                self.set_annotations(docs, self.predict(docs))
-            except Exception as error:
-                error_handler(self.name, self, docs, error)
-                continue
-            yield from docs
+        with tqdm(
+            disable=not self.settings.progress, desc=self.name, unit="doc", file=sys.stderr
+        ) as bar:
+            for batch in minibatch(stream, size=size):
+                docs = list(batch)
+                try:
+                    self.set_annotations(docs, self.predict(docs))
+                except Exception as error:
+                    error_handler(self.name, self, docs, error)
+                    continue
+                finally:
+                    bar.update(len(docs))
+                yield from docs
 
     def predict(self, docs: Sequence[Doc]) -> list[list[WindowReading]]:
-        """Per Doc, what the model said about each of its windows; modifies nothing."""
+        """Per Doc, what the model said about each of its windows; modifies nothing. With
+        ``samples`` > 1 each window is asked that many times in the same call, and voted on."""
         task = self._require_task()
         texts = [doc.text for doc in docs]  # rebuilt by spaCy on each access: read once
         plans = [
             plan_windows(doc, self.settings.max_chars, self.settings.window_overlap, text=text)
             for doc, text in zip(docs, texts, strict=True)
         ]
-        pieces = [
+        k = self.settings.samples
+        windows = [
             text[w.start : w.end] for text, plan in zip(texts, plans, strict=True) for w in plan
         ]
-        completions = iter(
-            generate(
-                self.generator,
-                [task.prompt(piece) for piece in pieces],
-                self.generation,
-                task.answer_format(pieces),
-            )
-        )
-        return [
-            [task.read(doc, w, next(completions), text=text) for w in plan]
-            for doc, text, plan in zip(docs, texts, plans, strict=True)
-        ]
+        pieces = [piece for piece in windows for _ in range(k)]
+        prompts = [prompt for piece in windows for prompt in [task.prompt(piece)] * k]
+        started = time.perf_counter()
+        completions = generate(self.generator, prompts, self.generation, task.answer_format(pieces))
+        _share_time(completions, time.perf_counter() - started)
+        if logger.isEnabledFor(logging.DEBUG):
+            for prompt, completion in zip(prompts, completions, strict=True):
+                logger.debug("%s prompt: %s\ncompletion: %s", self.name, prompt, completion.text)
+        answers = iter(zip(prompts, completions, strict=True))
+        readings = []
+        for doc, text, plan in zip(docs, texts, plans, strict=True):
+            doc_readings = []
+            for window in plan:
+                samples = []
+                for prompt, completion in itertools.islice(answers, k):
+                    reading = task.read(doc, window, completion, text=text)
+                    reading.messages = prompt
+                    samples.append(reading)
+                doc_readings.append(task.vote(samples))
+            readings.append(doc_readings)
+        return readings
 
     def set_annotations(self, docs: Sequence[Doc], readings: Sequence[list[WindowReading]]) -> None:
         for doc, doc_readings in zip(docs, readings, strict=True):
@@ -187,36 +228,80 @@ class ReasoningNER(Pipe):
 
     def _annotate(self, doc: Doc, readings: list[WindowReading]) -> None:
         task = self._require_task()
-        candidates = dedupe_spans(span for r in readings for span in r.spans)
+        settings = self.settings
+        candidates, scores = _merge_windows(readings)
+        if scores is None:
+            kept = candidates
+        else:
+            kept = [
+                s
+                for s, score in zip(candidates, scores, strict=True)
+                if score >= settings.threshold
+            ]
         # Equal spans reach the filter in the schema's label order, which breaks their ties.
-        ranked = sorted(candidates, key=lambda s: (s.start, s.end, task.label_rank(s.label_)))
+        ranked = sorted(kept, key=lambda s: (s.start, s.end, task.label_rank(s.label_)))
         doc.ents = self.ents_filter(list(doc.ents), ranked)
-        if self.settings.spans_key is not None:
-            doc.spans[self.settings.spans_key] = candidates
-        doc._.set(self.ext["reasoning"], "\n\n".join(r.reasoning for r in readings if r.reasoning))
+        if settings.spans_key is not None:
+            group_scores = scores if scores is not None else [1.0] * len(candidates)
+            doc.spans[settings.spans_key] = SpanGroup(
+                doc, name=settings.spans_key, spans=candidates, attrs={"scores": group_scores}
+            )
+        ext = self.ext
+        doc._.set(ext["reasoning"], "\n\n".join(r.reasoning for r in readings if r.reasoning))
         unaligned = list(dict.fromkeys(u for r in readings for u in r.unaligned))
-        doc._.set(self.ext["unaligned"], [u.to_dict() for u in unaligned])
-        truncated = any(r.completion.truncated for r in readings)
-        doc._.set(self.ext["truncated"], truncated)
+        doc._.set(ext["unaligned"], [u.to_dict() for u in unaligned])
+        truncated = any(c.truncated for r in readings for c in r.completions)
+        doc._.set(ext["truncated"], truncated)
         if truncated:
             logger.warning(
                 "%s: a completion hit max_new_tokens=%d and was cut; raise generation.max_new_tokens",
                 self.name,
                 self.generation.max_new_tokens,
             )
-        if self.settings.keep_raw:
-            doc._.set(self.ext["raw"], [_raw(r.window, r) for r in readings])
-        self._count(readings)
+        usage = self._usage(readings)
+        doc._.set(ext["usage"], usage)
+        if settings.keep_raw:
+            doc._.set(ext["raw"], [_raw(s) for r in readings for s in r.samples or (r,)])
+        self._count(readings, usage)
 
-    def _count(self, readings: list[WindowReading]) -> None:
+    def _usage(self, readings: list[WindowReading]) -> dict[str, Any]:
+        """Tokens and seconds per window (all its samples) and their totals for the Doc."""
+        windows = []
+        for r in readings:
+            completions = r.completions
+            windows.append(
+                {
+                    "start": r.window.start,
+                    "end": r.window.end,
+                    "completions": len(completions),
+                    "prompt_tokens": _total(c.prompt_tokens for c in completions),
+                    "completion_tokens": _total(c.n_tokens for c in completions),
+                    "seconds": sum(c.seconds or 0.0 for c in completions),
+                }
+            )
+        return {
+            "backend": self.backend_name,
+            "prompt_tokens": _total(w["prompt_tokens"] for w in windows),
+            "completion_tokens": _total(w["completion_tokens"] for w in windows),
+            "seconds": sum(w["seconds"] for w in windows),
+            "windows": windows,
+        }
+
+    def _count(self, readings: list[WindowReading], usage: dict[str, Any]) -> None:
         stats = self.stats
         stats["docs"] += 1
         for r in readings:
             stats["windows"] += 1
-            stats["mentions"] += len(r.parsed.mentions()) + len(r.parsed.out_of_schema)
-            stats["unaligned"] += len(r.unaligned)
-            stats["unparsed"] += not r.parsed.parsed
-            stats["truncated"] += r.completion.truncated
+            for sample in r.samples or (r,):
+                stats["completions"] += 1
+                parsed = sample.parsed
+                stats["mentions"] += len(parsed.mentions()) + len(parsed.out_of_schema)
+                stats["unaligned"] += len(sample.unaligned)
+                stats["unparsed"] += not parsed.parsed
+                stats["truncated"] += sample.completion.truncated
+        stats["prompt_tokens"] += usage["prompt_tokens"] or 0
+        stats["completion_tokens"] += usage["completion_tokens"] or 0
+        stats["seconds"] += usage["seconds"]
 
     # ----------------------------------------------------------------- serialization
 
@@ -258,20 +343,78 @@ class ReasoningNER(Pipe):
         )
 
 
-def _raw(window: Window, reading: WindowReading) -> dict[str, Any]:
+def _merge_windows(
+    readings: list[WindowReading],
+) -> tuple[list[Span], list[float] | None]:
+    """The Doc's candidates, one per (start, end, label) in text order, and their scores (the
+    best of the windows that saw them) when the windows were voted on."""
+    if all(r.scores is None for r in readings):
+        return dedupe_spans(span for r in readings for span in r.spans), None
+    best: dict[tuple[int, int, str], tuple[Span, float]] = {}
+    for r in readings:
+        for span, score in zip(r.spans, r.scores or [1.0] * len(r.spans), strict=True):
+            key = (span.start, span.end, span.label_)
+            if key not in best or score > best[key][1]:
+                best[key] = (span, score)
+    order = sorted(best)
+    return [best[key][0] for key in order], [best[key][1] for key in order]
+
+
+def _share_time(completions: list[Completion], seconds: float) -> None:
+    """Give every completion a time: its own when the backend measured it, else an equal
+    share of the call (a batched engine generates them together)."""
+    unmeasured = [c for c in completions if c.seconds is None]
+    for completion in unmeasured:
+        completion.seconds = seconds / len(unmeasured)
+
+
+def _total(values: Iterable[int | None]) -> int | None:
+    """The sum, or None when a value is unknown (a backend that does not count tokens)."""
+    total = 0
+    for value in values:
+        if value is None:
+            return None
+        total += value
+    return total
+
+
+def _raw(reading: WindowReading) -> dict[str, Any]:
     completion = reading.completion
     return {
-        "start": window.start,
-        "end": window.end,
+        "start": reading.window.start,
+        "end": reading.window.end,
+        "messages": reading.messages,
         "prompt": completion.prompt,
         "completion": completion.text,
         "finish_reason": completion.finish_reason,
+        "prompt_tokens": completion.prompt_tokens,
+        "completion_tokens": completion.n_tokens,
+        "seconds": completion.seconds,
     }
 
 
+def _as_lists(value: Any) -> Any:
+    """``value`` with tuples turned back into lists (DocBin stores lists as tuples)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
+
+
 def _register_extensions(names: dict[str, str]) -> dict[str, str]:
-    """Register the Doc extensions once (guarded), under the configured names."""
+    """Register the Doc extensions once (guarded), under the configured names. Values are
+    stored where spaCy stores plain extensions, and read back with lists as lists, also
+    after a DocBin round trip."""
     for key, attr in names.items():
         if not Doc.has_extension(attr):
-            Doc.set_extension(attr, default=_EXTENSION_DEFAULTS[key])
+            slot = ("._.", attr, None, None)
+            default = _EXTENSION_DEFAULTS[key]
+            Doc.set_extension(
+                attr,
+                getter=lambda doc, slot=slot, default=default: _as_lists(
+                    doc.user_data.get(slot, default)
+                ),
+                setter=lambda doc, value, slot=slot: doc.user_data.__setitem__(slot, value),
+            )
     return dict(names)

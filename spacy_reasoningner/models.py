@@ -129,6 +129,21 @@ def resolve_model(reference: str) -> ModelSource:
     )
 
 
+def load_error(reference: str, source: ModelSource, error: Exception) -> OSError:
+    """A clear error for weights that could not be loaded, saying what to do; for a hub id,
+    that it is not cached here and the hub cannot be reached."""
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if source.path == reference and _HUB_ID.match(reference) and not Path(reference).exists():
+        return OSError(
+            f"cannot load model {reference!r}: it is a Hugging Face hub id, and it is neither "
+            f"in this machine's hub cache nor downloadable from here ({cause}). Download it "
+            f"where the hub is reachable (huggingface-cli download {reference}) and copy the "
+            "cache or the folder over, or set model to a local folder, a .gguf file or "
+            f"{DEFAULT_MODEL}"
+        )
+    return OSError(f"cannot load model {reference!r} from {source.path}: {cause}")
+
+
 @dataclass(frozen=True)
 class BundledAdapter:
     """A LoRA adapter shipped inside this package, over a bundled base model."""

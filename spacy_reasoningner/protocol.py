@@ -159,9 +159,12 @@ _THINK_FIRST = (
 _ANSWER_DIRECTLY = "Answer with the JSON only."
 
 
-def render_user_turn(text: str, schema: Schema, *, reasoning: bool = True) -> str:
-    """The user turn in the paper's structure: instruction, notes, schema, output shape, text."""
-    parts = [_INSTRUCTION, _NOTES, "Schema: " + schema.schema_json]
+def render_user_turn(
+    text: str, schema: Schema, *, reasoning: bool = True, instruction: str | None = None
+) -> str:
+    """The user turn in the paper's structure: instruction, notes, schema, output shape, text.
+    ``instruction`` replaces the paper's first sentence (the rest is the protocol)."""
+    parts = [instruction or _INSTRUCTION, _NOTES, "Schema: " + schema.schema_json]
     if schema.definitions:
         lines = [f"- {schema.prompt_name(k)}: {v}" for k, v in schema.definitions.items()]
         parts.append("Type definitions:\n" + "\n".join(lines))
@@ -171,9 +174,81 @@ def render_user_turn(text: str, schema: Schema, *, reasoning: bool = True) -> st
     return "\n".join(parts)
 
 
-def render_messages(text: str, schema: Schema, *, reasoning: bool = True) -> ChatMessages:
-    """A single user turn and no system turn, as in the reference implementation."""
-    return [{"role": "user", "content": render_user_turn(text, schema, reasoning=reasoning)}]
+@dataclass(frozen=True)
+class FewShotExample:
+    """A worked example, shown to the model as an earlier exchange: the user turn about
+    ``text``, then the answer with ``entities`` (label -> mentions), after ``reasoning`` when
+    it is given and the prompt asks for reasoning."""
+
+    text: str
+    entities: Mapping[str, tuple[str, ...]]
+    reasoning: str | None = None
+
+    @classmethod
+    def from_config(cls, value: Any, schema: Schema, number: int = 1) -> FewShotExample:
+        """Validate one ``examples`` item: ``{"text": ..., "entities": {label: [mention,
+        ...]}, "reasoning": ...}`` (reasoning optional), labels of the schema, every mention
+        in the text."""
+        where = f"example {number}"
+        shape = '{"text": "...", "entities": {"<label>": ["<mention>", ...]}, "reasoning": "..."}'
+        if not isinstance(value, Mapping):
+            raise ValueError(f"{where} must be an object {shape}, got {type(value).__name__}")
+        unknown = sorted(set(value) - {"text", "entities", "reasoning"})
+        if unknown:
+            raise ValueError(f"{where} has unknown key(s) {unknown}: use {shape}")
+        text, entities, reasoning = value.get("text"), value.get("entities"), value.get("reasoning")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{where} needs a non-empty text: {shape}")
+        if not isinstance(entities, Mapping):
+            raise ValueError(f"{where} needs entities as an object label -> mentions: {shape}")
+        if reasoning is not None and not isinstance(reasoning, str):
+            raise ValueError(f"{where}: reasoning must be text")
+        grouped: dict[str, tuple[str, ...]] = {}
+        for label, mentions in entities.items():
+            canonical = schema.canonical(str(label))
+            if canonical is None:
+                raise ValueError(
+                    f"{where}: label {label!r} is not one of the labels {list(schema.labels)}"
+                )
+            if isinstance(mentions, str) or not isinstance(mentions, Sequence):
+                raise ValueError(f"{where}: the mentions of {label!r} must be a list of strings")
+            for mention in mentions:
+                if not isinstance(mention, str) or mention not in text:
+                    raise ValueError(
+                        f"{where}: mention {mention!r} of {label!r} is not in the example's text"
+                    )
+            grouped[canonical] = tuple(mentions)
+        return cls(text, grouped, reasoning.strip() if reasoning else None)
+
+    def to_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "text": self.text,
+            "entities": {k: list(v) for k, v in self.entities.items()},
+        }
+        if self.reasoning:
+            config["reasoning"] = self.reasoning
+        return config
+
+
+def render_messages(
+    text: str,
+    schema: Schema,
+    *,
+    reasoning: bool = True,
+    examples: Sequence[FewShotExample] = (),
+    instruction: str | None = None,
+) -> ChatMessages:
+    """A single user turn and no system turn, as in the reference implementation; few-shot
+    ``examples`` come first as earlier user/assistant exchanges."""
+    messages: ChatMessages = []
+    for example in examples:
+        user = render_user_turn(example.text, schema, reasoning=reasoning, instruction=instruction)
+        thought = example.reasoning if reasoning else None
+        answer = render_completion(thought, render_answer(example.entities, schema))
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    turn = render_user_turn(text, schema, reasoning=reasoning, instruction=instruction)
+    messages.append({"role": "user", "content": turn})
+    return messages
 
 
 def template_kwargs(kwargs: Mapping[str, Any], *, reasoning: bool) -> dict[str, Any]:

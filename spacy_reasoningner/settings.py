@@ -23,7 +23,7 @@ from .backends.base import Backend, GenerationSettings
 EntsFilter = Callable[[Iterable[Span], Iterable[Span]], list[Span]]
 
 # Names of the Doc extensions, by what they hold.
-EXTENSIONS = ("reasoning", "unaligned", "truncated", "raw")
+EXTENSIONS = ("reasoning", "unaligned", "truncated", "raw", "usage")
 
 
 def setting(doc: str, default: Any = MISSING, *, config: Any = MISSING) -> Any:
@@ -67,7 +67,23 @@ class ComponentSettings:
         "entities keep your spelling",
         True,
     )
-    batch_size: int = setting("Docs per backend call when `nlp.pipe` is not given one", 16)
+    examples: list[dict[str, Any]] = setting(
+        "few-shot examples, shown before each text as earlier user/assistant turns: "
+        '`[{"text": ..., "entities": {label: [mention, ...]}, "reasoning": ...}]` '
+        "(reasoning optional); none by default, as in the paper",
+        [],
+    )
+    instruction: str | None = setting(
+        "replaces the first sentence of the prompt (the paper's instruction); the notes, "
+        "schema, output format and text stay the protocol's",
+        None,
+    )
+    batch_size: int = setting(
+        "at most this many Docs per backend call, also inside `nlp.pipe` (whose `batch_size`, "
+        "1000 by default, only buffers Docs); fewer when `nlp.pipe` is given a smaller one",
+        16,
+    )
+    progress: bool = setting("show a progress bar (stderr) while `nlp.pipe` runs", False)
     max_chars: int = setting("texts longer than this are split into sentence windows", 2000)
     window_overlap: int = setting("sentences shared by neighbouring windows", 1)
     fuzzy_match: bool = setting(
@@ -92,6 +108,17 @@ class ComponentSettings:
     spans_key: str | None = setting(
         "keep every grounded candidate, overlaps included, in `doc.spans[key]`", None
     )
+    samples: int = setting(
+        "completions sampled per window (in the same backend call; needs "
+        "`generation.temperature` > 0 and `spans_key`): each candidate scores the share of "
+        'samples that named it, kept in `doc.spans[spans_key].attrs["scores"]`',
+        1,
+    )
+    threshold: float = setting(
+        "candidates scoring below this stay out of `doc.ents` (they keep their score in "
+        "`doc.spans[spans_key]`)",
+        0.5,
+    )
     keep_raw: bool = setting(
         "keep rendered prompts, completions and finish reasons in `doc._.ner_raw`", False
     )
@@ -107,7 +134,12 @@ class ComponentSettings:
         "name of the Doc extension flagging a completion cut by `max_new_tokens`", "ner_truncated"
     )
     raw_attr: str = setting(
-        "name of the Doc extension with the prompts and completions (`keep_raw`)", "ner_raw"
+        "name of the Doc extension with the messages, prompts and completions (`keep_raw`)",
+        "ner_raw",
+    )
+    usage_attr: str = setting(
+        "name of the Doc extension with tokens, seconds and backend, per window and in total",
+        "ner_usage",
     )
 
     def __post_init__(self) -> None:
@@ -126,6 +158,22 @@ class ComponentSettings:
             raise ValueError(f"window_overlap must be >= 0 sentences, got {self.window_overlap}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {self.samples}")
+        if not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.samples > 1 and not self.generation.get("temperature"):
+            raise ValueError(
+                f"samples = {self.samples} needs sampling: set generation.temperature > 0 "
+                "(e.g. 0.7); greedy decoding gives the same completion every time"
+            )
+        if self.samples > 1 and self.spans_key is None:
+            raise ValueError(
+                f"samples = {self.samples} scores candidates in doc.spans[spans_key]: set "
+                'spans_key (e.g. "sc", as spancat)'
+            )
+        if self.instruction is not None and not str(self.instruction).strip():
+            raise ValueError("instruction is empty: give the sentence to use, or leave it unset")
         for key in EXTENSIONS:
             name = getattr(self, f"{key}_attr")
             if not isinstance(name, str) or not name.isidentifier():

@@ -20,6 +20,7 @@ object, on top of ``protocol`` (the format) and ``alignment`` (grounding). Build
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ from .backends.base import AnswerFormat, Completion
 from .protocol import (
     PRF,
     ChatMessages,
+    FewShotExample,
     ParsedCompletion,
     Schema,
     answer_json_schema,
@@ -45,17 +47,26 @@ from .sharding import Window
 
 @dataclass
 class WindowReading:
-    """What one completion says about one window of a Doc."""
+    """What the model said about one window of a Doc: one completion, or the vote of several
+    sampled ones (``samples``), where ``scores`` holds each span's share of the samples."""
 
     window: Window
     completion: Completion
     parsed: ParsedCompletion
     spans: list[Span]
     unaligned: list[Unaligned]
+    scores: list[float] | None = None  # per span; None: one completion, every span counts
+    samples: tuple[WindowReading, ...] = ()  # the readings voted on
+    messages: ChatMessages | None = None  # the prompt sent, when the caller records it
 
     @property
     def reasoning(self) -> str:
         return self.parsed.reasoning
+
+    @property
+    def completions(self) -> list[Completion]:
+        """Every completion behind this reading."""
+        return [s.completion for s in self.samples] if self.samples else [self.completion]
 
 
 @dataclass(frozen=True)
@@ -66,12 +77,16 @@ class NERTask:
     reasoning: ask for reasoning in a think block before the JSON answer.
     fuzzy_match: ground mentions that differ from the text in case or spacing.
     alignment_mode: snapping of matches off token boundaries (strict, contract, expand).
+    examples: few-shot examples, shown as earlier turns (``FewShotExample``).
+    instruction: replaces the first sentence of the prompt.
     """
 
     schema: Schema
     reasoning: bool = True
     fuzzy_match: bool = True
     alignment_mode: str = "expand"
+    examples: tuple[FewShotExample, ...] = ()
+    instruction: str | None = None
     _answer_schema: dict[str, Any] = field(init=False, repr=False, compare=False)
     _label_rank: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -80,14 +95,29 @@ class NERTask:
             raise ValueError(
                 f"alignment_mode {self.alignment_mode!r} is not one of {ALIGNMENT_MODES}"
             )
+        if self.instruction is not None and not self.instruction.strip():
+            raise ValueError("instruction is empty: give the sentence to use, or leave it unset")
         # The same for every text of the schema: built once.
         object.__setattr__(self, "_answer_schema", answer_json_schema(self.schema))
         object.__setattr__(self, "_label_rank", {x: i for i, x in enumerate(self.schema.labels)})
 
     @classmethod
-    def from_labels(cls, labels: Any, *, lowercase: bool = True, **options: Any) -> NERTask:
-        """A task over ``labels`` (a list of names or a mapping name -> definition)."""
-        return cls(Schema.from_config(labels, lowercase=lowercase), **options)
+    def from_labels(
+        cls,
+        labels: Any,
+        *,
+        lowercase: bool = True,
+        examples: Iterable[Any] = (),
+        **options: Any,
+    ) -> NERTask:
+        """A task over ``labels`` (a list of names or a mapping name -> definition), with
+        ``examples`` as config values (``FewShotExample.from_config``)."""
+        schema = Schema.from_config(labels, lowercase=lowercase)
+        shots = tuple(
+            FewShotExample.from_config(example, schema, number)
+            for number, example in enumerate(examples, start=1)
+        )
+        return cls(schema, examples=shots, **options)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -100,8 +130,14 @@ class NERTask:
     # ----------------------------------------------------------------- asking
 
     def prompt(self, text: str) -> ChatMessages:
-        """The chat messages asking for the entities of ``text``."""
-        return render_messages(text, self.schema, reasoning=self.reasoning)
+        """The chat messages asking for the entities of ``text`` (after the examples)."""
+        return render_messages(
+            text,
+            self.schema,
+            reasoning=self.reasoning,
+            examples=self.examples,
+            instruction=self.instruction,
+        )
 
     def answer_schema(self, text: str) -> Mapping[str, Any]:
         """The JSON Schema the answer about ``text`` must follow (constrained decoding): the
@@ -156,6 +192,41 @@ class NERTask:
         parsed = self.parse(completion)
         spans, unaligned = self.ground(doc, parsed, window, text=text)
         return WindowReading(window, completion, parsed, spans, unaligned)
+
+    @staticmethod
+    def vote(samples: Sequence[WindowReading]) -> WindowReading:
+        """One reading from several sampled readings of the same window: every span any
+        sample grounded, scored by the share of samples that grounded it; the reasoning and
+        completion of the sample that agrees best with the majority (the first on ties), so
+        the reasoning shown explains the entities set."""
+        if len(samples) == 1:
+            return samples[0]
+        votes: Counter[tuple[int, int, str]] = Counter()
+        spans: dict[tuple[int, int, str], Span] = {}
+        keys = []
+        for sample in samples:
+            own = {(s.start, s.end, s.label_): s for s in sample.spans}
+            keys.append(set(own))
+            votes.update(own.keys())
+            for key, span in own.items():
+                spans.setdefault(key, span)
+        majority = {key for key, n in votes.items() if 2 * n >= len(samples)}
+
+        def agreement(index: int) -> float:
+            union = keys[index] | majority
+            return len(keys[index] & majority) / len(union) if union else 1.0
+
+        best = samples[max(range(len(samples)), key=lambda i: (agreement(i), -i))]
+        order = sorted(spans)
+        return WindowReading(
+            best.window,
+            best.completion,
+            best.parsed,
+            [spans[key] for key in order],
+            list(dict.fromkeys(u for s in samples for u in s.unaligned)),
+            scores=[votes[key] / len(samples) for key in order],
+            samples=tuple(samples),
+        )
 
     # ----------------------------------------------------------------- training, metric
 

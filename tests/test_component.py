@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from spacy.training import Example
 from spacy_reasoningner.backends import Completion, GenerationSettings
 from spacy_reasoningner.protocol import render_completion
 from spacy_reasoningner.settings import ComponentSettings
+from spacy_reasoningner.task import NERTask
 
 from ._scripted_backend import ScriptedBackend, prompt_text
 
@@ -442,3 +444,245 @@ def test_sentences_set_by_an_earlier_component_are_used():
     assert "".join(windows) == text
     names = [e.text for e in doc.ents]
     assert names == ["Ada Lovelace"] * 3 + ["Grace Hopper", "New York"] * 3
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def test_nlp_pipe_calls_the_backend_in_chunks_of_the_components_batch_size():
+    nlp, pipe = make_nlp(batch_size=3)
+    consumed = []
+
+    def texts():
+        for i in range(8):
+            consumed.append(i)
+            yield f"Grace Hopper visited Paris on day {i}."
+
+    stream = nlp.pipe(texts())  # spaCy passes its own batch_size (1000) to the component
+    first = next(stream)
+    assert first.text.endswith("day 0.") and len(first.ents) == 2
+    assert len(consumed) <= 4  # yielded after the first chunk, not after all 8 texts
+    rest = list(stream)
+    assert pipe.backend.calls == [3, 3, 2] and len(rest) == 7
+    list(nlp.pipe([f"Ada Lovelace {i}." for i in range(4)], batch_size=2))
+    assert pipe.backend.calls[3:] == [2, 2]  # a smaller batch_size from nlp.pipe is kept
+
+
+def test_progress_bar_goes_to_stderr(capsys):
+    nlp, _ = make_nlp(progress=True, batch_size=2)
+    list(nlp.pipe(["Ada Lovelace.", "Paris.", "London."]))
+    err = capsys.readouterr().err
+    assert "reasoning_ner" in err and "3doc" in err.replace(" ", "")
+
+
+def test_prompts_and_completions_are_logged_at_debug_level(caplog):
+    nlp, _ = make_nlp()
+    with caplog.at_level("DEBUG", logger="spacy_reasoningner.component"):
+        nlp("Ada Lovelace in Paris.")
+    assert "Text: Ada Lovelace in Paris." in caplog.text
+    assert oracle("Ada Lovelace in Paris.") in caplog.text
+
+
+# --------------------------------------------------------------------------- prompt control
+
+EXAMPLES = [
+    {
+        "text": "Marie Curie worked in Paris.",
+        "entities": {"person": ["Marie Curie"], "location": ["Paris"]},
+        "reasoning": "Marie Curie is a scientist; Paris is a city.",
+    },
+    {"text": "It rained.", "entities": {}},
+]
+
+
+def captured_prompts(nlp, pipe, text="Ada came."):
+    seen = []
+    original = pipe.backend.generate
+
+    def spy(prompts, settings):
+        seen.extend(prompts)
+        return original(prompts, settings)
+
+    pipe.backend.generate = spy
+    nlp(text)
+    return seen[0]
+
+
+def test_the_default_prompt_is_the_papers_single_user_turn():
+    nlp, pipe = make_nlp()
+    [turn] = captured_prompts(nlp, pipe)
+    assert turn["role"] == "user"
+    assert turn["content"].startswith(
+        "Extract the named entities of the types listed in the schema from the text below"
+    )
+
+
+def test_few_shot_examples_are_earlier_turns_and_the_instruction_is_replaced():
+    instruction = "Find the names of people and places."
+    nlp, pipe = make_nlp(examples=EXAMPLES, instruction=instruction)
+    messages = captured_prompts(nlp, pipe)
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert messages[0]["content"].startswith(instruction)
+    assert messages[0]["content"].endswith("Text: Marie Curie worked in Paris.")
+    assert messages[1]["content"] == (
+        "<think>\nMarie Curie is a scientist; Paris is a city.\n</think>\n"
+        '{"entities": {"person": ["Marie Curie"], "location": ["Paris"]}}'
+    )
+    assert messages[3]["content"] == '{"entities": {}}'
+    assert messages[4]["content"].startswith(instruction)
+    assert messages[4]["content"].endswith("Text: Ada came.")
+
+
+def test_examples_without_reasoning_when_reasoning_is_off():
+    nlp, pipe = make_nlp(examples=EXAMPLES, reasoning=False)
+    messages = captured_prompts(nlp, pipe)
+    assert messages[1]["content"] == (
+        '{"entities": {"person": ["Marie Curie"], "location": ["Paris"]}}'
+    )
+
+
+def test_prompt_control_is_saved_with_the_pipeline(tmp_path):
+    nlp, pipe = make_nlp(examples=EXAMPLES, instruction="Find names.")
+    before = pipe.task.prompt("Ada came.")
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline").get_pipe("reasoning_ner")
+    assert loaded.task.prompt("Ada came.") == before
+
+
+@pytest.mark.parametrize(
+    ("example", "message"),
+    [
+        ({"text": "Ada.", "entities": {"city": ["Ada"]}}, "label 'city' is not one of"),
+        ({"text": "Ada.", "entities": {"person": ["Bob"]}}, "'Bob' of 'person' is not in"),
+        ({"text": "Ada.", "entites": {}}, r"unknown key\(s\) \['entites'\]"),
+        ("Ada.", "must be an object"),
+    ],
+)
+def test_bad_examples_say_what_to_fix(example, message):
+    with pytest.raises(ValueError, match=message):
+        NERTask.from_labels(LABELS, examples=[example])
+    if isinstance(example, dict):  # the component's config is checked the same way
+        with pytest.raises(ValueError, match=message):
+            make_nlp(examples=[example])
+
+
+# --------------------------------------------------------------------------- accounting
+
+
+def test_usage_per_window_per_doc_and_running_totals():
+    nlp, pipe = make_nlp(max_chars=100, window_overlap=0, keep_raw=True)
+    text = "Ada Lovelace wrote notes in London. " * 2 + "Grace Hopper wrote code in Paris. " * 2
+    doc = nlp(text)
+    usage = doc._.ner_usage
+    assert usage["backend"] == "ScriptedBackend"
+    assert len(usage["windows"]) == pipe.backend.calls[0] > 1
+    assert usage["prompt_tokens"] is None  # this backend does not count tokens
+    assert usage["seconds"] == pytest.approx(sum(w["seconds"] for w in usage["windows"]))
+    assert usage["seconds"] > 0 and pipe.stats["seconds"] == pytest.approx(usage["seconds"])
+    # keep_raw records the messages sent, whatever the backend.
+    assert [r["messages"] for r in doc._.ner_raw] == [
+        pipe.task.prompt(text[w["start"] : w["end"]]) for w in usage["windows"]
+    ]
+
+
+def test_token_counts_of_a_real_model(tiny_model_dir):
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(
+        "reasoning_ner",
+        config={
+            "labels": ["person"],
+            "backend": {"model": str(tiny_model_dir), "structured_output": False},
+            "generation": {"max_new_tokens": 5},
+            "keep_raw": True,
+        },
+    )
+    doc = nlp("Ada Lovelace.")
+    [window] = doc._.ner_usage["windows"]
+    [raw] = doc._.ner_raw
+    assert window["completion_tokens"] == 5  # the random model runs to the budget
+    assert window["prompt_tokens"] == pipe.backend.count_tokens(raw["prompt"])
+    assert doc._.ner_usage["backend"].startswith("transformers:")
+    assert pipe.stats["completion_tokens"] == 5
+
+
+def test_extensions_keep_lists_after_a_docbin_round_trip():
+    from spacy.tokens import DocBin
+
+    answer = '{"entities": {"person": ["Ada", "Zed"]}}'
+    nlp, _ = make_nlp(lambda t: answer, keep_raw=True, spans_key="sc")
+    doc = nlp("Ada came.")
+    again = next(DocBin(docs=[doc], store_user_data=True).get_docs(nlp.vocab))
+    for name in ("ner_unaligned", "ner_raw"):
+        assert again._.get(name) == doc._.get(name) and isinstance(again._.get(name), list)
+    assert again._.ner_unaligned == [
+        {"text": "Zed", "label": "person", "reason": "not found in the text"}
+    ]
+    assert isinstance(again._.ner_usage["windows"], list)
+    assert list(again.spans["sc"].attrs["scores"]) == [1.0]
+
+
+# --------------------------------------------------------------------------- confidence
+
+
+class Sampler(ScriptedBackend):
+    """Answers the n-th copy of a prompt within one call with ``answers[n]``."""
+
+    def __init__(self, answers):
+        super().__init__(lambda text: "")
+        self.answers = answers
+
+    def generate(self, prompts, settings):
+        self.calls.append(len(prompts))
+        seen = Counter()
+        out = []
+        for prompt in prompts:
+            text = prompt_text(prompt)
+            out.append(Completion(self.answers[seen[text] % len(self.answers)]))
+            seen[text] += 1
+        return out
+
+
+def test_sampled_completions_vote_and_scores_go_to_doc_spans():
+    answers = [
+        '<think>one</think>{"entities": {"person": ["Ada"], "location": ["London"]}}',
+        '<think>two</think>{"entities": {"person": ["Ada"]}}',
+        '<think>three</think>{"entities": {"person": ["Ada"], "location": ["Paris"]}}',
+    ]
+    nlp, pipe = make_nlp(samples=3, spans_key="sc", generation={"temperature": 0.7}, keep_raw=True)
+    pipe.backend = Sampler(answers)
+    doc = nlp("Ada went from London to Paris.")
+    assert pipe.backend.calls == [3]  # the samples of the window share one backend call
+    assert [(e.text, e.label_) for e in doc.ents] == [("Ada", "person")]
+    group = doc.spans["sc"]
+    scored = {(s.text, s.label_): x for s, x in zip(group, group.attrs["scores"], strict=True)}
+    assert scored == pytest.approx(
+        {("Ada", "person"): 1.0, ("London", "location"): 1 / 3, ("Paris", "location"): 1 / 3}
+    )
+    assert doc._.ner_reasoning == "two"  # the sample that agrees with the majority
+    assert len(doc._.ner_raw) == 3 and pipe.stats["completions"] == 3
+    assert doc._.ner_usage["windows"][0]["completions"] == 3
+
+
+def test_a_lower_threshold_admits_minority_entities():
+    answers = ['{"entities": {"person": ["Ada"], "location": ["London"]}}', '{"entities": {}}']
+    nlp, pipe = make_nlp(samples=2, spans_key="sc", threshold=0.5, generation={"temperature": 1.0})
+    pipe.backend = Sampler(answers)
+    assert [e.text for e in nlp("Ada in London.").ents] == ["Ada", "London"]  # 1/2 >= 0.5
+    nlp, pipe = make_nlp(samples=2, spans_key="sc", threshold=0.6, generation={"temperature": 1.0})
+    pipe.backend = Sampler(answers)
+    assert nlp("Ada in London.").ents == ()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"samples": 3, "spans_key": "sc"}, "needs sampling: set generation.temperature"),
+        ({"samples": 3, "generation": {"temperature": 0.7}}, "set spans_key"),
+        ({"threshold": 1.5}, r"threshold must be in \[0, 1\]"),
+        ({"samples": 0}, "samples must be >= 1"),
+        ({"instruction": " "}, "instruction is empty"),
+    ],
+)
+def test_confidence_and_prompt_settings_are_checked(config, message):
+    with pytest.raises(ValueError, match=message):
+        make_nlp(**config)

@@ -8,11 +8,13 @@ server on 127.0.0.1 plays the failures that a real one cannot be made to show on
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -22,6 +24,7 @@ from spacy_reasoningner.backends import BackendError, GenerationSettings
 from spacy_reasoningner.backends.openai import OpenAIBackend
 from spacy_reasoningner.cache import CachedBackend, ResponseCache
 from spacy_reasoningner.protocol import Schema, render_messages
+from spacy_reasoningner.task import NERTask
 
 from ._scripted_backend import prompt_text
 
@@ -45,12 +48,25 @@ def chat_response(content: str, reasoning: str | None = None, finish: str = "sto
 class ScriptedServer:
     """An HTTP server on 127.0.0.1 answering /v1/chat/completions with ``handler``."""
 
-    def __init__(self, handler: Handler):
+    def __init__(self, handler: Handler, models: dict | None = None):
         self.handler, self.calls, self.bodies, self.headers = handler, 0, [], []
+        self.models, self.model_requests = models, 0  # the /v1/models answer (404 if None)
         lock = threading.Lock()
         outer = self
 
         class RequestHandler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                outer.model_requests += 1
+                if outer.models is None or self.path != "/v1/models":
+                    self.send_error(404)
+                    return
+                data = json.dumps(outer.models).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with lock:
@@ -84,8 +100,8 @@ class ScriptedServer:
 def serve() -> Iterator[Callable[[Handler], ScriptedServer]]:
     servers = []
 
-    def start(handler: Handler) -> ScriptedServer:
-        servers.append(ScriptedServer(handler))
+    def start(handler: Handler, models: dict | None = None) -> ScriptedServer:
+        servers.append(ScriptedServer(handler, models))
         return servers[-1]
 
     yield start
@@ -323,3 +339,108 @@ def test_cache_needs_a_backend_identity(tmp_path):
 
     with pytest.raises(ValueError, match="has no 'identity' property"):
         CachedBackend(Anonymous(), ResponseCache(tmp_path))
+
+
+# --------------------------------------------------------------------------- structured output
+
+TASK = NERTask(SCHEMA)
+
+
+def answer_after_think(body: dict, number: int) -> tuple[int, dict, dict]:
+    """A model that reasons until stopped at </think>, then answers; token counts in usage."""
+    if body.get("continue_final_message"):
+        content = '{"entities": {"person": ["Ada"]}}'
+    elif "</think>" in body.get("stop", []):
+        content = "<think>Ada is a person."
+    else:
+        content = '<think>free</think>{"entities": {}}'
+    payload = chat_response(content)
+    payload["usage"] = {"prompt_tokens": 100 * number, "completion_tokens": number}
+    return 200, payload, {}
+
+
+def test_constrained_answer_without_reasoning_is_one_response_format_request(serve):
+    server = serve(answer_after_think)
+    client = backend(server.url, structured_output=True, answer_max_tokens=64)
+    task = replace(TASK, reasoning=False)
+    (completion,) = client.generate_constrained(
+        [task.prompt("Ada came.")], GenerationSettings(), task.answer_format(["Ada came."])
+    )
+    [body] = server.bodies
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "entities", "schema": TASK.answer_schema(""), "strict": True},
+    }
+    assert body["max_tokens"] == 64 and "continue_final_message" not in body
+    assert body["chat_template_kwargs"] == {"enable_thinking": False}
+    assert completion.seconds is not None and completion.prompt_tokens == 100
+
+
+def test_constrained_answer_with_reasoning_continues_the_think_block(serve):
+    server = serve(answer_after_think)
+    client = backend(server.url, structured_output=True)
+    (completion,) = client.generate_constrained(
+        [TASK.prompt("Ada came.")], GenerationSettings(max_new_tokens=50), TASK.answer_format([""])
+    )
+    free, answer = server.bodies
+    assert free["stop"] == ["</think>"] and "response_format" not in free
+    assert free["max_tokens"] == 50
+    head = "<think>\nAda is a person.\n</think>\n"
+    assert answer["messages"][-1] == {"role": "assistant", "content": head}
+    assert answer["continue_final_message"] is True and answer["add_generation_prompt"] is False
+    assert answer["response_format"]["json_schema"]["schema"] == TASK.answer_schema("")
+    assert completion.text == head + '{"entities": {"person": ["Ada"]}}'
+    assert (completion.n_tokens, completion.prompt_tokens) == (1 + 2, 100 + 200)
+    assert TASK.parse(completion).entities == {"person": ["Ada"]}
+
+
+def test_a_server_refusing_the_constraint_is_warned_about_once(serve, caplog):
+    def no_schemas(body, number):
+        if "response_format" in body:
+            return 400, {"error": "response_format is not supported"}, {}
+        return answer_after_think(body, number)
+
+    server = serve(no_schemas)
+    client = backend(server.url, structured_output=True)
+    task = replace(TASK, reasoning=False)
+    texts = ["Ada came.", "Bo came."]
+    for _ in range(2):
+        completions = client.generate_constrained(
+            [task.prompt(t) for t in texts], GenerationSettings(), task.answer_format(texts)
+        )
+        assert [c.text for c in completions] == ['<think>free</think>{"entities": {}}'] * 2
+    assert caplog.text.count("refused constrained answers") == 1
+    assert "response_format is not supported" in caplog.text
+    # After the refusal no request carries the constraint: 2 refused + 2 + 2 plain.
+    assert [("response_format" in b) for b in server.bodies].count(True) <= 2
+    assert len(server.bodies) <= 6 and not client.constrained
+
+
+def test_auto_reads_the_model_size_from_the_servers_model_folder(serve, tiny_model_dir):
+    entry = {"id": "test-model", "root": str(tiny_model_dir)}
+    small = serve(answer_after_think, models={"data": [entry]})
+    assert backend(small.url).constrained  # a tiny model: constrained, as in process
+    elsewhere = serve(answer_after_think, models={"data": [{**entry, "root": "/no/such"}]})
+    assert not backend(elsewhere.url).constrained  # size unknown: free, as in process
+    assert not backend(serve(answer_after_think).url).constrained  # no /v1/models
+    off = serve(answer_after_think, models={"data": [entry]})
+    assert not backend(off.url, structured_output=False).constrained
+    assert off.model_requests == 0
+
+
+def test_the_backend_pickles_before_and_after_use(serve):
+    server = serve(echo_answer)
+    client = backend(server.url)
+    copy = pickle.loads(pickle.dumps(client))
+    client.generate(prompts(1), GenerationSettings())
+    again = pickle.loads(pickle.dumps(client))
+    for other in (copy, again):
+        (completion,) = other.generate(prompts(1), GenerationSettings())
+        assert completion.text == '{"entities": {"person": ["Person0"]}}'
+
+
+def test_each_prompt_of_a_call_gets_its_own_seed(serve):
+    """Repeats of a prompt (samples to vote on) must not share a seed."""
+    server = serve(echo_answer)
+    backend(server.url).generate(prompts(1) * 3, GenerationSettings(temperature=0.7, seed=5))
+    assert sorted(b["seed"] for b in server.bodies) == [5, 6, 7]

@@ -116,6 +116,10 @@ class Completion:
     reasoning: str | None = None  # reasoning returned apart from the text by some servers
     prompt: str | None = None  # the rendered prompt, when the backend renders one
     n_tokens: int | None = None  # generated tokens, when the backend knows them
+    prompt_tokens: int | None = None  # tokens of the prompt, when the backend knows them
+    # Time spent on this completion alone, when the backend can tell (a server request);
+    # batched engines cannot, and the component shares the call's time out instead.
+    seconds: float | None = None
 
     @property
     def truncated(self) -> bool:

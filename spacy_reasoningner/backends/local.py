@@ -8,8 +8,7 @@ passes: the model reasons until ``</think>`` (or its end of sequence; a chain cu
 budget is closed too, so every prompt gets an answer), then the answer is generated under the
 constraint after the closed think block. Without reasoning only the second pass runs.
 
-``structured_output = "auto"`` turns this on for models below ``AUTO_MAX_PARAMETERS``: small
-models are the ones that break the format, and the constraint costs them little.
+``structured_output`` follows the rule of ``structured``.
 """
 
 from __future__ import annotations
@@ -20,29 +19,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..models import ModelSource, model_fingerprint, parameter_count, resolve_model
+from ..models import ModelSource, model_fingerprint, resolve_model
 from ..protocol import DEFAULT_CHAT_TEMPLATE, THINK_CLOSE, THINK_OPEN, ChatMessages, render_prompt
 from .base import AnswerFormat, Completion, ConstrainableBackend, GenerationSettings
-
-AUTO_MAX_PARAMETERS = 4_000_000_000
-StructuredOption = bool | str  # True, False or "auto"
-# A constrained answer stops at its closing brace; the budget only bounds a model that loops.
-# 512 tokens hold the answer for a full 2000-character window dense with entities.
-ANSWER_MAX_TOKENS = 512
-
-
-def check_option(value: StructuredOption) -> StructuredOption:
-    if value not in (True, False, "auto"):
-        raise ValueError(f'structured_output must be true, false or "auto", got {value!r}')
-    return value
-
-
-def structured_enabled(option: StructuredOption, source: ModelSource) -> bool:
-    """Resolve ``"auto"`` from the model's size (unknown size: off)."""
-    if option != "auto":
-        return bool(option)
-    count = parameter_count(source)
-    return count is not None and count < AUTO_MAX_PARAMETERS
+from .structured import StructuredOption, check_answer_budget, check_option, structured_enabled
 
 
 class LocalBackend(ConstrainableBackend):
@@ -62,11 +42,9 @@ class LocalBackend(ConstrainableBackend):
         answer_max_tokens: int,
         trust_remote_code: bool,
     ):
-        if answer_max_tokens < 1:
-            raise ValueError(f"answer_max_tokens must be >= 1, got {answer_max_tokens}")
         self.reference = model
         self.structured_output = check_option(structured_output)
-        self.answer_max_tokens = answer_max_tokens
+        self.answer_max_tokens = check_answer_budget(answer_max_tokens)
         self.trust_remote_code = trust_remote_code
         self.source: ModelSource | None = None  # where the loaded weights came from
 
@@ -180,18 +158,21 @@ class LocalBackend(ConstrainableBackend):
         """Free reasoning up to ``</think>`` (when asked for), then the constrained answer
         after the closed think block."""
         heads = [""] * len(texts)
-        used = [0] * len(texts)
+        generated = [0] * len(texts)  # tokens of the first pass, generated and read
+        read = [0] * len(texts)
         if reasoning:
             free = replace(settings, stop=(THINK_CLOSE,))
             for i, completion in enumerate(self._generate_free(texts, free)):
                 thought = completion.text.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
                 heads[i] = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n"
-                used[i] = completion.n_tokens or 0
+                generated[i] = completion.n_tokens or 0
+                read[i] = completion.prompt_tokens or 0
         answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
         prompts = [t + h for t, h in zip(texts, heads, strict=True)]
         completions = self._generate_answers(prompts, answer, schemas)
-        for text, head, n, completion in zip(texts, heads, used, completions, strict=True):
-            completion.text = head + completion.text
-            completion.n_tokens = (completion.n_tokens or 0) + n
-            completion.prompt = text
+        for i, completion in enumerate(completions):
+            completion.text = heads[i] + completion.text
+            completion.n_tokens = (completion.n_tokens or 0) + generated[i]
+            completion.prompt_tokens = (completion.prompt_tokens or 0) + read[i]  # both passes
+            completion.prompt = texts[i]
         return completions

@@ -23,14 +23,18 @@ import re
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpcore
 import httpx
 
-from ..protocol import ChatMessages, template_kwargs
+from ..models import ModelSource
+from ..protocol import THINK_CLOSE, THINK_OPEN, ChatMessages, template_kwargs
 from ..registry import backends
 from .base import (
     AnswerFormat,
@@ -39,12 +43,20 @@ from .base import (
     ConstrainableBackend,
     GenerationSettings,
 )
+from .structured import (
+    ANSWER_MAX_TOKENS,
+    StructuredOption,
+    check_answer_budget,
+    check_option,
+    structured_enabled,
+)
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 30.0
 EXCERPT_CHARS = 200  # of a response body, in errors and warnings
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 @backends.register("reasoning_ner.OpenAI.v1")
@@ -63,6 +75,14 @@ class OpenAIBackend(ConstrainableBackend):
     send_chat_template_kwargs: send generation.chat_template_kwargs (vLLM reads them, e.g.
         enable_thinking for Qwen3); turn off for servers that reject unknown fields.
     extra_body: extra request fields, e.g. {"top_k": 20} or a provider's reasoning options.
+    structured_output: constrain the JSON answer to its schema, the rule of every backend
+        (``structured``): "auto" constrains models below 4B parameters, read from the model
+        folder the server names in /v1/models (a server on this machine). The answer goes
+        through ``response_format`` (json_schema); with reasoning, the model first reasons
+        freely up to ``</think>``, then the answer continues that assistant message under the
+        schema (vLLM's ``continue_final_message``). A server that refuses is warned about
+        once and asked without the constraint from then on.
+    answer_max_tokens: token budget of the constrained answer.
     """
 
     def __init__(
@@ -77,6 +97,8 @@ class OpenAIBackend(ConstrainableBackend):
         max_response_bytes: int = 16 * 2**20,
         send_chat_template_kwargs: bool = True,
         extra_body: dict[str, Any] | None = None,
+        structured_output: StructuredOption = "auto",
+        answer_max_tokens: int = ANSWER_MAX_TOKENS,
     ):
         if not model:
             raise ValueError("backend.model is empty: set it to the model name the server serves")
@@ -99,7 +121,21 @@ class OpenAIBackend(ConstrainableBackend):
         self.max_response_bytes = max_response_bytes
         self.send_chat_template_kwargs = send_chat_template_kwargs
         self.extra_body = dict(extra_body or {})
+        self.structured_output = check_option(structured_output)
+        self.answer_max_tokens = check_answer_budget(answer_max_tokens)
         self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+        self._constrained: bool | None = None  # "auto" resolved on first use
+        self._refused: str | None = None  # why the server refused constrained answers
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Connections and locks stay with the process; a copy opens its own.
+        state = dict(self.__dict__)
+        state.update(_client=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.Lock()
 
     @property
@@ -110,7 +146,37 @@ class OpenAIBackend(ConstrainableBackend):
             "base_url": self.base_url,
             "model": self.model,
             "extra_body": self.extra_body,
+            "structured_output": self.structured_output,
+            "answer_max_tokens": self.answer_max_tokens,
         }
+
+    @property
+    def constrained(self) -> bool:
+        """Whether answers are constrained: the option, "auto" resolved against the model
+        folder the server names (unknown: off), and off once the server refused."""
+        if self._refused is not None:
+            return False
+        if self._constrained is None:
+            source = self._served_source() if self.structured_output == "auto" else None
+            self._constrained = structured_enabled(self.structured_output, source)
+        return self._constrained
+
+    def _served_source(self) -> ModelSource | None:
+        """The local folder of the served model, when a server on this machine (loopback)
+        names one (vLLM's /v1/models gives it as ``root``)."""
+        if urlparse(self.base_url).hostname not in LOOPBACK_HOSTS:
+            return None
+        try:
+            status, content, _ = self._exchange(self.base_url + "/models", None, self._headers())
+            entries = json.loads(content).get("data") if status == 200 else None
+        except (httpx.HTTPError, BackendError, ValueError, AttributeError) as error:
+            logger.info("%s: model size unknown (%s): answers unconstrained", self.base_url, error)
+            return None
+        for entry in entries if isinstance(entries, list) else []:
+            root = entry.get("root") if isinstance(entry, dict) else None
+            if entry.get("id") == self.model and isinstance(root, str) and Path(root).is_dir():
+                return ModelSource(root)
+        return None
 
     def _http(self) -> httpx.Client:
         with self._lock:
@@ -130,12 +196,22 @@ class OpenAIBackend(ConstrainableBackend):
         """All completions of the batch, or a ``BackendError`` carrying the ones that finished.
         Without reasoning the server's chat template gets ``enable_thinking=False``."""
         results: dict[int, Completion] = {}
-        template = template_kwargs(settings.chat_template_kwargs, reasoning=answer_format.reasoning)
+        reasoning = answer_format.reasoning
+        template = template_kwargs(settings.chat_template_kwargs, reasoning=reasoning)
+        constrained = bool(answer_format.schemas) and self.constrained
         with ThreadPoolExecutor(
             max_workers=min(self.max_concurrency, max(len(prompts), 1))
         ) as pool:
             futures = {
-                pool.submit(self._complete, p, settings, template): i for i, p in enumerate(prompts)
+                pool.submit(
+                    self._complete,
+                    prompt,
+                    _seeded(settings, i),
+                    template,
+                    answer_format.schema(i) if constrained else None,
+                    reasoning,
+                ): i
+                for i, prompt in enumerate(prompts)
             }
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failure = next((f.exception() for f in done if f.exception()), None)
@@ -154,8 +230,82 @@ class OpenAIBackend(ConstrainableBackend):
         return [results[i] for i in range(len(prompts))]
 
     def _complete(
-        self, messages: ChatMessages, settings: GenerationSettings, template: dict[str, Any]
+        self,
+        messages: ChatMessages,
+        settings: GenerationSettings,
+        template: dict[str, Any],
+        schema: Mapping[str, Any] | None,
+        reasoning: bool,
     ) -> Completion:
+        """One prompt's completion, timed; constrained to ``schema`` when there is one and
+        the server has not refused it."""
+        started = time.perf_counter()
+        completion = None
+        if schema is not None and self._refused is None:
+            try:
+                completion = self._complete_constrained(
+                    messages, settings, template, schema, reasoning
+                )
+            except _ConstraintRefused as refusal:
+                self._refuse(str(refusal))
+        if completion is None:
+            completion = self._request(self._body(messages, settings, template))
+        completion.seconds = time.perf_counter() - started
+        return completion
+
+    def _complete_constrained(
+        self,
+        messages: ChatMessages,
+        settings: GenerationSettings,
+        template: dict[str, Any],
+        schema: Mapping[str, Any],
+        reasoning: bool,
+    ) -> Completion:
+        """Free reasoning up to ``</think>`` (when asked for), then the answer under the
+        schema, continuing the assistant message that holds the closed think block."""
+        answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
+        body = self._body(messages, answer, template)
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": "entities", "schema": dict(schema), "strict": True},
+        }
+        if not reasoning:
+            return self._constrained_request(body)
+        free = replace(settings, stop=(THINK_CLOSE,))
+        thinking = self._request(self._body(messages, free, template))
+        thought = f"{thinking.reasoning or ''}\n{thinking.text}"
+        thought = thought.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
+        head = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n"
+        body["messages"] = [*messages, {"role": "assistant", "content": head}]
+        body.update(continue_final_message=True, add_generation_prompt=False)
+        completion = self._constrained_request(body)
+        completion.text = head + completion.text
+        completion.reasoning = None  # the head holds it
+        completion.n_tokens = _add(completion.n_tokens, thinking.n_tokens)
+        completion.prompt_tokens = _add(completion.prompt_tokens, thinking.prompt_tokens)
+        return completion
+
+    def _constrained_request(self, body: dict[str, Any]) -> Completion:
+        try:
+            return self._request(body)
+        except RequestRefused as refusal:
+            raise _ConstraintRefused(str(refusal)) from None
+
+    def _refuse(self, reason: str) -> None:
+        with self._lock:
+            if self._refused is None:
+                self._refused = reason
+                logger.warning(
+                    "%s refused constrained answers (%s); asking without the constraint from "
+                    "now on: answers may not parse. Set structured_output = false to skip "
+                    "the attempt, or serve the model with vLLM",
+                    self.base_url,
+                    reason,
+                )
+
+    def _body(
+        self, messages: ChatMessages, settings: GenerationSettings, template: dict[str, Any]
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -170,6 +320,9 @@ class OpenAIBackend(ConstrainableBackend):
         if template and self.send_chat_template_kwargs:
             body["chat_template_kwargs"] = template
         body.update(self.extra_body)
+        return body
+
+    def _request(self, body: dict[str, Any]) -> Completion:
         content = self._post("/chat/completions", body)
         return self._read_choice(self._json(content), content)
 
@@ -182,13 +335,18 @@ class OpenAIBackend(ConstrainableBackend):
             )
         return key or None
 
-    def _post(self, route: str, body: dict[str, Any]) -> bytes:
-        """The body of a 200 answer, after retries."""
-        url = self.base_url + route
+    def _headers(self) -> dict[str, str]:
         key = self._api_key()
         headers = {"Accept-Encoding": "gzip, deflate"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _post(self, route: str, body: dict[str, Any]) -> bytes:
+        """The body of a 200 answer, after retries."""
+        url = self.base_url + route
+        key = self._api_key()
+        headers = self._headers()
         for attempt in range(self.max_retries + 1):
             retry_after = None
             try:
@@ -202,7 +360,7 @@ class OpenAIBackend(ConstrainableBackend):
                     return content
                 cause = f"HTTP {status}: {_excerpt(content, key)}"
                 if status not in RETRY_STATUS:
-                    raise BackendError(f"server {self.base_url} refused the request ({cause})")
+                    raise RequestRefused(f"server {self.base_url} refused the request ({cause})")
                 retry_after = _retry_after(response_headers.get("retry-after"))
             if attempt == self.max_retries:
                 break
@@ -217,13 +375,15 @@ class OpenAIBackend(ConstrainableBackend):
         )
 
     def _exchange(
-        self, url: str, body: dict[str, Any], headers: dict[str, str]
+        self, url: str, body: dict[str, Any] | None, headers: dict[str, str]
     ) -> tuple[int, bytes, httpx.Headers]:
-        """One attempt: status, decoded body and headers, within the deadline and size limit."""
+        """One attempt (a POST of ``body``, a GET without one): status, decoded body and
+        headers, within the deadline and size limit."""
         deadline = time.monotonic() + self.timeout
         _DEADLINE.value = deadline
+        method = "GET" if body is None else "POST"
         try:
-            with self._http().stream("POST", url, json=body, headers=headers) as response:
+            with self._http().stream(method, url, json=body, headers=headers) as response:
                 reader = _BodyReader(
                     response.headers.get("content-encoding"), self.max_response_bytes
                 )
@@ -272,18 +432,42 @@ class OpenAIBackend(ConstrainableBackend):
                 reasoning and _redact_key(reasoning, key),
             )
         usage = payload.get("usage")
-        tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        usage = usage if isinstance(usage, dict) else {}
         return Completion(
             text=text or "",
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             reasoning=reasoning,
-            n_tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
+            n_tokens=_count(usage.get("completion_tokens")),
+            prompt_tokens=_count(usage.get("prompt_tokens")),
         )
 
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+class RequestRefused(BackendError):
+    """The server answered a request with a status that retrying cannot change (4xx)."""
+
+
+class _ConstraintRefused(Exception):
+    """The server refused a request because of its answer constraint (or its extensions)."""
+
+
+def _seeded(settings: GenerationSettings, position: int) -> GenerationSettings:
+    """The settings of the prompt at ``position``: with a seed, ``seed + position``, so that
+    repeats of a prompt (sampled answers to vote on) differ and a run stays reproducible."""
+    return settings if settings.seed is None else replace(settings, seed=settings.seed + position)
+
+
+def _count(value: Any) -> int | None:
+    """A token count from ``usage``, or None when it is not a count."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _add(a: int | None, b: int | None) -> int | None:
+    return None if a is None or b is None else a + b
 
 
 # --------------------------------------------------------------------------- deadlines

@@ -14,13 +14,15 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, load_gguf, resolve_model
+from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model
 from ..registry import backends
 from .base import Completion, GenerationSettings
-from .local import ANSWER_MAX_TOKENS, LocalBackend, StructuredOption
+from .local import LocalBackend
+from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,9 @@ class TransformersBackend(LocalBackend):
         below 4B parameters, so small models always answer in a parseable form.
     answer_max_tokens: token budget of the constrained answer.
     trust_remote_code: run code shipped with the model; off unless you trust its source.
+    num_threads: CPU threads of torch (``torch.set_num_threads``, for the whole process),
+        set when the model loads; unset: torch's default, one per core. On a shared machine
+        set it to the cores you may use: oversubscribed threads slow generation many times.
     """
 
     engine_name = "transformers"
@@ -55,11 +60,15 @@ class TransformersBackend(LocalBackend):
         structured_output: StructuredOption = "auto",
         answer_max_tokens: int = ANSWER_MAX_TOKENS,
         trust_remote_code: bool = False,
+        num_threads: int | None = None,
     ):
         if dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_threads is not None and num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 (or unset), got {num_threads}")
+        self.num_threads = num_threads
         super().__init__(model, structured_output, answer_max_tokens, trust_remote_code)
         self.device_name = device
         self.dtype_name = dtype
@@ -69,6 +78,12 @@ class TransformersBackend(LocalBackend):
         self._grammar_compiler: Any = None
         self.model: Any = None
         self._tokenizer: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Compiled grammars cannot be pickled; they are compiled again when needed.
+        state = dict(self.__dict__)
+        state.update(_grammars=OrderedDict(), _grammar_compiler=None)
+        return state
 
     # ----------------------------------------------------------------- loading
 
@@ -90,23 +105,29 @@ class TransformersBackend(LocalBackend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
         device = self._device(torch)
         kwargs: dict[str, Any] = {
             "dtype": self._dtype(torch, device),
             "attn_implementation": self._attention(device),
             "trust_remote_code": self.trust_remote_code,
         }
-        resolved = resolve_model(source or self.reference)
+        reference = source or self.reference
+        resolved = resolve_model(reference)
+        try:
+            if resolved.gguf_file:
+                model, tokenizer = load_gguf(Path(resolved.path) / resolved.gguf_file, **kwargs)
+            else:
+                tokenizer = AutoTokenizer.from_pretrained(
+                    resolved.path, trust_remote_code=self.trust_remote_code
+                )
+                model = AutoModelForCausalLM.from_pretrained(
+                    resolved.path, use_safetensors=True, **kwargs
+                )
+        except OSError as error:
+            raise load_error(reference, resolved, error) from error
         self.source = resolved
-        if resolved.gguf_file:
-            model, tokenizer = load_gguf(Path(resolved.path) / resolved.gguf_file, **kwargs)
-        else:
-            tokenizer = AutoTokenizer.from_pretrained(
-                resolved.path, trust_remote_code=self.trust_remote_code
-            )
-            model = AutoModelForCausalLM.from_pretrained(
-                resolved.path, use_safetensors=True, **kwargs
-            )
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -155,7 +176,9 @@ class TransformersBackend(LocalBackend):
     # ----------------------------------------------------------------- generation
 
     def _generate_free(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
-        return self._in_batches(texts, lambda batch, _: self._generate_batch(batch, settings))
+        return self._in_batches(
+            texts, lambda batch, rows: self._generate_batch(batch, _seeded(settings, rows))
+        )
 
     def _generate_answers(
         self,
@@ -168,7 +191,8 @@ class TransformersBackend(LocalBackend):
         def constrained(batch: list[str], rows: list[int]) -> list[Completion]:
             # One processor per generate call (it keeps per-row matcher state).
             grammars = [self._grammar(schemas[i]) for i in rows]
-            return self._generate_batch(batch, settings, logits_processor=LogitsProcessor(grammars))
+            processor = LogitsProcessor(grammars)
+            return self._generate_batch(batch, _seeded(settings, rows), logits_processor=processor)
 
         return self._in_batches(texts, constrained)
 
@@ -239,7 +263,8 @@ class TransformersBackend(LocalBackend):
         generated = output[:, inputs["input_ids"].shape[1] :]
         end_ids = _end_token_ids(self.model, self.tokenizer)
         completions = []
-        for prompt, row in zip(texts, generated.tolist(), strict=True):
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()  # without the padding
+        for prompt, row, read in zip(texts, generated.tolist(), prompt_lengths, strict=True):
             n_tokens = next((i + 1 for i, tok in enumerate(row) if tok in end_ids), None)
             tokens = row[:n_tokens] if n_tokens else row
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -253,9 +278,18 @@ class TransformersBackend(LocalBackend):
                     finish_reason="length" if length_cut else "stop",
                     prompt=prompt,
                     n_tokens=len(tokens),
+                    prompt_tokens=int(read),
                 )
             )
         return completions
+
+
+def _seeded(settings: GenerationSettings, rows: list[int]) -> GenerationSettings:
+    """A sub-batch samples with ``seed + `` its first prompt's position, so that sub-batches
+    holding repeats of a prompt (answers to vote on) do not draw the same numbers."""
+    if settings.seed is None or not rows:
+        return settings
+    return replace(settings, seed=settings.seed + min(rows))
 
 
 def _end_token_ids(model: Any, tokenizer: Any) -> set[int]:

@@ -14,10 +14,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, resolve_model
+from ..models import DEFAULT_MODEL, load_error, resolve_model
 from ..registry import backends
 from .base import Completion, GenerationSettings
-from .local import ANSWER_MAX_TOKENS, LocalBackend, StructuredOption
+from .local import LocalBackend
+from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ class VLLMBackend(LocalBackend):
         }
         if self.max_model_len:
             kwargs["max_model_len"] = self.max_model_len
-        self.engine = LLM(**kwargs)
+        try:
+            self.engine = LLM(**kwargs)
+        except OSError as error:
+            raise load_error(source or self.reference, resolved, error) from error
         self.source = resolved
         logger.info("vLLM engine ready for %s (%s)", resolved.path, dtype)
 
@@ -135,20 +139,23 @@ class VLLMBackend(LocalBackend):
 
     # ----------------------------------------------------------------- generation
 
-    def _sampling(self, settings: GenerationSettings, **extra: Any) -> Any:
+    def _sampling(self, settings: GenerationSettings, position: int, **extra: Any) -> Any:
+        """vLLM seeds each request: the prompt at ``position`` of a call gets ``seed +
+        position``, so that repeats of a prompt (sampled answers to vote on) differ while a
+        run stays reproducible."""
         from vllm import SamplingParams
 
         return SamplingParams(
             max_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
             top_p=settings.top_p,
-            seed=settings.seed,
+            seed=None if settings.seed is None else settings.seed + position,
             **extra,
         )
 
     def _generate_free(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
-        params = self._sampling(settings, stop=list(settings.stop) or None)
-        return self._run(texts, [params] * len(texts))
+        stop = list(settings.stop) or None
+        return self._run(texts, [self._sampling(settings, i, stop=stop) for i in range(len(texts))])
 
     def _generate_answers(
         self,
@@ -162,24 +169,27 @@ class VLLMBackend(LocalBackend):
         params = [
             self._sampling(
                 settings,
+                i,
                 structured_outputs=StructuredOutputsParams(
                     json=dict(s), disable_any_whitespace=True
                 ),
             )
-            for s in schemas
+            for i, s in enumerate(schemas)
         ]
         return self._run(texts, params)
 
     def _run(self, texts: list[str], params: list[Any]) -> list[Completion]:
         self._ensure_loaded()
         outputs = self.engine.generate(texts, params, use_tqdm=False)
-        return [_completion(t, out.outputs[0]) for t, out in zip(texts, outputs, strict=True)]
+        return [_completion(t, out) for t, out in zip(texts, outputs, strict=True)]
 
 
-def _completion(prompt: str, output: Any) -> Completion:
+def _completion(prompt: str, request: Any) -> Completion:
+    output = request.outputs[0]
     return Completion(
         text=output.text,
         finish_reason="length" if output.finish_reason == "length" else "stop",
         prompt=prompt,
         n_tokens=len(output.token_ids),
+        prompt_tokens=len(request.prompt_token_ids or ()),
     )

