@@ -119,9 +119,14 @@ class Sample:
             grouped.setdefault(label, []).append(mention)
         return grouped
 
-    def messages(self, *, reasoning: bool = True) -> ChatMessages:
-        """The prompt the model gets for this sample."""
-        return render_messages(self.text, self.task_schema, reasoning=reasoning)
+    def messages(self, *, reasoning: bool = True, add_source: bool = False) -> ChatMessages:
+        """The prompt the model gets for this sample; ``add_source`` opens it with the name of
+        the source dataset, as the reference's 8B SFT run does (not done at inference)."""
+        messages = render_messages(self.text, self.task_schema, reasoning=reasoning)
+        if add_source:
+            intro = f"The text comes from the {self.dataset} dataset.\n\n"
+            messages[0]["content"] = intro + messages[0]["content"]
+        return messages
 
     def completion(self, *, reasoning: bool = True) -> str:
         """The training target: the think block (when ``reasoning`` and the sample has
