@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -24,12 +23,8 @@ from spacy_reasoningner.benchmark import (
 from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import ChatMessages, render_completion
 
+from ._data import DATA, needs_data
 from ._scripted_backend import ScriptedBackend, prompt_text
-
-DATA = Path(
-    os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no benchmark data at {DATA}")
 
 # Real crossner_ai dev sentences (file line numbers) that show what the metrics do.
 WITH_MISC = "dev.txt:16"  # "classification algorithms" is misc
@@ -86,6 +81,7 @@ def scripted_nlp(answer: Callable[[str], str]) -> spacy.language.Language:
     return nlp
 
 
+@needs_data
 def test_perfect_answers_score_100_with_each_datasets_labels():
     sets = [
         load_eval_set(DATA, name, limit=4, seed=1)
@@ -109,6 +105,21 @@ def test_perfect_answers_score_100_with_each_datasets_labels():
     assert nlp.get_pipe("reasoning_ner").labels == ("person",)  # restored afterwards
 
 
+def test_labels_of_the_component_are_restored_after_evaluation(tmp_path: Path):
+    bio = tmp_path / "mine" / "test.bio"
+    bio.parent.mkdir()
+    bio.write_text("Alice\tB-PER\nvisited\tO\nParis\tB-LOC\n")
+    eval_set = eval_set_from_file(bio)
+    for labels in (["person"], None):
+        nlp = scripted_nlp(oracle([eval_set]))
+        pipe = nlp.get_pipe("reasoning_ner")
+        pipe.set_labels(labels)
+        [d] = evaluate(nlp, [eval_set]).datasets
+        assert d.labels == ["LOC", "PER"] and d.grounded.f1 == d.reference.f1 == 100.0
+        assert pipe.cfg["labels"] == labels  # none stays none
+
+
+@needs_data
 def test_sampling_is_seeded_and_keeps_file_order():
     first = load_eval_set(DATA, "crossner_music", limit=5, seed=3)
     again = load_eval_set(DATA, "crossner_music", limit=5, seed=3)
@@ -119,6 +130,7 @@ def test_sampling_is_seeded_and_keeps_file_order():
     assert lines == sorted(lines)
 
 
+@needs_data
 def test_misc_is_excluded_from_schema_gold_and_predictions(ai: EvalSet):
     misc = one(ai, WITH_MISC)
     assert not any(label in ("else", "misc") for label in misc.labels)
@@ -134,6 +146,7 @@ def test_misc_is_excluded_from_schema_gold_and_predictions(ai: EvalSet):
     assert result.unaligned_reasons == {"label not in the schema": 1}
 
 
+@needs_data
 def test_duplicates_collapse_in_the_string_metric(ai: EvalSet):
     repeated = one(ai, REPEATED)
     assert len(repeated.records[0].entities) == 6
@@ -145,6 +158,7 @@ def test_duplicates_collapse_in_the_string_metric(ai: EvalSet):
     assert result.offset.f1 == 100.0
 
 
+@needs_data
 def test_an_unannotated_occurrence_costs_offset_precision_only(ai: EvalSet):
     india = one(ai, OTHER_OCCURRENCE)
     nlp = scripted_nlp(oracle([india]))
@@ -155,6 +169,7 @@ def test_an_unannotated_occurrence_costs_offset_precision_only(ai: EvalSet):
     assert result.offset_per_type["country"].precision == pytest.approx(200 / 3)
 
 
+@needs_data
 def test_unaligned_rate_and_whitespace_reasoning_tokens(ai: EvalSet):
     sentences = dataclasses.replace(ai, records=ai.records[:2])
     pairs = [{(r.text[s:e], label) for s, e, label in r.entities} for r in sentences.records]
@@ -182,6 +197,7 @@ class CutOff:
         return [Completion("<think>" + prompt_text(p), finish_reason="length") for p in prompts]
 
 
+@needs_data
 def test_parse_failures_and_truncated_completions_are_counted(ai: EvalSet):
     sentences = dataclasses.replace(ai, records=ai.records[:3])
     nlp = scripted_nlp(oracle([]))
@@ -203,6 +219,7 @@ def test_repaired_answers_count_for_the_grounded_metric_only(ai: EvalSet):
     assert d.reference.f1 == 0.0 and d.not_json == 3
 
 
+@needs_data
 def test_any_pipeline_setting_ents_is_evaluated(ai: EvalSet):
     misc = one(ai, WITH_MISC)
     nlp = spacy.blank("en")
@@ -221,6 +238,7 @@ def test_any_pipeline_setting_ents_is_evaluated(ai: EvalSet):
     assert d.mentions is None and d.reasoning_tokens_mean is None
 
 
+@needs_data
 def test_overlap_guard_refuses_then_reports_when_allowed(ai: EvalSet, tmp_path: Path):
     sentences = dataclasses.replace(ai, records=ai.records[:3])
     seen = sentences.records[1].text
@@ -261,11 +279,13 @@ def test_file_without_labels_json_and_outputs(tmp_path: Path):
     assert paths[2].read_bytes().startswith(b"\x89PNG")
 
 
+@needs_data
 def test_naming_with_placeholder_names_is_refused():
     with pytest.raises(ValueError, match="same name"):
         load_eval_set(DATA, "conll2003", naming="instructuie_name", limit=1)
 
 
+@needs_data
 def test_tiny_model_end_to_end(tiny_model_dir: Path):
     nlp = spacy.blank("en")
     nlp.add_pipe(
@@ -281,12 +301,16 @@ def test_tiny_model_end_to_end(tiny_model_dir: Path):
     result = evaluate(nlp, sets)
     [d] = result.datasets
     assert d.sentences == 3 and d.seconds_per_sentence > 0
-    assert 0.0 <= d.grounded.f1 <= 100.0 and 0.0 <= d.offset.f1 <= 100.0
-    assert d.unparsed is not None and d.truncated is not None
-    assert "tokenizer" in result.reasoning_token_unit
+    # Eight tokens of a random model: never JSON, always cut; gold still counted.
+    assert (d.unparsed, d.truncated, d.mentions, d.not_json) == (3, 3, 0, 3)
+    for counts in (d.grounded_counts, d.reference_counts):
+        assert (counts.tp, counts.n_pred, counts.n_gold) == (0, 0, 16)
+    assert (d.grounded.f1, d.reference.f1, d.offset.f1) == (0.0, 0.0, 0.0)
+    assert result.reasoning_token_unit == f"tokens of the backend's tokenizer ({tiny_model_dir})"
     assert d.reasoning_tokens_mean is not None
 
 
+@needs_data
 def test_stage_reads_its_profile_section(tmp_path: Path):
     from training.config import load_profile
     from training.evaluate import EvaluateConfig, evaluate_profile

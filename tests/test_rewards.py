@@ -158,6 +158,20 @@ def test_length_penalty_on_reasoning_beyond_the_budget() -> None:
     assert penalty(completions, schema=[SCHEMA] * 5) == [0.0, -0.5, -1.0, -1.0, 0.0]
 
 
+def test_the_stage_binds_the_length_penalty_under_the_name_trl_logs() -> None:
+    from trl.trainer.utils import get_callable_name
+
+    from training.grpo import RewardConfig, reward_functions
+
+    rewards = RewardConfig(length_penalty=0.5, reasoning_budget=10)
+    functions, weights = reward_functions(rewards, WordTokenizer())
+    names = [get_callable_name(f) for f in functions]
+    assert names == ["f1_reward", "schema_reward", "length_penalty"]
+    assert weights == [10.0, 1.0, 0.5]
+    overrun = chat(f"<think>{' '.join(['w'] * 15)}</think>" + '{"entities": {}}')
+    assert functions[2]([overrun], schema=[SCHEMA]) == [-0.5]  # tokenizer and budget bound
+
+
 def test_length_penalty_needs_a_budget() -> None:
     with pytest.raises(ValueError, match="budget"):
         length_penalty([chat("x")], schema=[SCHEMA], tokenizer=WordTokenizer(), budget=0)

@@ -38,10 +38,8 @@ DATA = Path(
     os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 CONLL = DATA / "conll2003"
-pytestmark = [
-    pytest.mark.skipif(not CONLL.is_dir(), reason=f"needs CoNLL-2003 under {DATA}"),
-    pytest.mark.usefixtures("one_thread"),
-]
+needs_conll = pytest.mark.skipif(not CONLL.is_dir(), reason=f"needs CoNLL-2003 under {DATA}")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -130,6 +128,7 @@ def logged(folder: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- rows
 
 
+@needs_conll
 def test_dataset_rows_follow_the_protocol(cg_dataset: Path) -> None:
     from datasets import load_from_disk
 
@@ -141,6 +140,7 @@ def test_dataset_rows_follow_the_protocol(cg_dataset: Path) -> None:
     assert sorted(parsed.mentions()) == sorted((e["text"], e["label"]) for e in row["entities"])
 
 
+@needs_conll
 def test_no_reasoning_rows_train_the_answer_alone(cg_dataset: Path) -> None:
     from datasets import load_from_disk
 
@@ -160,6 +160,7 @@ def test_no_reasoning_rows_train_the_answer_alone(cg_dataset: Path) -> None:
     assert sourced["completion"] == with_reasoning[0]["completion"]
 
 
+@needs_conll
 def test_overlong_rows_are_dropped(cg_dataset: Path, tiny_model_dir: Path) -> None:
     from datasets import load_from_disk
 
@@ -200,6 +201,7 @@ def test_proportional_sampling_follows_source_sizes_as_the_reference() -> None:
     assert sorted(picked) != picked  # shuffled over sources, not grouped
 
 
+@needs_conll
 def test_gold_rows_become_grpo_prompts() -> None:
     records = conll_records(12)
     rows = gold_rows(records, [f"g{i}" for i in range(len(records))])
@@ -284,6 +286,7 @@ def test_launch_configs_parse() -> None:
 # --------------------------------------------------------------------------- SFT
 
 
+@needs_conll
 def test_sft_trains_checkpoints_and_resumes(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -324,6 +327,7 @@ def test_incomplete_checkpoints_are_skipped(tmp_path: Path) -> None:
     assert trainers.last_checkpoint(tmp_path / "checkpoint-12") is None
 
 
+@needs_conll
 def test_full_sft_without_reasoning_and_default_chat_template(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -350,6 +354,7 @@ def test_full_sft_without_reasoning_and_default_chat_template(
 # --------------------------------------------------------------------------- GRPO
 
 
+@needs_conll
 def test_grpo_two_steps_log_rewards_length_and_kl(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -372,6 +377,7 @@ def test_grpo_two_steps_log_rewards_length_and_kl(
     assert any("rewards/f1_reward/mean" in e for e in state["log_history"])
 
 
+@needs_conll
 def test_grpo_prompts_from_gold_sources(tmp_path: Path, tiny_model_dir: Path) -> None:
     profile = tiny_profile(
         tiny_model_dir,
@@ -386,6 +392,7 @@ def test_grpo_prompts_from_gold_sources(tmp_path: Path, tiny_model_dir: Path) ->
     assert schema == sorted(schema) and "misc" not in schema
 
 
+@needs_conll
 def test_grpo_refuses_evaluation_domains(tmp_path: Path, tiny_model_dir: Path) -> None:
     profile = tiny_profile(
         tiny_model_dir,
@@ -405,6 +412,7 @@ def test_grpo_refuses_evaluation_domains(tmp_path: Path, tiny_model_dir: Path) -
 # --------------------------------------------------------------------------- assembly
 
 
+@needs_conll
 def test_assembled_pipeline_loads_and_runs(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -417,14 +425,17 @@ def test_assembled_pipeline_loads_and_runs(
     output = assemble(config)
     assert (output / "reasoning_ner" / "model" / "model.safetensors").is_file()
     nlp = spacy.load(output)
-    assert nlp.get_pipe("reasoning_ner").labels == ("person", "location")
+    pipe = nlp.get_pipe("reasoning_ner")
+    assert pipe.labels == ("person", "location")
     doc = nlp("Angela Merkel visited Paris.")
-    # The saved model generated under the assembled settings and its completion was read.
+    # The weights came from the pipeline folder, and the component ran them on the text
+    # under the assembled settings.
+    assert pipe.backend.source.path == str(output / "reasoning_ner" / "model")
+    assert (pipe.stats["docs"], pipe.stats["windows"]) == (1, 1)
     [window] = doc._.ner_raw
     assert '["location", "person"]' in window["prompt"] and "Angela Merkel" in window["prompt"]
     assert doc._.ner_truncated  # greedy babble of the random model runs past 8 new tokens
-    schema = nlp.get_pipe("reasoning_ner").schema
-    assert doc._.ner_reasoning == parse_completion(window["completion"], schema).reasoning
+    assert doc._.ner_reasoning == parse_completion(window["completion"], pipe.schema).reasoning
     with pytest.raises(ConfigError, match="must not set backend"):
         AssembleConfig(model=tiny_model_dir, output=output, labels=["x"], component={"backend": {}})
 
@@ -439,6 +450,7 @@ def test_curves_skip_panels_without_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_conll
 def test_sft_of_smollm2_lowers_the_held_back_loss(bundled_model_dir: Path, tmp_path: Path) -> None:
     from datasets import Dataset
 
@@ -467,6 +479,7 @@ def test_sft_of_smollm2_lowers_the_held_back_loss(bundled_model_dir: Path, tmp_p
 # --------------------------------------------------------------------------- export
 
 
+@needs_conll
 def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: Path) -> None:
     """SFT's LoRA over the base, then GRPO's over the merged SFT model (other rank, rsLoRA,
     fewer modules), stack into one adapter whose merge gives the same weights."""

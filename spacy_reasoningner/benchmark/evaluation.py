@@ -41,9 +41,10 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import filter_spans
 
+from ..backends.base import Identifiable, TokenCounter
 from ..component import ReasoningNER
-from ..protocol import PRF, reference_answer, string_prf
-from .datasets import ZERO_SHOT_DATASETS, EvalSet, is_misc_like
+from ..protocol import PRF, is_misc_like, reference_answer, string_prf
+from .datasets import ZERO_SHOT_DATASETS, EvalSet
 from .overlap import OverlapError, find_overlap, overlap_message
 from .readers import NERRecord
 
@@ -406,19 +407,19 @@ def _evaluation_settings(
     component: ReasoningNER | None, labels: list[str] | dict[str, str]
 ) -> Iterator[None]:
     """Give the component ``labels`` and keep its completions (``keep_raw``, read by the
-    reference metric) for the duration, restoring its own settings afterwards."""
+    reference metric) for the duration, then restore its labels (none if it had none) and
+    its own ``keep_raw``."""
     if component is None:
         yield
         return
-    previous, keep_raw = component.cfg.get("labels"), component.keep_raw
+    previous, keep_raw = component.cfg["labels"], component.settings.keep_raw
     component.initialize(labels=labels)
-    component.keep_raw = True
+    component.settings.keep_raw = True
     try:
         yield
     finally:
-        component.keep_raw = keep_raw
-        if previous is not None:
-            component.initialize(labels=previous)
+        component.settings.keep_raw = keep_raw
+        component.set_labels(previous)
 
 
 def _doc(nlp: Language, record: NERRecord) -> Doc:
@@ -438,18 +439,15 @@ def _reference(nlp: Language, record: NERRecord) -> Doc:
 
 
 def _token_counter(component: ReasoningNER) -> tuple[Callable[[str], int], str]:
-    """Count with the backend's tokenizer (transformers, vLLM), else whitespace words."""
+    """Count with the backend's tokenizer where it has one, else whitespace words."""
     backend = component.backend
-    tokenizer = getattr(backend, "tokenizer", None)
-    if tokenizer is None and getattr(backend, "engine", None) is not None:
-        tokenizer = backend.engine.get_tokenizer()
-    if tokenizer is None:
-        return (lambda text: len(text.split())), "whitespace-separated words (no tokenizer)"
-    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    return (
-        lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
-        f"tokens of the backend's tokenizer ({name})",
-    )
+    if isinstance(backend, TokenCounter):
+        name = backend.identity.get("model") if isinstance(backend, Identifiable) else None
+        return (
+            backend.count_tokens,
+            f"tokens of the backend's tokenizer ({name or type(backend).__name__})",
+        )
+    return (lambda text: len(text.split())), "whitespace-separated words (no tokenizer)"
 
 
 def _p95(sorted_values: Sequence[int]) -> float:
