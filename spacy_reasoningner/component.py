@@ -103,6 +103,7 @@ class ReasoningNER(Pipe):
                 labels,
                 lowercase=s.lowercase_schema,
                 reasoning=s.reasoning,
+                instruction=s.reasoning_instruction,
                 fuzzy_match=s.fuzzy_match,
                 alignment_mode=s.alignment_mode,
             )

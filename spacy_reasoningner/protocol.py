@@ -159,21 +159,31 @@ _THINK_FIRST = (
 _ANSWER_DIRECTLY = "Answer with the JSON only."
 
 
-def render_user_turn(text: str, schema: Schema, *, reasoning: bool = True) -> str:
-    """The user turn in the paper's structure: instruction, notes, schema, output shape, text."""
+def render_user_turn(
+    text: str, schema: Schema, *, reasoning: bool = True, instruction: bool = True
+) -> str:
+    """The user turn in the paper's structure: instruction, notes, schema, output shape, text.
+
+    ``instruction`` adds our line before the text: reason inside a think block first (or,
+    without ``reasoning``, answer with the JSON only). The reference's prompt has no such
+    line; its models learn to reason from their training targets."""
     parts = [_INSTRUCTION, _NOTES, "Schema: " + schema.schema_json]
     if schema.definitions:
         lines = [f"- {schema.prompt_name(k)}: {v}" for k, v in schema.definitions.items()]
         parts.append("Type definitions:\n" + "\n".join(lines))
     parts.append(_OUTPUT_SHAPE)
-    parts.append(_THINK_FIRST if reasoning else _ANSWER_DIRECTLY)
+    if instruction:
+        parts.append(_THINK_FIRST if reasoning else _ANSWER_DIRECTLY)
     parts.append("Text: " + text)
     return "\n".join(parts)
 
 
-def render_messages(text: str, schema: Schema, *, reasoning: bool = True) -> ChatMessages:
+def render_messages(
+    text: str, schema: Schema, *, reasoning: bool = True, instruction: bool = True
+) -> ChatMessages:
     """A single user turn and no system turn, as in the reference implementation."""
-    return [{"role": "user", "content": render_user_turn(text, schema, reasoning=reasoning)}]
+    content = render_user_turn(text, schema, reasoning=reasoning, instruction=instruction)
+    return [{"role": "user", "content": content}]
 
 
 def template_kwargs(kwargs: Mapping[str, Any], *, reasoning: bool) -> dict[str, Any]:

@@ -10,7 +10,9 @@ Doc, a training sentence):
 * ``ground(doc, parsed, window)``: mentions -> token spans of the Doc, plus every mention
   that could not be grounded and why;
 * ``target(entities, reasoning)``: the completion a perfect model writes (training targets);
-* ``string_prf(parsed, gold)``: the paper's string-level counts of one answer.
+* ``string_prf(parsed, gold)``: string-level counts of one answer as the parser reads it;
+* ``reference_answer(completion)`` / ``reference_prf(answer, gold)``: the completion read as
+  the reference implementation reads it, and the paper's metric over it.
 
 It needs no pipeline: the component, data building, GRPO rewards and evaluation use the same
 object, on top of ``protocol`` (the format) and ``alignment`` (grounding). Build one with
@@ -32,9 +34,11 @@ from .protocol import (
     PRF,
     ChatMessages,
     ParsedCompletion,
+    ReferenceAnswer,
     Schema,
     answer_json_schema,
     parse_completion,
+    reference_answer,
     render_answer,
     render_completion,
     render_messages,
@@ -64,12 +68,14 @@ class NERTask:
 
     schema: the entity types (``Schema.from_config``).
     reasoning: ask for reasoning in a think block before the JSON answer.
+    instruction: end the prompt with our line saying so (the reference's prompt has none).
     fuzzy_match: ground mentions that differ from the text in case or spacing.
     alignment_mode: snapping of matches off token boundaries (strict, contract, expand).
     """
 
     schema: Schema
     reasoning: bool = True
+    instruction: bool = True
     fuzzy_match: bool = True
     alignment_mode: str = "expand"
     _answer_schema: dict[str, Any] = field(init=False, repr=False, compare=False)
@@ -101,7 +107,9 @@ class NERTask:
 
     def prompt(self, text: str) -> ChatMessages:
         """The chat messages asking for the entities of ``text``."""
-        return render_messages(text, self.schema, reasoning=self.reasoning)
+        return render_messages(
+            text, self.schema, reasoning=self.reasoning, instruction=self.instruction
+        )
 
     def answer_schema(self, text: str) -> Mapping[str, Any]:
         """The JSON Schema the answer about ``text`` must follow (constrained decoding): the
@@ -166,5 +174,23 @@ class NERTask:
 
     @staticmethod
     def string_prf(parsed: ParsedCompletion, gold: Iterable[tuple[str, str]]) -> PRF:
-        """The paper's string-level counts of one answer against gold (mention, label) pairs."""
+        """String-level counts of one answer as our tolerant parser reads it (mentions under
+        schema labels) against gold (mention, label) pairs."""
         return string_prf(parsed.mentions(), gold)
+
+    @staticmethod
+    def reference_answer(completion: str | Completion) -> ReferenceAnswer:
+        """The completion as the reference implementation reads it for the paper's metric
+        and its rewards: strict JSON, nothing repaired, every string answered."""
+        return reference_answer(
+            completion.text if isinstance(completion, Completion) else completion
+        )
+
+    def reference_prf(
+        self, answered: Iterable[tuple[str, str]], gold: Iterable[tuple[str, str]]
+    ) -> PRF:
+        """The paper's counts of every (mention, label) pair answered (``ReferenceAnswer.
+        mentions``) against gold pairs, whose labels are compared in the form the prompt
+        showed them, as the reference compares them with its schema."""
+        shown = [(mention, self.schema.prompt_name(label)) for mention, label in gold]
+        return string_prf(answered, shown)

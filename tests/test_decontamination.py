@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-import spacy
 
 from spacy_reasoningner.benchmark import OverlapError
 from spacy_reasoningner.benchmark.overlap import read_training_texts
@@ -18,6 +17,8 @@ from training.decontamination import DecontaminationConfig, evaluation_splits
 from training.evaluate import EvaluateConfig, evaluate_profile
 from training.samples import Sample
 from training.sources import SourceConfig, plan
+
+from ._scripted_backend import save_scripted_pipeline
 
 
 def sentences(prefix: str, n: int) -> list[str]:
@@ -47,6 +48,9 @@ def data(tmp_path: Path) -> Path:
     write_bio(root / "nodev" / "train.txt", sentences("Nodev", 40))
     write_bio(root / "domain" / "train.txt", sentences("Domain", 30))
     write_bio(root / "domain" / "dev.txt", sentences("Domaindev", 5))
+    # Files other than splits hold no sentences (definitions, labels, READMEs).
+    (root / "domain" / "definitions.json").write_text('[{"named_entity": "person"}]')
+    (root / "domain" / "labels.json").write_text("{}")
     return root
 
 
@@ -105,13 +109,7 @@ def test_missing_evaluation_data_is_an_error(data: Path) -> None:
 
 
 def test_the_evaluation_guard_checks_the_grpo_prompts(data: Path, tmp_path: Path) -> None:
-    pipeline = tmp_path / "pipeline"
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "reasoning_ner",
-        config={"labels": ["person"], "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}},
-    )
-    nlp.to_disk(pipeline)
+    pipeline = save_scripted_pipeline(tmp_path / "pipeline")
     cg_log = tmp_path / "samples.jsonl"
     cg_log.write_text(json.dumps({"text": "Nothing from the benchmark.", "kept": True}) + "\n")
     prompts = tmp_path / "prompts.jsonl"

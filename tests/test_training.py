@@ -20,6 +20,7 @@ from spacy_reasoningner.protocol import DEFAULT_CHAT_TEMPLATE, parse_completion
 from training import grpo, sft, trainers
 from training.assemble import AssembleConfig, assemble
 from training.chat_data import (
+    PromptOptions,
     drop_overlong,
     even_indices,
     gold_rows,
@@ -135,7 +136,7 @@ def test_dataset_rows_follow_the_protocol(cg_dataset: Path) -> None:
     row = load_from_disk(str(cg_dataset))[0]
     assert row["schema"] == ["location", "organization", "person"]  # misc dropped, sorted
     target = row["completion"][0]["content"]
-    parsed = parse_completion(target, Sample.from_row(row).task_schema)
+    parsed = Sample.from_row(row).task().parse(target)
     assert parsed.valid and parsed.reasoning
     assert sorted(parsed.mentions()) == sorted((e["text"], e["label"]) for e in row["entities"])
 
@@ -145,26 +146,31 @@ def test_no_reasoning_rows_train_the_answer_alone(cg_dataset: Path) -> None:
     from datasets import load_from_disk
 
     rows = load_from_disk(str(cg_dataset))
-    row = sft_row(rows[0], reasoning=False, add_source=False)
+    row = sft_row(rows[0], PromptOptions(reasoning=False))
     target = row["completion"][0]["content"]
     assert "<think>" not in target and target.startswith('{"entities"')
     assert "Answer with the JSON only." in row["prompt"][0]["content"]
     assert row["chat_template_kwargs"] == {"enable_thinking": False}
-    with_reasoning = sft_dataset(rows, reasoning=True)
+    with_reasoning = sft_dataset(rows, PromptOptions())
     assert with_reasoning.column_names == ["prompt", "completion"]
     assert with_reasoning[0]["completion"][0]["content"].startswith("<think>")
-    assert sft_dataset(rows, reasoning=False)[0]["completion"] == row["completion"]
+    assert sft_dataset(rows, PromptOptions(reasoning=False))[0]["completion"] == row["completion"]
     # The reference's 8B SFT names the source dataset in the prompt.
-    sourced = sft_dataset(rows, reasoning=True, add_source=True)[0]
+    sourced = sft_dataset(rows, PromptOptions(add_source=True))[0]
     assert sourced["prompt"][0]["content"].startswith("The text comes from the conll2003 dataset.")
     assert sourced["completion"] == with_reasoning[0]["completion"]
+    # The reference's prompt has no closing line asking to reason first; ours does.
+    stored = with_reasoning[0]["prompt"][0]["content"]
+    plain = sft_dataset(rows, PromptOptions(instruction=False))[0]["prompt"][0]["content"]
+    assert "First reason step by step" in stored and "First reason" not in plain
+    assert plain == stored.replace(stored.splitlines()[-2] + "\n", "")
 
 
 @needs_conll
 def test_overlong_rows_are_dropped(cg_dataset: Path, tiny_model_dir: Path) -> None:
     from datasets import load_from_disk
 
-    rows = sft_dataset(load_from_disk(str(cg_dataset)), reasoning=True)
+    rows = sft_dataset(load_from_disk(str(cg_dataset)), PromptOptions())
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     lengths = [
         len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], return_dict=False))
@@ -205,7 +211,9 @@ def test_proportional_sampling_follows_source_sizes_as_the_reference() -> None:
 def test_gold_rows_become_grpo_prompts() -> None:
     records = conll_records(12)
     rows = gold_rows(records, [f"g{i}" for i in range(len(records))])
-    sampled = grpo_dataset(sample_prompts(rows, 5, seed=0, sampling="even"), reasoning=False)
+    sampled = grpo_dataset(
+        sample_prompts(rows, 5, seed=0, sampling="even"), PromptOptions(reasoning=False)
+    )
     assert len(sampled) == 5
     assert set(sampled.column_names) == {"prompt", "schema", "entities", "dataset"}
     assert "Answer with the JSON only." in sampled[0]["prompt"][0]["content"]

@@ -14,6 +14,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +42,37 @@ def load_training_data(path: str | Path) -> Dataset:
     return load_from_disk(str(path))
 
 
-def prompt_messages(
-    row: dict[str, Any], reasoning: bool, add_source: bool = False
-) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class PromptOptions:
+    """How the training prompts are rendered (the stored rows have the defaults)."""
+
+    reasoning: bool = True  # False: the paper's ablation, the JSON answer alone
+    instruction: bool = True  # our closing line (reason first / JSON only); not the reference's
+    add_source: bool = False  # name the source dataset, as the reference's 8B SFT does
+
+    @property
+    def stored(self) -> bool:
+        """The rows' stored prompt and completion are these."""
+        return self == PromptOptions()
+
+
+def prompt_messages(row: dict[str, Any], options: PromptOptions) -> list[dict[str, str]]:
     """The row's prompt; re-rendered when it is to differ from the stored one."""
-    if reasoning and not add_source:
+    if options.stored:
         return row["prompt"]
-    return Sample.from_row(row).messages(reasoning=reasoning, add_source=add_source)
+    return Sample.from_row(row).messages(
+        reasoning=options.reasoning, instruction=options.instruction, add_source=options.add_source
+    )
 
 
-def sft_row(row: dict[str, Any], reasoning: bool, add_source: bool) -> dict[str, Any]:
+def sft_row(row: dict[str, Any], options: PromptOptions) -> dict[str, Any]:
     """The row as an SFT sample: think block + JSON answer, or without reasoning the JSON
-    answer alone (the paper's ablation); the prompt names the source with ``add_source``."""
+    answer alone (the paper's ablation), the prompt rendered as ``options`` say."""
     sample = Sample.from_row(row)
+    reasoning = options.reasoning
     completion = sample.completion(reasoning=reasoning)
     result = {
-        "prompt": sample.messages(reasoning=reasoning, add_source=add_source),
+        "prompt": prompt_messages(row, options),
         "completion": [{"role": "assistant", "content": completion}],
     }
     if not reasoning:
@@ -64,15 +80,11 @@ def sft_row(row: dict[str, Any], reasoning: bool, add_source: bool) -> dict[str,
     return result
 
 
-def sft_dataset(dataset: Dataset, reasoning: bool, add_source: bool = False) -> Dataset:
+def sft_dataset(dataset: Dataset, options: PromptOptions) -> Dataset:
     """Prompt-completion rows: think block + JSON, or the JSON alone (``reasoning=False``)."""
-    if reasoning and not add_source:
+    if options.stored:
         return dataset.select_columns(["prompt", "completion"])
-    return dataset.map(
-        sft_row,
-        fn_kwargs={"reasoning": reasoning, "add_source": add_source},
-        remove_columns=dataset.column_names,
-    )
+    return dataset.map(sft_row, fn_kwargs={"options": options}, remove_columns=dataset.column_names)
 
 
 def drop_overlong(
@@ -110,11 +122,11 @@ def drop_overlong(
     return kept
 
 
-def grpo_dataset(dataset: Dataset, reasoning: bool, add_source: bool = False) -> Dataset:
+def grpo_dataset(dataset: Dataset, options: PromptOptions) -> Dataset:
     """Prompts, plus the columns the rewards read (TRL passes them as keyword lists)."""
     rows = dataset.filter(lambda row: len(row["schema"]) > 0)
     return rows.map(
-        lambda row: {"prompt": prompt_messages(row, reasoning, add_source)},
+        lambda row: {"prompt": prompt_messages(row, options)},
         remove_columns=[c for c in rows.column_names if c not in ["prompt", *REWARD_COLUMNS]],
     )
 

@@ -20,13 +20,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spacy_reasoningner.benchmark.datasets import LABELS_FILE, load_eval_set
+from spacy_reasoningner.benchmark.datasets import load_eval_set
 from spacy_reasoningner.benchmark.overlap import sentence_hash, text_pieces
 from spacy_reasoningner.benchmark.readers import NERRecord, read_records
 
 from .config import require
 
-# Files of a dataset folder that hold sentences (labels.json does not).
+# The split files of a dataset folder (<split>.<suffix>); other files there (labels.json,
+# definitions, READMEs) hold no sentences.
+SPLITS = ("train", "dev", "valid", "validation", "test")
 DATA_SUFFIXES = (".txt", ".bio", ".conll", ".tsv", ".json", ".jsonl", ".spacy")
 TRAIN_SPLIT = "train"
 
@@ -70,7 +72,7 @@ def evaluation_splits(
         files = sorted(
             p
             for p in folder.iterdir()
-            if p.is_file() and p.suffix in DATA_SUFFIXES and p.name != LABELS_FILE
+            if p.is_file() and p.suffix in DATA_SUFFIXES and p.stem in SPLITS
         )
         for path in files:
             if path.stem != TRAIN_SPLIT or dataset in forbidden:

@@ -32,7 +32,14 @@ from typing import Any, ClassVar, Literal
 import typer
 from confection import Config
 
-from .chat_data import NO_THINKING, gold_rows, grpo_dataset, load_training_data, sample_prompts
+from .chat_data import (
+    NO_THINKING,
+    PromptOptions,
+    gold_rows,
+    grpo_dataset,
+    load_training_data,
+    sample_prompts,
+)
 from .config import StageConfig, load_profile, parse_overrides, require
 from .curves import MetricsLog
 from .decontamination import DecontaminationConfig
@@ -125,7 +132,9 @@ class GRPOStageConfig(StageConfig):
     model: str  # the SFT stage's model folder
     output: Path
     reasoning: bool = True
-    # Open each prompt with the source dataset's name (the reference's GRPO runs do not).
+    # As [sft]: our closing line in the prompt, the source dataset's name (the reference's
+    # GRPO runs have neither).
+    reasoning_instruction: bool = True
     add_source: bool = False
     resume: bool = True
     lora: dict[str, Any] = field(default_factory=dict)
@@ -284,7 +293,10 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
             model=path,
             reward_funcs=functions,
             args=args,
-            train_dataset=grpo_dataset(rows, config.reasoning, config.add_source),
+            train_dataset=grpo_dataset(
+                rows,
+                PromptOptions(config.reasoning, config.reasoning_instruction, config.add_source),
+            ),
             processing_class=tokenizer,
             peft_config=lora,
             callbacks=[MetricsLog(config.output)],
