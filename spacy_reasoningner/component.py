@@ -117,6 +117,7 @@ class ReasoningNER(Pipe):
                 examples=s.examples,
                 reasoning=s.reasoning,
                 instruction=s.instruction,
+                reasoning_instruction=s.reasoning_instruction,
                 fuzzy_match=s.fuzzy_match,
                 alignment_mode=s.alignment_mode,
             )

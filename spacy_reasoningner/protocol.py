@@ -160,16 +160,26 @@ _ANSWER_DIRECTLY = "Answer with the JSON only."
 
 
 def render_user_turn(
-    text: str, schema: Schema, *, reasoning: bool = True, instruction: str | None = None
+    text: str,
+    schema: Schema,
+    *,
+    reasoning: bool = True,
+    instruction: str | None = None,
+    reasoning_instruction: bool = True,
 ) -> str:
     """The user turn in the paper's structure: instruction, notes, schema, output shape, text.
-    ``instruction`` replaces the paper's first sentence (the rest is the protocol)."""
+
+    ``instruction`` replaces the paper's first sentence (the rest is the protocol).
+    ``reasoning_instruction`` adds our line before the text: reason inside a think block first
+    (or, without ``reasoning``, answer with the JSON only). The reference's prompt has no such
+    line; its models learn to reason from their training targets."""
     parts = [instruction or _INSTRUCTION, _NOTES, "Schema: " + schema.schema_json]
     if schema.definitions:
         lines = [f"- {schema.prompt_name(k)}: {v}" for k, v in schema.definitions.items()]
         parts.append("Type definitions:\n" + "\n".join(lines))
     parts.append(_OUTPUT_SHAPE)
-    parts.append(_THINK_FIRST if reasoning else _ANSWER_DIRECTLY)
+    if reasoning_instruction:
+        parts.append(_THINK_FIRST if reasoning else _ANSWER_DIRECTLY)
     parts.append("Text: " + text)
     return "\n".join(parts)
 
@@ -237,16 +247,20 @@ def render_messages(
     reasoning: bool = True,
     examples: Sequence[FewShotExample] = (),
     instruction: str | None = None,
+    reasoning_instruction: bool = True,
 ) -> ChatMessages:
     """A single user turn and no system turn, as in the reference implementation; few-shot
     ``examples`` come first as earlier user/assistant exchanges."""
+    options = dict(
+        reasoning=reasoning, instruction=instruction, reasoning_instruction=reasoning_instruction
+    )
     messages: ChatMessages = []
     for example in examples:
-        user = render_user_turn(example.text, schema, reasoning=reasoning, instruction=instruction)
+        user = render_user_turn(example.text, schema, **options)
         thought = example.reasoning if reasoning else None
         answer = render_completion(thought, render_answer(example.entities, schema))
         messages += [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
-    turn = render_user_turn(text, schema, reasoning=reasoning, instruction=instruction)
+    turn = render_user_turn(text, schema, **options)
     messages.append({"role": "user", "content": turn})
     return messages
 

@@ -62,6 +62,12 @@ class ComponentSettings:
         "template get `enable_thinking=False`, for Qwen3-style templates)",
         True,
     )
+    reasoning_instruction: bool = setting(
+        "end the prompt with a line asking to reason inside `<think>` first (with "
+        "`reasoning = false`: to answer with the JSON only); the reference's prompt has no such "
+        "line, so models trained as the paper's (the GPU profiles) want `false`",
+        True,
+    )
     lowercase_schema: bool = setting(
         "show type names lowercased and sorted, as the paper's models were trained; "
         "entities keep your spelling",

@@ -10,7 +10,9 @@ Doc, a training sentence):
 * ``ground(doc, parsed, window)``: mentions -> token spans of the Doc, plus every mention
   that could not be grounded and why;
 * ``target(entities, reasoning)``: the completion a perfect model writes (training targets);
-* ``string_prf(parsed, gold)``: the paper's string-level counts of one answer.
+* ``string_prf(parsed, gold)``: string-level counts of one answer as the parser reads it;
+* ``reference_answer(completion)`` / ``reference_prf(answer, gold)``: the completion read as
+  the reference implementation reads it, and the paper's metric over it.
 
 It needs no pipeline: the component, data building, GRPO rewards and evaluation use the same
 object, on top of ``protocol`` (the format) and ``alignment`` (grounding). Build one with
@@ -34,9 +36,11 @@ from .protocol import (
     ChatMessages,
     FewShotExample,
     ParsedCompletion,
+    ReferenceAnswer,
     Schema,
     answer_json_schema,
     parse_completion,
+    reference_answer,
     render_answer,
     render_completion,
     render_messages,
@@ -75,6 +79,7 @@ class NERTask:
 
     schema: the entity types (``Schema.from_config``).
     reasoning: ask for reasoning in a think block before the JSON answer.
+    reasoning_instruction: end the prompt with our line saying so (the reference's has none).
     fuzzy_match: ground mentions that differ from the text in case or spacing.
     alignment_mode: snapping of matches off token boundaries (strict, contract, expand).
     examples: few-shot examples, shown as earlier turns (``FewShotExample``).
@@ -83,6 +88,7 @@ class NERTask:
 
     schema: Schema
     reasoning: bool = True
+    reasoning_instruction: bool = True
     fuzzy_match: bool = True
     alignment_mode: str = "expand"
     examples: tuple[FewShotExample, ...] = ()
@@ -137,6 +143,7 @@ class NERTask:
             reasoning=self.reasoning,
             examples=self.examples,
             instruction=self.instruction,
+            reasoning_instruction=self.reasoning_instruction,
         )
 
     def answer_schema(self, text: str) -> Mapping[str, Any]:
@@ -237,5 +244,23 @@ class NERTask:
 
     @staticmethod
     def string_prf(parsed: ParsedCompletion, gold: Iterable[tuple[str, str]]) -> PRF:
-        """The paper's string-level counts of one answer against gold (mention, label) pairs."""
+        """String-level counts of one answer as our tolerant parser reads it (mentions under
+        schema labels) against gold (mention, label) pairs."""
         return string_prf(parsed.mentions(), gold)
+
+    @staticmethod
+    def reference_answer(completion: str | Completion) -> ReferenceAnswer:
+        """The completion as the reference implementation reads it for the paper's metric
+        and its rewards: strict JSON, nothing repaired, every string answered."""
+        return reference_answer(
+            completion.text if isinstance(completion, Completion) else completion
+        )
+
+    def reference_prf(
+        self, answered: Iterable[tuple[str, str]], gold: Iterable[tuple[str, str]]
+    ) -> PRF:
+        """The paper's counts of every (mention, label) pair answered (``ReferenceAnswer.
+        mentions``) against gold pairs, whose labels are compared in the form the prompt
+        showed them, as the reference compares them with its schema."""
+        shown = [(mention, self.schema.prompt_name(label)) for mention, label in gold]
+        return string_prf(answered, shown)

@@ -6,6 +6,9 @@ It is also a worked example of a user-registered backend (see the README).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import spacy
 
 from spacy_reasoningner.backends import Completion, GenerationSettings
 from spacy_reasoningner.protocol import ChatMessages
@@ -36,3 +39,12 @@ class ScriptedBackend:
 @backends.register("tests.Scripted.v1")
 def make_scripted_backend(completion: str = '{"entities": {}}') -> ScriptedBackend:
     return ScriptedBackend(lambda text: completion)
+
+
+def save_scripted_pipeline(folder: Path, labels: Sequence[str] = ("person",)) -> Path:
+    """A saved pipeline whose reasoning_ner component answers with the scripted backend."""
+    nlp = spacy.blank("en")
+    backend = {"@reasoning_ner_backends": "tests.Scripted.v1"}
+    nlp.add_pipe("reasoning_ner", config={"labels": list(labels), "backend": backend})
+    nlp.to_disk(folder)
+    return folder

@@ -65,9 +65,9 @@ def config_for(tmp_path: Path, **cg: object) -> DataConfig:
         **{f"cg.{k}": v for k, v in cg.items()},
     }
     config = DataConfig.from_profile(load_profile("cpu", overrides))
-    # One evaluation split and no token counts keep these tests quick; the first test below
+    # One evaluation dataset and no token counts keep these tests quick; the first test below
     # runs the profile's full set.
-    config.decontaminate = {"conll2003_dev": config.decontaminate["conll2003_dev"]}
+    config.decontamination.datasets = ["conll2003"]
     config.tokenizer = None
     return config
 
@@ -90,7 +90,7 @@ def test_template_run_writes_dataset_ner_cot_and_report(tmp_path: Path) -> None:
     config = DataConfig.from_profile(load_profile("cpu", overrides))
     report = run(config)
     assert report["samples"] == 9 and report["kept"] == 9
-    assert report["decontamination_removed"]["conll2003"]["conll2003_dev"] > 0
+    assert report["decontamination_removed"]["conll2003"]["conll2003/dev"] > 0
     dataset = load_from_disk(str(config.output / "dataset"))
     assert len(dataset) == 9
     row = next(r for r in dataset if r["dataset"] == "conll2003")

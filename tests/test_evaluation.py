@@ -24,7 +24,7 @@ from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import ChatMessages, render_completion
 
 from ._data import DATA, needs_data
-from ._scripted_backend import ScriptedBackend, prompt_text
+from ._scripted_backend import ScriptedBackend, prompt_text, save_scripted_pipeline
 
 # Real crossner_ai dev sentences (file line numbers) that show what the metrics do.
 WITH_MISC = "dev.txt:16"  # "classification algorithms" is misc
@@ -315,13 +315,7 @@ def test_stage_reads_its_profile_section(tmp_path: Path):
     from training.config import load_profile
     from training.evaluate import EvaluateConfig, evaluate_profile
 
-    pipeline = tmp_path / "pipeline"
-    nlp = spacy.blank("en")
-    nlp.add_pipe(
-        "reasoning_ner",
-        config={"labels": ["person"], "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}},
-    )
-    nlp.to_disk(pipeline)
+    pipeline = save_scripted_pipeline(tmp_path / "pipeline")
     log = tmp_path / "samples.jsonl"
     log.write_text(json.dumps({"text": "A training sentence with nothing in it."}) + "\n")
     overrides = {

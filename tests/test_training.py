@@ -20,13 +20,15 @@ from spacy_reasoningner.protocol import DEFAULT_CHAT_TEMPLATE, parse_completion
 from training import grpo, sft, trainers
 from training.assemble import AssembleConfig, assemble
 from training.chat_data import (
-    answer_only,
+    PromptOptions,
     drop_overlong,
+    even_indices,
     gold_rows,
     grpo_dataset,
+    proportional_indices,
+    sample_prompts,
     sft_dataset,
-    stratified_indices,
-    stratified_sample,
+    sft_row,
 )
 from training.config import CONFIG_DIR, ConfigError, from_block, load_profile
 from training.curves import CURVES_NAME, METRICS_NAME, plot_curves
@@ -134,7 +136,7 @@ def test_dataset_rows_follow_the_protocol(cg_dataset: Path) -> None:
     row = load_from_disk(str(cg_dataset))[0]
     assert row["schema"] == ["location", "organization", "person"]  # misc dropped, sorted
     target = row["completion"][0]["content"]
-    parsed = parse_completion(target, Sample.from_row(row).task_schema)
+    parsed = Sample.from_row(row).task().parse(target)
     assert parsed.valid and parsed.reasoning
     assert sorted(parsed.mentions()) == sorted((e["text"], e["label"]) for e in row["entities"])
 
@@ -144,22 +146,31 @@ def test_no_reasoning_rows_train_the_answer_alone(cg_dataset: Path) -> None:
     from datasets import load_from_disk
 
     rows = load_from_disk(str(cg_dataset))
-    row = answer_only(rows[0])
+    row = sft_row(rows[0], PromptOptions(reasoning=False))
     target = row["completion"][0]["content"]
     assert "<think>" not in target and target.startswith('{"entities"')
     assert "Answer with the JSON only." in row["prompt"][0]["content"]
     assert row["chat_template_kwargs"] == {"enable_thinking": False}
-    with_reasoning = sft_dataset(rows, reasoning=True)
+    with_reasoning = sft_dataset(rows, PromptOptions())
     assert with_reasoning.column_names == ["prompt", "completion"]
     assert with_reasoning[0]["completion"][0]["content"].startswith("<think>")
-    assert sft_dataset(rows, reasoning=False)[0]["completion"] == row["completion"]
+    assert sft_dataset(rows, PromptOptions(reasoning=False))[0]["completion"] == row["completion"]
+    # The reference's 8B SFT names the source dataset in the prompt.
+    sourced = sft_dataset(rows, PromptOptions(add_source=True))[0]
+    assert sourced["prompt"][0]["content"].startswith("The text comes from the conll2003 dataset.")
+    assert sourced["completion"] == with_reasoning[0]["completion"]
+    # The reference's prompt has no closing line asking to reason first; ours does.
+    stored = with_reasoning[0]["prompt"][0]["content"]
+    plain = sft_dataset(rows, PromptOptions(reasoning_instruction=False))[0]["prompt"][0]["content"]
+    assert "First reason step by step" in stored and "First reason" not in plain
+    assert plain == stored.replace(stored.splitlines()[-2] + "\n", "")
 
 
 @needs_conll
 def test_overlong_rows_are_dropped(cg_dataset: Path, tiny_model_dir: Path) -> None:
     from datasets import load_from_disk
 
-    rows = sft_dataset(load_from_disk(str(cg_dataset)), reasoning=True)
+    rows = sft_dataset(load_from_disk(str(cg_dataset)), PromptOptions())
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     lengths = [
         len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], return_dict=False))
@@ -171,21 +182,38 @@ def test_overlong_rows_are_dropped(cg_dataset: Path, tiny_model_dir: Path) -> No
         drop_overlong(rows, tokenizer, 10)
 
 
-def test_stratified_sampling_spreads_prompts_over_sources() -> None:
+def counts(groups: list[str], picked: list[int]) -> dict[str, int]:
+    return {g: sum(groups[i] == g for i in picked) for g in sorted(set(groups))}
+
+
+def test_even_sampling_spreads_prompts_over_sources() -> None:
     groups = ["a"] * 10 + ["b"] * 10 + ["c"] * 2
-    picked = stratified_indices(groups, 12, seed=0)
-    counts = {g: sum(groups[i] == g for i in picked) for g in "abc"}
-    assert counts == {"a": 5, "b": 5, "c": 2}  # c gives all it has, a and b share the rest
+    picked = even_indices(groups, 12, seed=0)
+    # c gives all it has, a and b share the rest
+    assert counts(groups, picked) == {"a": 5, "b": 5, "c": 2}
     assert len(set(picked)) == 12
-    assert picked == stratified_indices(groups, 12, seed=0)
-    assert picked != stratified_indices(groups, 12, seed=1)
+    assert picked == even_indices(groups, 12, seed=0)
+    assert picked != even_indices(groups, 12, seed=1)
+
+
+def test_proportional_sampling_follows_source_sizes_as_the_reference() -> None:
+    groups = ["a"] * 100 + ["b"] * 50 + ["c"] * 10
+    picked = proportional_indices(groups, 16, seed=0)
+    assert counts(groups, picked) == {"a": 10, "b": 5, "c": 1}
+    assert len(set(picked)) == 16 and picked == proportional_indices(groups, 16, seed=0)
+    # Sizes capped at 20: shares 16 x 20/50, 16 x 20/50, 16 x 10/50, rounded down.
+    capped = proportional_indices(groups, 16, seed=0, max_per_group=20)
+    assert counts(groups, capped) == {"a": 6, "b": 6, "c": 3}
+    assert sorted(picked) != picked  # shuffled over sources, not grouped
 
 
 @needs_conll
 def test_gold_rows_become_grpo_prompts() -> None:
     records = conll_records(12)
     rows = gold_rows(records, [f"g{i}" for i in range(len(records))])
-    sampled = grpo_dataset(stratified_sample(rows, 5, seed=0), reasoning=False)
+    sampled = grpo_dataset(
+        sample_prompts(rows, 5, seed=0, sampling="even"), PromptOptions(reasoning=False)
+    )
     assert len(sampled) == 5
     assert set(sampled.column_names) == {"prompt", "schema", "entities", "dataset"}
     assert "Answer with the JSON only." in sampled[0]["prompt"][0]["content"]
@@ -228,16 +256,28 @@ def test_profiles_give_valid_trainer_settings(name: str) -> None:
     profile = load_profile(CONFIG_DIR / f"{name}.cfg")
     stage = sft.SFTStageConfig.from_profile(profile)
     args = trainers.trainer_config(SFTConfig, stage.trainer, "sft.trainer")
-    rl = trainers.trainer_config(
-        GRPOConfig, grpo.GRPOStageConfig.from_profile(profile).trainer, "grpo.trainer"
-    )
-    assert rl.per_device_train_batch_size % rl.num_generations == 0
-    if name.startswith("gpu"):  # the paper's recipe
+    stage_rl = grpo.GRPOStageConfig.from_profile(profile)
+    rl = trainers.trainer_config(GRPOConfig, stage_rl.trainer, "grpo.trainer")
+    assert rl.generation_batch_size % rl.num_generations == 0
+    if name.startswith("gpu"):  # the reference implementation's recipe
         assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 256
         assert (args.learning_rate, args.num_train_epochs, args.max_length) == (2e-5, 5, 8192)
+        assert (args.lr_scheduler_type, args.warmup_steps) == ("cosine", 0.03)
         assert (rl.num_generations, rl.temperature, rl.beta) == (16, 0.9, 0.04)
         assert (rl.epsilon, rl.epsilon_high, rl.learning_rate) == (0.2, 0.28, 1e-6)
         assert (rl.max_completion_length, rl.use_vllm, rl.vllm_mode) == (4096, True, "server")
+        assert (rl.loss_type, rl.num_iterations) == ("dr_grpo", 4)
+        assert (rl.lr_scheduler_type, rl.warmup_steps) == ("cosine", 0.1)
+        assert rl.per_device_train_batch_size * rl.gradient_accumulation_steps * 7 == 448
+        assert not rl.log_completions
+        rewards = stage_rl.rewards
+        assert (rewards.f1, rewards.schema, rewards.length_penalty) == (10.0, 1.0, 0.0)
+        assert not (rewards.repaired_json_credit or rewards.empty_answer_credit)
+        assert not rewards.strict_schema
+        assert (stage_rl.prompts.sampling, stage_rl.prompts.max_per_source) == (
+            "proportional",
+            10000,
+        )
 
 
 def test_launch_configs_parse() -> None:

@@ -79,7 +79,7 @@ def test_misspelt_keys_are_refused_with_the_closest_name(
         ("cg.quality.min_gold_f1", 2, r"min_gold_f1 must be in \[0, 1\]"),
         ("cg.sources.conll2003.format", "csv", r"format 'csv' is not one of"),
         ("cg.sources", {}, r"\[cg.sources\] is empty"),
-        ("cg.decontaminate", ["a.txt"], r"cg.decontaminate must be a section"),
+        ("cg.decontamination.files", ["a.txt"], r"cg.decontamination.files must be a section"),
     ],
 )
 def test_wrong_values_are_refused(key: str, value: Any, message: str) -> None:

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from . import assemble, build_data, distill, evaluate, export_adapter, grpo, prepare_data, sft
+from . import (
+    assemble,
+    build_data,
+    distill,
+    evaluate,
+    export_adapter,
+    grpo,
+    launch,
+    prepare_data,
+    sft,
+)
 from .config import ConfigError
 
 app = typer.Typer(
@@ -39,6 +49,7 @@ app.command("grpo", context_settings=OVERRIDES)(grpo.command)
 app.command("assemble", context_settings=OVERRIDES)(assemble.command)
 app.command("evaluate", context_settings=OVERRIDES)(evaluate.command)
 app.command("export-adapter", context_settings=OVERRIDES)(export_adapter.command)
+app.command("launch", context_settings=OVERRIDES)(launch.command)
 app.command("distill-data", context_settings=OVERRIDES)(distill.data_command)
 app.command("distill-train", context_settings=OVERRIDES)(distill.train_command)
 app.command("distill-evaluate", context_settings=OVERRIDES)(distill.evaluate_command)

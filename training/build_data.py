@@ -25,6 +25,7 @@ import typer
 from tqdm import tqdm
 
 from spacy_reasoningner.backends.base import Backend
+from spacy_reasoningner.benchmark.overlap import CG_LOG_NAME
 from spacy_reasoningner.benchmark.readers import NERRecord, ner_cot_record
 from spacy_reasoningner.cache import CachedBackend, ResponseCache
 
@@ -37,6 +38,7 @@ from .config import (
     parse_overrides,
     require,
 )
+from .decontamination import DecontaminationConfig
 from .quality import AGREES, Check, gold_check, judge_checks, structural_checks
 from .samples import Sample
 from .sources import (
@@ -48,7 +50,7 @@ from .sources import (
 )
 from .teacher import Draft, Mode, generate_drafts
 
-LOG_NAME = "samples.jsonl"
+LOG_NAME = CG_LOG_NAME
 RUN_NAME = "run.json"
 
 
@@ -85,8 +87,8 @@ class DataConfig(StageConfig):
     batch_size: int = 16
     drop_types: list[str] = field(default_factory=default_drop_types)
     forbidden_datasets: list[str] = field(default_factory=default_forbidden_datasets)
-    # Evaluation splits that training text must not overlap: {name: file}.
-    decontaminate: dict[str, Path] = field(default_factory=dict)
+    # The evaluation data no training text may come from.
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
     # Cache of teacher and judge responses (a rerun after a crash regenerates nothing).
     cache: Path | None = None
     quality: QualityConfig = field(default_factory=QualityConfig)
@@ -123,7 +125,7 @@ class DataConfig(StageConfig):
             seed=self.seed,
             drop_types=self.drop_types,
             forbidden_datasets=self.forbidden_datasets,
-            decontaminate_against=self.decontaminate,
+            decontamination=self.decontamination,
         )
 
 

@@ -14,6 +14,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,26 +42,53 @@ def load_training_data(path: str | Path) -> Dataset:
     return load_from_disk(str(path))
 
 
-def prompt_messages(row: dict[str, Any], reasoning: bool) -> list[dict[str, str]]:
-    """The row's prompt; re-rendered when the model is to answer without reasoning."""
-    return row["prompt"] if reasoning else Sample.from_row(row).messages(reasoning=False)
+@dataclass(frozen=True)
+class PromptOptions:
+    """How the training prompts are rendered (the stored rows have the defaults)."""
+
+    reasoning: bool = True  # False: the paper's ablation, the JSON answer alone
+    reasoning_instruction: bool = (
+        True  # our closing line (reason first / JSON only); not the reference's
+    )
+    add_source: bool = False  # name the source dataset, as the reference's 8B SFT does
+
+    @property
+    def stored(self) -> bool:
+        """The rows' stored prompt and completion are these."""
+        return self == PromptOptions()
 
 
-def answer_only(row: dict[str, Any]) -> dict[str, Any]:
-    """The row as an SFT sample without reasoning: the JSON answer alone is the target."""
+def prompt_messages(row: dict[str, Any], options: PromptOptions) -> list[dict[str, str]]:
+    """The row's prompt; re-rendered when it is to differ from the stored one."""
+    if options.stored:
+        return row["prompt"]
+    return Sample.from_row(row).messages(
+        reasoning=options.reasoning,
+        reasoning_instruction=options.reasoning_instruction,
+        add_source=options.add_source,
+    )
+
+
+def sft_row(row: dict[str, Any], options: PromptOptions) -> dict[str, Any]:
+    """The row as an SFT sample: think block + JSON answer, or without reasoning the JSON
+    answer alone (the paper's ablation), the prompt rendered as ``options`` say."""
     sample = Sample.from_row(row)
-    return {
-        "prompt": sample.messages(reasoning=False),
-        "completion": [{"role": "assistant", "content": sample.completion(reasoning=False)}],
-        "chat_template_kwargs": NO_THINKING,
+    reasoning = options.reasoning
+    completion = sample.completion(reasoning=reasoning)
+    result = {
+        "prompt": prompt_messages(row, options),
+        "completion": [{"role": "assistant", "content": completion}],
     }
+    if not reasoning:
+        result["chat_template_kwargs"] = NO_THINKING
+    return result
 
 
-def sft_dataset(dataset: Dataset, reasoning: bool) -> Dataset:
+def sft_dataset(dataset: Dataset, options: PromptOptions) -> Dataset:
     """Prompt-completion rows: think block + JSON, or the JSON alone (``reasoning=False``)."""
-    if reasoning:
+    if options.stored:
         return dataset.select_columns(["prompt", "completion"])
-    return dataset.map(answer_only, remove_columns=dataset.column_names)
+    return dataset.map(sft_row, fn_kwargs={"options": options}, remove_columns=dataset.column_names)
 
 
 def drop_overlong(
@@ -98,26 +126,45 @@ def drop_overlong(
     return kept
 
 
-def grpo_dataset(dataset: Dataset, reasoning: bool) -> Dataset:
+def grpo_dataset(dataset: Dataset, options: PromptOptions) -> Dataset:
     """Prompts, plus the columns the rewards read (TRL passes them as keyword lists)."""
     rows = dataset.filter(lambda row: len(row["schema"]) > 0)
     return rows.map(
-        lambda row: {"prompt": prompt_messages(row, reasoning)},
+        lambda row: {"prompt": prompt_messages(row, options)},
         remove_columns=[c for c in rows.column_names if c not in ["prompt", *REWARD_COLUMNS]],
     )
 
 
-def stratified_indices(groups: Sequence[str], n: int, seed: int) -> list[int]:
+SAMPLINGS = ("proportional", "even")
+
+
+def proportional_indices(
+    groups: Sequence[str], n: int, seed: int, max_per_group: int | None = None
+) -> list[int]:
+    """About ``n`` row indices, each group giving a share proportional to its size (capped
+    at ``max_per_group``), shuffled: the reference's GRPO prompt sampling. Shares are rounded
+    down, as the reference does, so a few fewer than ``n`` may come back."""
+    rng = random.Random(seed)
+    members = _members(groups)
+    sizes = {g: min(len(m), max_per_group or len(m)) for g, m in members.items()}
+    total = sum(sizes.values())
+    picked: list[int] = []
+    for group, rows in members.items():
+        share = int(n * sizes[group] / total) if total else 0
+        picked.extend(rng.sample(rows, len(rows))[:share])
+    rng.shuffle(picked)
+    return picked
+
+
+def even_indices(groups: Sequence[str], n: int, seed: int) -> list[int]:
     """``n`` row indices spread evenly over ``groups`` (round robin over shuffled groups).
 
     Small groups give all they have and the rest of their share goes to the larger ones, so
-    every source counts and none dominates (the reference samples its GRPO prompts this way).
+    every source counts and none dominates (ours; the reference samples in proportion to
+    size, see ``proportional_indices``).
     """
     rng = random.Random(seed)
-    members: dict[str, list[int]] = defaultdict(list)
-    for index, group in enumerate(groups):
-        members[group].append(index)
-    queues = [rng.sample(rows, len(rows)) for _, rows in sorted(members.items())]
+    queues = [rng.sample(rows, len(rows)) for rows in _members(groups).values()]
     picked: list[int] = []
     while len(picked) < n and any(queues):
         for queue in queues:
@@ -126,11 +173,30 @@ def stratified_indices(groups: Sequence[str], n: int, seed: int) -> list[int]:
     return picked
 
 
-def stratified_sample(dataset: Dataset, n: int | None, seed: int) -> Dataset:
-    """``n`` rows stratified over the ``dataset`` column; all rows, shuffled, when ``n`` is
-    None or covers them."""
+def _members(groups: Sequence[str]) -> dict[str, list[int]]:
+    """Row indices per group, groups in sorted order (deterministic under the seed)."""
+    members: dict[str, list[int]] = defaultdict(list)
+    for index, group in enumerate(groups):
+        members[group].append(index)
+    return dict(sorted(members.items()))
+
+
+def sample_prompts(
+    dataset: Dataset,
+    n: int | None,
+    seed: int,
+    sampling: str = "proportional",
+    max_per_source: int | None = None,
+) -> Dataset:
+    """``n`` rows over the ``dataset`` column (all rows when ``n`` is None or covers them),
+    by ``sampling``: "proportional" to each source's size (the reference) or "even"."""
     n = len(dataset) if n is None else min(n, len(dataset))
-    return dataset.select(stratified_indices(dataset["dataset"], n, seed))
+    groups = dataset["dataset"]
+    if sampling == "proportional":
+        return dataset.select(proportional_indices(groups, n, seed, max_per_source))
+    if sampling == "even":
+        return dataset.select(even_indices(groups, n, seed))
+    raise ValueError(f"sampling {sampling!r} is not one of {SAMPLINGS}")
 
 
 def gold_rows(records: Sequence[NERRecord], guids: Sequence[str]) -> Dataset:

@@ -14,19 +14,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import spacy
 import typer
+from spacy.language import Language
 
+from spacy_reasoningner.backends.base import SerializableBackend
 from spacy_reasoningner.benchmark import (
     EvaluationResult,
     evaluate,
     load_eval_set,
     read_training_texts,
 )
+from spacy_reasoningner.benchmark.evaluation import reasoning_component
 
-from .config import StageConfig, load_profile, parse_overrides, require
+from .config import StageConfig, build_backend, load_profile, parse_overrides, require
 
 
 @dataclass
@@ -55,6 +58,9 @@ class EvaluateConfig(StageConfig):
     # which reports it as a warning in the results.
     training_data: list[Path] = field(default_factory=list)
     allow_overlap: bool = False
+    # A backend block ({"@reasoning_ner_backends": ...}) that replaces the pipeline's for the
+    # evaluation, on the pipeline's saved model (GPU profiles: vLLM); empty: the pipeline's.
+    backend: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         require(bool(self.datasets), "[evaluate] datasets is empty: name at least one")
@@ -63,6 +69,25 @@ class EvaluateConfig(StageConfig):
             self.batch_size is None or self.batch_size >= 1,
             "[evaluate] batch_size must be >= 1 or null",
         )
+
+
+def load_pipeline(config: EvaluateConfig) -> Language:
+    """The pipeline, its reasoning_ner backend replaced by ``config.backend`` if given."""
+    nlp = spacy.load(config.pipeline)
+    if config.backend:
+        component = reasoning_component(nlp)
+        if component is None:
+            raise ValueError(f"{config.pipeline} has no reasoning_ner component to give a backend")
+        backend = build_backend(config.backend)
+        model = config.pipeline / component.name / "model"
+        if not isinstance(backend, SerializableBackend) or not model.is_dir():
+            raise ValueError(
+                "[evaluate.backend] must be a backend that loads the pipeline's saved model "
+                f"(transformers or vLLM), and {model} must hold it"
+            )
+        backend.from_disk(model)
+        component.backend = backend
+    return nlp
 
 
 def evaluate_profile(config: EvaluateConfig) -> tuple[EvaluationResult, list[Path]]:
@@ -86,7 +111,7 @@ def evaluate_profile(config: EvaluateConfig) -> tuple[EvaluationResult, list[Pat
     ]
     texts = [text for path in config.training_data for text in read_training_texts(path)]
     result = evaluate(
-        spacy.load(config.pipeline),
+        load_pipeline(config),
         eval_sets,
         training=texts if config.training_data else None,
         allow_overlap=config.allow_overlap,

@@ -2,8 +2,8 @@
 
 Prompts come from gold corpora (``[grpo.prompts] origin = "sources"``: ``[grpo.sources.*]``
 blocks read, relabelled, schema-built and decontaminated exactly as the CG stage reads
-``[cg.sources]``) or from the CG dataset (``origin = "dataset"``), sampled evenly over their
-source datasets with a seed. Rewards are ``training.rewards`` weighted by ``[grpo.rewards]``
+``[cg.sources]``) or from the CG dataset (``origin = "dataset"``), sampled over their source
+datasets with a seed: in proportion to their sizes, as the reference does, or evenly. Rewards are ``training.rewards`` weighted by ``[grpo.rewards]``
 (the paper: 10 x F1 + 1 x schema, optionally a reasoning-length penalty). ``[grpo.trainer]``
 goes to ``GRPOConfig`` as is: group size, KL beta, clipping epsilons, temperature, learning
 rate, completion budget, and the rollout engine: transformers ``generate`` by default, vLLM
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -31,10 +32,19 @@ from typing import Any, ClassVar, Literal
 import typer
 from confection import Config
 
-from .chat_data import NO_THINKING, gold_rows, grpo_dataset, load_training_data, stratified_sample
+from .chat_data import (
+    NO_THINKING,
+    PromptOptions,
+    gold_rows,
+    grpo_dataset,
+    load_training_data,
+    sample_prompts,
+)
 from .config import StageConfig, load_profile, parse_overrides, require
 from .curves import MetricsLog
+from .decontamination import DecontaminationConfig
 from .rewards import f1_reward, length_penalty, schema_reward
+from .samples import Sample
 from .sources import SourceConfig, default_drop_types, default_forbidden_datasets, plan
 from .trainers import (
     check_keys,
@@ -47,6 +57,8 @@ from .trainers import (
 )
 
 logger = logging.getLogger(__name__)
+# The prompts GRPO trains on, written beside its model for the evaluation's overlap guard.
+PROMPTS_NAME = "prompts.jsonl"
 
 
 @dataclass
@@ -88,12 +100,17 @@ class PromptConfig:
     # "sources": the gold corpora of [grpo.sources]; "dataset": the CG stage's dataset.
     origin: Literal["sources", "dataset"] = "sources"
     dataset: Path | None = None
-    # Total prompts, spread over the source datasets; null: all.
+    # Total prompts over the source datasets; null: all.
     num_prompts: int | None = None
+    # "proportional" to each source's size, at most max_per_source rows counted per source
+    # (the reference: 10,000); "even": equal shares, small sources give all they have (ours).
+    sampling: Literal["proportional", "even"] = "proportional"
+    max_per_source: int | None = 10000
     seed: int = 0
     drop_types: list[str] = field(default_factory=default_drop_types)
     forbidden_datasets: list[str] = field(default_factory=default_forbidden_datasets)
-    decontaminate: dict[str, Path] = field(default_factory=dict)
+    # The evaluation data no prompt may come from.
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
 
     def __post_init__(self) -> None:
         require(
@@ -115,6 +132,10 @@ class GRPOStageConfig(StageConfig):
     model: str  # the SFT stage's model folder
     output: Path
     reasoning: bool = True
+    # As [sft]: our closing line in the prompt, the source dataset's name (the reference's
+    # GRPO runs have neither).
+    reasoning_instruction: bool = True
+    add_source: bool = False
     resume: bool = True
     lora: dict[str, Any] = field(default_factory=dict)
     rewards: RewardConfig = field(default_factory=RewardConfig)
@@ -135,13 +156,15 @@ class GRPOStageConfig(StageConfig):
 
 
 def prompt_rows(config: GRPOStageConfig) -> Any:
-    """The GRPO prompts with their gold, stratified over source datasets."""
+    """The GRPO prompts with their gold, sampled over their source datasets."""
     prompts = config.prompts
     if prompts.origin == "dataset":
         rows = load_training_data(prompts.dataset)
     else:
         rows = gold_source_rows(config)
-    return stratified_sample(rows, prompts.num_prompts, prompts.seed)
+    return sample_prompts(
+        rows, prompts.num_prompts, prompts.seed, prompts.sampling, prompts.max_per_source
+    )
 
 
 def gold_source_rows(config: GRPOStageConfig) -> Any:
@@ -154,11 +177,38 @@ def gold_source_rows(config: GRPOStageConfig) -> Any:
         seed=prompts.seed,
         drop_types=prompts.drop_types,
         forbidden_datasets=prompts.forbidden_datasets,
-        decontaminate_against=prompts.decontaminate,
+        decontamination=prompts.decontamination,
     )
     if not planned.records:
         raise ValueError("[grpo.sources] gave no prompts: check the sources' paths and limits")
     return gold_rows(planned.records, planned.guids)
+
+
+def check_rollout_server(args: Any) -> None:
+    """Fail at once, not after TRL's 240 s of retries, when no vLLM server answers."""
+    from .launch import answers
+
+    base = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
+    if not answers(f"{base.rstrip('/')}/health"):
+        raise ConnectionError(
+            f"no vLLM rollout server answers at {base}: `python -m training launch grpo "
+            "<profile>` starts one ([launch.grpo.rollout_server]), or start it yourself "
+            f"(trl vllm-serve --model <grpo.model> --port {args.vllm_server_port}), or set "
+            '[grpo.trainer] vllm_mode = "colocate" / use_vllm = false'
+        )
+
+
+def write_prompts(rows: Any, output: Path) -> Path:
+    """The sampled prompts as ``Sample`` JSON lines in ``output`` (main process only)."""
+    from accelerate import PartialState
+
+    path = output / PROMPTS_NAME
+    if PartialState().is_main_process:
+        output.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(Sample.from_row(row).to_dict(), ensure_ascii=False) + "\n")
+    return path
 
 
 def reward_functions(rewards: RewardConfig, tokenizer: Any) -> tuple[list[Callable], list[float]]:
@@ -233,13 +283,20 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
     args = trainer_config(GRPOConfig, config.trainer, "grpo.trainer", **stage)
     lora = lora_config(config.lora, "grpo.lora")
     check_lora_sharding(args, lora)
+    if args.use_vllm and args.vllm_mode == "server":
+        check_rollout_server(args)
+    rows = prompt_rows(config)
+    write_prompts(rows, config.output)
     on_cpu_vllm = args.use_vllm and args.vllm_mode == "colocate" and args.use_cpu
     with vllm_on_cpu() if on_cpu_vllm else contextlib.nullcontext():
         trainer = GRPOTrainer(
             model=path,
             reward_funcs=functions,
             args=args,
-            train_dataset=grpo_dataset(prompt_rows(config), config.reasoning),
+            train_dataset=grpo_dataset(
+                rows,
+                PromptOptions(config.reasoning, config.reasoning_instruction, config.add_source),
+            ),
             processing_class=tokenizer,
             peft_config=lora,
             callbacks=[MetricsLog(config.output)],

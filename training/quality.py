@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 from spacy_reasoningner.alignment import find_word_occurrences
 from spacy_reasoningner.backends.base import Backend, GenerationSettings
 from spacy_reasoningner.benchmark.readers import NERRecord
-from spacy_reasoningner.protocol import ChatMessages, normalize_mention, render_answer, string_prf
+from spacy_reasoningner.protocol import ChatMessages, normalize_mention, string_prf
 
-from .samples import gold_entities, record_schema
+from .samples import gold_entities, record_task
 from .teacher import Draft
 
 # Check names, as they appear in the per-sample log and the report.
@@ -99,12 +99,12 @@ class Judgement:
 
 
 def judge_messages(record: NERRecord, draft: Draft) -> ChatMessages:
-    schema = record_schema(record)
+    task = record_task(record)
     content = _JUDGE.format(
         text=record.text,
-        schema=schema.schema_json,
+        schema=task.schema.schema_json,
         reasoning=draft.reasoning,
-        answer=render_answer(draft.entities, schema),
+        answer=task.target(draft.entities),
     )
     return [{"role": "user", "content": content}]
 

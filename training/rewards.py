@@ -23,16 +23,14 @@ schema). The profile combines the rewards with ``GRPOConfig.reward_weights`` (th
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
-from spacy_reasoningner.protocol import (
-    ParsedCompletion,
-    Schema,
-    parse_completion,
-    reference_answer,
-    string_prf,
-)
+from spacy_reasoningner.protocol import ParsedCompletion
+from spacy_reasoningner.task import NERTask
+
+from .samples import sample_task
 
 Completion = str | list[dict[str, str]]
 
@@ -44,9 +42,15 @@ def completion_text(completion: Completion) -> str:
     return "".join(message.get("content") or "" for message in completion)
 
 
+@functools.lru_cache(maxsize=1024)
+def _task(schema: tuple[str, ...]) -> NERTask:
+    """The NER task of a schema; rollouts of one prompt share it."""
+    return sample_task(schema)
+
+
 def parse(completion: Completion, schema: Sequence[str]) -> ParsedCompletion:
     """The component's tolerant reading of a completion."""
-    return parse_completion(completion_text(completion), Schema.from_config(list(schema)))
+    return _task(tuple(schema)).parse(completion_text(completion))
 
 
 def completion_f1(
@@ -59,15 +63,17 @@ def completion_f1(
 ) -> float:
     """String-level F1 of one completion against gold. Without any answer object the score
     is 0, even against empty gold: otherwise rambling without JSON would earn full marks."""
+    task = _task(tuple(schema))
+    pairs = [(e["text"], e["label"]) for e in gold]
     if repaired_json_credit:
-        parsed = parse(completion, schema)
-        answered, predicted = parsed.parsed, parsed.mentions()
+        parsed = task.parse(completion_text(completion))
+        answered, counts = parsed.parsed, task.string_prf(parsed, pairs)
     else:
-        answer = reference_answer(completion_text(completion))
-        answered, predicted = answer.loads and answer.readable, list(answer.mentions)
+        answer = task.reference_answer(completion_text(completion))
+        answered = answer.loads and answer.readable
+        counts = task.reference_prf(answer.mentions, pairs)
     if not answered:
         return 0.0
-    counts = string_prf(predicted, [(e["text"], e["label"]) for e in gold])
     if empty_answer_credit and counts.n_pred == 0 and counts.n_gold == 0:
         return 1.0
     return counts.f1
@@ -107,7 +113,7 @@ def schema_reward(
     if strict_schema:
         return [float(parse(c, types).valid) for c, types in zip(completions, schema, strict=True)]
     return [
-        float(reference_answer(completion_text(c)).in_schema(types))
+        float(NERTask.reference_answer(completion_text(c)).in_schema(types))
         for c, types in zip(completions, schema, strict=True)
     ]
 

@@ -18,33 +18,31 @@ from typing import Any
 
 from spacy_reasoningner.alignment import find_word_occurrences
 from spacy_reasoningner.benchmark.readers import NERRecord
-from spacy_reasoningner.protocol import (
-    ChatMessages,
-    Schema,
-    render_answer,
-    render_completion,
-    render_messages,
-)
+from spacy_reasoningner.protocol import ChatMessages
+from spacy_reasoningner.task import NERTask
 
 Mention = tuple[str, str]  # (mention, type)
 GOLD = "gold"  # the generator of samples whose answer is the corpus's annotation
 
 
-def protocol_schema(types: Sequence[str], definitions: Mapping[str, str] | None = None) -> Schema:
-    """The protocol schema of built type names (``schemas.with_schema``), with definitions."""
+def sample_task(
+    types: Sequence[str], definitions: Mapping[str, str] | None = None, **options: bool
+) -> NERTask:
+    """The NER task (the component's) over built type names (``schemas.with_schema``), with
+    definitions; ``options`` are the task's (``reasoning``, ``reasoning_instruction``)."""
     if not types:
         raise ValueError(
             "a sample needs at least one type in its schema; build it with with_schema()"
         )
     labels = {t: (definitions or {}).get(t, "") for t in types} if definitions else list(types)
-    return Schema.from_config(labels)
+    return NERTask.from_labels(labels, **options)
 
 
-def record_schema(record: NERRecord) -> Schema:
-    """The protocol schema of a record whose ``schema`` has been built (``with_schema``)."""
+def record_task(record: NERRecord) -> NERTask:
+    """The NER task of a record whose ``schema`` has been built (``with_schema``)."""
     if not record.schema:
         raise ValueError(f"{record.source}: record has no schema; build it with with_schema()")
-    return protocol_schema(record.schema, record.definitions)
+    return sample_task(record.schema, record.definitions)
 
 
 def gold_entities(record: NERRecord) -> dict[str, list[str]]:
@@ -108,9 +106,14 @@ class Sample:
 
     # ----------------------------------------------------------------- the task's view
 
-    @property
-    def task_schema(self) -> Schema:
-        return protocol_schema(self.schema, self.definitions)
+    def task(self, *, reasoning: bool = True, reasoning_instruction: bool = True) -> NERTask:
+        """The NER task the sample is an example of: its schema, prompt and target."""
+        return sample_task(
+            self.schema,
+            self.definitions,
+            reasoning=reasoning,
+            reasoning_instruction=reasoning_instruction,
+        )
 
     def answer(self) -> dict[str, list[str]]:
         """The answer grouped by type, in order."""
@@ -119,15 +122,28 @@ class Sample:
             grouped.setdefault(label, []).append(mention)
         return grouped
 
-    def messages(self, *, reasoning: bool = True) -> ChatMessages:
-        """The prompt the model gets for this sample."""
-        return render_messages(self.text, self.task_schema, reasoning=reasoning)
+    def messages(
+        self,
+        *,
+        reasoning: bool = True,
+        reasoning_instruction: bool = True,
+        add_source: bool = False,
+    ) -> ChatMessages:
+        """The prompt the model gets for this sample (``NERTask.prompt``); ``add_source``
+        opens it with the name of the source dataset, as the reference's 8B SFT run does (not
+        done at inference)."""
+        task = self.task(reasoning=reasoning, reasoning_instruction=reasoning_instruction)
+        messages = task.prompt(self.text)
+        if add_source:
+            intro = f"The text comes from the {self.dataset} dataset.\n\n"
+            messages[0]["content"] = intro + messages[0]["content"]
+        return messages
 
     def completion(self, *, reasoning: bool = True) -> str:
         """The training target: the think block (when ``reasoning`` and the sample has
         reasoning) and the JSON answer."""
-        answer = render_answer(self.answer(), self.task_schema)
-        return render_completion(self.reasoning if reasoning and self.reasoning else None, answer)
+        thought = self.reasoning if reasoning and self.reasoning else None
+        return self.task().target(self.answer(), thought)
 
     # ----------------------------------------------------------------- storage
 

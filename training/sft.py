@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import typer
 from confection import Config
 
-from .chat_data import drop_overlong, load_training_data, sft_dataset
+from .chat_data import PromptOptions, drop_overlong, load_training_data, sft_dataset
 from .config import StageConfig, load_profile, parse_overrides, require
 from .curves import MetricsLog
 from .trainers import (
@@ -50,6 +50,11 @@ class SFTStageConfig(StageConfig):
     output: Path
     # false: train the JSON answer alone, without reasoning (the paper's ablation).
     reasoning: bool = True
+    # End each prompt with our line asking to reason first (the reference's has none); the
+    # assembled component must say the same ([assemble.component] reasoning_instruction).
+    reasoning_instruction: bool = True
+    # Open each prompt with the source dataset's name, as the reference's 8B SFT run does.
+    add_source: bool = False
     # Rows held back to measure the loss on (0: none).
     eval_size: int = 0
     # Continue from the last complete checkpoint in `output` after an interruption.
@@ -59,8 +64,17 @@ class SFTStageConfig(StageConfig):
     # Any SFTConfig argument (TRL and transformers).
     trainer: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def prompt_options(self) -> PromptOptions:
+        return PromptOptions(self.reasoning, self.reasoning_instruction, self.add_source)
+
     def __post_init__(self) -> None:
         require(self.eval_size >= 0, "[sft] eval_size must be >= 0")
+        require(
+            self.eval_size > 0 or self.trainer.get("eval_strategy", "no") == "no",
+            "[sft] eval_size = 0 holds back no rows to evaluate on: set [sft.trainer] "
+            'eval_strategy = "no", or hold rows back',
+        )
         from trl import SFTConfig
 
         check_keys(SFTConfig, self.trainer, "sft.trainer")
@@ -87,7 +101,7 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
     check_lora_sharding(args, lora)
     path = model_path(config.model)
     tokenizer = load_tokenizer(path, args.trust_remote_code)
-    rows = sft_dataset(load_training_data(config.dataset), config.reasoning)
+    rows = sft_dataset(load_training_data(config.dataset), config.prompt_options)
     rows = drop_overlong(rows, tokenizer, args.max_length, args.dataset_num_proc)
     if args.padding_free and not args.packing:
         # Every row fits by now; TRL refuses a max_length it would not enforce on

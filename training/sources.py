@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +24,14 @@ from spacy_reasoningner.benchmark.readers import (
 from spacy_reasoningner.protocol import MISC_LIKE_LABELS
 
 from .config import require
-from .decontamination import decontaminate, evaluation_index, refuse_evaluation_domains
+from .decontamination import (
+    DecontaminationConfig,
+    decontaminate,
+    evaluation_index,
+    evaluation_splits,
+    refuse_domain_content,
+    refuse_evaluation_domains,
+)
 from .schemas import clean_types, with_schema
 
 
@@ -113,15 +120,13 @@ def plan(
     seed: int,
     drop_types: Sequence[str],
     forbidden_datasets: Sequence[str],
-    decontaminate_against: Mapping[str, Path],
+    decontamination: DecontaminationConfig,
 ) -> Plan:
     """Read, refuse, de-duplicate, decontaminate, sample (seeded per source) and build the
     schema of every record of ``sources``."""
     loaded = [(source, *load_source(source)) for source in sources]
     refuse_evaluation_domains((r for _, rs, _ in loaded for r in rs), forbidden_datasets)
-    index = evaluation_index(
-        {name: read_records(path) for name, path in decontaminate_against.items()}
-    )
+    index = evaluation_index(evaluation_splits(decontamination, forbidden_datasets))
     result = Plan([], [])
     for source, source_records, types in loaded:
         unique: dict[str, NERRecord] = {}
@@ -129,6 +134,13 @@ def plan(
             unique.setdefault(record.text, record)
         result.duplicates[source.name] = len(source_records) - len(unique)
         clean = decontaminate(list(unique.values()), index)
+        refuse_domain_content(
+            source.name,
+            len(unique),
+            clean,
+            forbidden_datasets,
+            decontamination.max_domain_share,
+        )
         result.contaminated.update(clean.report())
         rng = random.Random(f"{seed}:{source.name}")
         chosen = clean.kept

@@ -17,16 +17,9 @@ from enum import Enum
 
 from spacy_reasoningner.backends.base import Backend, Completion, GenerationSettings
 from spacy_reasoningner.benchmark.readers import NERRecord
-from spacy_reasoningner.protocol import (
-    ChatMessages,
-    ParsedCompletion,
-    parse_completion,
-    render_answer,
-    render_messages,
-    render_user_turn,
-)
+from spacy_reasoningner.protocol import ChatMessages, ParsedCompletion
 
-from .samples import gold_entities, record_schema
+from .samples import gold_entities, record_task
 
 
 class Mode(str, Enum):
@@ -58,16 +51,12 @@ _RATIONALIZE = (
 
 
 def teacher_messages(record: NERRecord, mode: Mode) -> ChatMessages:
-    schema = record_schema(record)
+    task = record_task(record)
+    [turn] = task.prompt(record.text)
     if mode is Mode.reannotate:
-        return render_messages(record.text, schema)
-    answer = render_answer(gold_entities(record), schema)
-    return [
-        {
-            "role": "user",
-            "content": render_user_turn(record.text, schema) + _RATIONALIZE.format(answer=answer),
-        }
-    ]
+        return [turn]
+    answer = task.target(gold_entities(record))
+    return [{"role": "user", "content": turn["content"] + _RATIONALIZE.format(answer=answer)}]
 
 
 def generate_drafts(
@@ -89,9 +78,7 @@ def generate_drafts(
 
 
 def _model_draft(record: NERRecord, completion: Completion, mode: Mode, name: str) -> Draft:
-    parsed = parse_completion(
-        completion.text, record_schema(record), reasoning=completion.reasoning
-    )
+    parsed = record_task(record).parse(completion)
     entities = parsed.entities if mode is Mode.reannotate else gold_entities(record)
     return Draft(
         reasoning=parsed.reasoning,
@@ -111,7 +98,8 @@ def template_draft(record: NERRecord) -> Draft:
     in_text_order = sorted(
         (record.text.find(m), m, label) for label, mentions in entities.items() for m in mentions
     )
-    definitions = record_schema(record).definitions
+    schema = record_task(record).schema
+    definitions = schema.definitions
     lines, glossed = [], set()
     for _, mention, label in in_text_order:
         # A type's definition, when there is one, is recalled at its first mention.
@@ -122,7 +110,7 @@ def template_draft(record: NERRecord) -> Draft:
         )
         glossed.add(label)
         lines.append(f"{json.dumps(mention, ensure_ascii=False)} is a {label}{gloss}.")
-    absent = [name for name in record_schema(record).prompt_names if name not in entities]
+    absent = [name for name in schema.prompt_names if name not in entities]
     if absent:
         lines.append(f"No {', '.join(absent)} in the text.")
     if not entities:

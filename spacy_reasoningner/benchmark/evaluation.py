@@ -43,7 +43,7 @@ from spacy.util import filter_spans
 
 from ..backends.base import Identifiable, TokenCounter
 from ..component import ReasoningNER
-from ..protocol import PRF, is_misc_like, reference_answer, string_prf
+from ..protocol import PRF, is_misc_like, string_prf
 from .datasets import ZERO_SHOT_DATASETS, EvalSet
 from .overlap import OverlapError, find_overlap, overlap_message
 from .readers import NERRecord
@@ -388,16 +388,16 @@ def _score_answers(
     """The paper's metric over what the model answered: each window's completion read as
     the reference reads it, every answered string counted, nothing grounded. Gold labels are
     compared in the form the prompt showed them (lowercased, as the reference's schema)."""
-    schema = component.schema
+    task = component.task
     counts, not_json = PRF(), 0
     for record, doc in zip(records, docs, strict=True):
-        answered: list[tuple[str, str]] = []
+        mentions: list[tuple[str, str]] = []
         for window in doc._.get(component.ext["raw"]) or []:
-            answer = reference_answer(window["completion"])
+            answer = task.reference_answer(window["completion"])
             not_json += not answer.loads
-            answered.extend(answer.mentions)
-        gold = [(record.text[s:e], schema.prompt_name(label)) for s, e, label in record.entities]
-        counts += string_prf(answered, gold)
+            mentions.extend(answer.mentions)
+        gold = [(record.text[s:e], label) for s, e, label in record.entities]
+        counts += task.reference_prf(mentions, gold)
     result.reference, result.reference_counts = Scores.from_prf(counts), counts
     result.not_json = not_json
 

@@ -66,18 +66,23 @@ class OverlapError(ValueError):
 
 
 def read_training_texts(path: str | Path) -> list[str]:
-    """Texts of training data: a CG output folder or its ``samples.jsonl`` (kept samples,
-    the ones training uses), or any file the readers accept."""
+    """Texts of training data: a CG output folder or its ``samples.jsonl`` (the kept
+    samples, the ones training uses), any JSONL of objects with a ``text`` field (the GRPO
+    stage's ``prompts.jsonl``), or any file the readers accept."""
     path = Path(path)
     if path.is_dir():
         path = path / CG_LOG_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no training data to check overlap against")
-    if path.name != CG_LOG_NAME:
-        return [record.text for record in read_records(path)]
-    with path.open(encoding="utf-8") as handle:
-        entries = [json.loads(line) for line in handle if line.strip()]
-    return [e["text"] for e in entries if e.get("kept", True)]
+        raise FileNotFoundError(
+            f"{path}: no training data to check overlap against (run the stage that writes "
+            "it, or remove it from the training data list)"
+        )
+    if path.suffix == ".jsonl":
+        with path.open(encoding="utf-8") as handle:
+            entries = [json.loads(line) for line in handle if line.strip()]
+        if entries and all("text" in e for e in entries):
+            return [e["text"] for e in entries if e.get("kept", True)]
+    return [record.text for record in read_records(path)]
 
 
 def find_overlap(
