@@ -347,6 +347,13 @@ def parse_completion(
     return result
 
 
+def json_objects(text: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects in ``text``, left to right, read (and repaired) as answers are: for
+    other model output, such as a judge's scores. Never raises; linear time."""
+    for found in _ObjectSearch(text).objects(_OBJECT_START):
+        yield found.value
+
+
 def _clean(text: str) -> str:
     """Text without unpaired surrogates (from ``\\ud800`` escapes), which UTF-8 cannot write."""
     return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text

@@ -419,3 +419,11 @@ def test_escapes_and_surrogates_read_as_json_does():
 def test_repairs_are_flagged_only_when_made():
     assert parse('{"entities": {"person": ["Ada"]}} trailing {').issues == [ISSUE_PROSE]
     assert ISSUE_REPAIRED in parse('{"entities": {"person": ["A\nda"]}}').issues
+
+
+def test_json_objects_reads_any_model_output_safely():
+    from spacy_reasoningner.protocol import json_objects
+
+    text = 'Scores: {"coherence": 9} and {accuracy: 8,} then ' + "{" * 50_000 + "[" * 5000
+    assert list(json_objects(text))[:2] == [{"coherence": 9}, {"accuracy": 8}]
+    assert grows_linearly(lambda size: list(json_objects('{"a": [' * size)), 2_000, 32_000)
