@@ -21,16 +21,28 @@ import json
 import logging
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from .backends.base import Backend, BackendError, Completion, FinishReason, GenerationSettings
+from .backends.base import (
+    AnswerFormat,
+    Backend,
+    BackendError,
+    Completion,
+    Constrainable,
+    ConstrainableBackend,
+    GenerationSettings,
+    Identifiable,
+    completion_problem,
+    generate,
+)
 from .protocol import ChatMessages
 
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1  # bump when the key or the stored value changes meaning
+CACHE_FORMAT = 2  # bump when the key or the stored value changes meaning
 
 
 class CacheError(RuntimeError):
@@ -63,12 +75,20 @@ class ResponseCache:
             ) from error
 
     @staticmethod
-    def key(identity: dict[str, Any], messages: ChatMessages, settings: GenerationSettings) -> str:
+    def key(
+        identity: dict[str, Any],
+        messages: ChatMessages,
+        settings: GenerationSettings,
+        answer: dict[str, Any] | None = None,
+    ) -> str:
+        """``answer``: what else shapes the answer (reasoning, JSON Schema, the sample's
+        number among repeats of the prompt), for backends that act on it."""
         payload = {
             "format": CACHE_FORMAT,
             "identity": identity,
             "messages": messages,
             "settings": dataclasses.asdict(settings),
+            "answer": answer,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -100,7 +120,11 @@ class ResponseCache:
 
     def put_many(self, items: dict[str, Completion]) -> None:
         """Store the well-formed completions of ``items`` (others are left out)."""
-        rows = [(k, json.dumps(dataclasses.asdict(c))) for k, c in items.items() if _is_valid(c)]
+        rows = [
+            (k, json.dumps(dataclasses.asdict(c)))
+            for k, c in items.items()
+            if completion_problem(c) is None
+        ]
         if not rows:
             return
         with self._lock:
@@ -129,39 +153,23 @@ class ResponseCache:
             return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
 
 
-_FINISH_REASONS = frozenset(get_args(FinishReason))
-
-
-def _is_valid(completion: Any) -> bool:
-    """A Completion whose fields have the types they promise (as a server or a backend may
-    break them: ``"content": 5``)."""
-    return (
-        isinstance(completion, Completion)
-        and isinstance(completion.text, str)
-        and completion.finish_reason in _FINISH_REASONS
-        and isinstance(completion.reasoning, (str, type(None)))
-        and isinstance(completion.prompt, (str, type(None)))
-        and (
-            completion.n_tokens is None
-            or (isinstance(completion.n_tokens, int) and not isinstance(completion.n_tokens, bool))
-        )
-    )
-
-
 def _read(value: str) -> Completion | None:
     try:
-        fields = json.loads(value)
-        completion = Completion(**fields)
+        completion = Completion(**json.loads(value))
     except (ValueError, TypeError, RecursionError):  # not JSON, not an object, other fields
         return None
-    return completion if _is_valid(completion) else None
+    return completion if completion_problem(completion) is None else None
 
 
-class CachedBackend:
-    """Serves cached completions and sends only the misses to the wrapped backend."""
+class CachedBackend(ConstrainableBackend):
+    """Serves cached completions and sends only the misses to the wrapped backend.
+
+    The same prompt repeated within one call is sampled repeatedly (confidence voting), so
+    each repeat has its own entry: the n-th repeat is keyed with its number.
+    """
 
     def __init__(self, backend: Backend, cache: ResponseCache):
-        if not hasattr(backend, "identity"):
+        if not isinstance(backend, Identifiable):
             raise ValueError(
                 f"backend {type(backend).__name__} has no 'identity' property, so its answers "
                 "cannot be cached safely: add one (engine, model, settings; no secrets) or turn "
@@ -170,22 +178,45 @@ class CachedBackend:
         self.backend = backend
         self.cache = cache
 
-    def generate(
-        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    def generate_constrained(
+        self,
+        prompts: Sequence[ChatMessages],
+        settings: GenerationSettings,
+        answer_format: AnswerFormat,
     ) -> list[Completion]:
         identity = self.backend.identity
-        keys = [self.cache.key(identity, p, settings) for p in prompts]
+        shaped = isinstance(self.backend, Constrainable)
+        repeats: Counter[str] = Counter()
+        keys = []
+        for i, prompt in enumerate(prompts):
+            answer = (
+                {"reasoning": answer_format.reasoning, "schema": answer_format.schema(i)}
+                if shaped
+                else None
+            )
+            key = self.cache.key(identity, prompt, settings, answer)
+            repeats[key] += 1
+            if repeats[key] > 1:
+                key = self.cache.key(
+                    identity, prompt, settings, {**(answer or {}), "repeat": repeats[key]}
+                )
+            keys.append(key)
         known = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
+            subset = [prompts[i] for i in missing]
+            schemas = tuple(answer_format.schema(i) for i in missing)
             try:
-                fresh = self.backend.generate([prompts[i] for i in missing], settings)
+                fresh = generate(
+                    self.backend,
+                    subset,
+                    settings,
+                    AnswerFormat(answer_format.reasoning, schemas if answer_format.schemas else ()),
+                )
             except BackendError as error:
                 self.cache.put_many({keys[missing[j]]: c for j, c in error.completed.items()})
                 raise
-            if len(fresh) != len(missing):
-                return fresh  # the caller reports the count mismatch; nothing is stored
-            new = dict(zip((keys[i] for i in missing), fresh, strict=True))
+            new = {keys[i]: c for i, c in zip(missing, fresh, strict=True)}
             self.cache.put_many(new)
             known.update(new)
         return [known[k] for k in keys]

@@ -8,18 +8,18 @@ One module owns the format so it cannot drift between training and inference:
 * ``parse_completion``: reasoning + ``{"entities": {label: [mention, ...]}}`` out of whatever
   the model wrote, tolerant of the usual ways small models get it wrong, with every deviation
   recorded in ``ParsedCompletion.issues``;
-* ``normalize_mention`` and ``PRF``/``string_prf``: the paper's string-level metric.
+* ``normalize_mention`` and ``PRF``/``string_prf``: the paper's string-level metric, and
+  ``reference_answer``: a completion read exactly as the reference implementation reads it
+  for that metric and its GRPO rewards (strict JSON, nothing repaired).
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
 import json
 import math
 import re
-import sys
-import unicodedata
+import string
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +27,8 @@ from typing import Any
 ChatMessages = list[dict[str, str]]
 
 # Type names that the reference drops from the schema and from gold ("misc-like"), plus
-# "miscellaneous", the same type under the natural naming of the labels.json files.
+# "miscellaneous", the same type under the natural naming of the labels.json files. The one
+# list: training profiles and the benchmark code import it (see ``is_misc_like``).
 MISC_LIKE_LABELS = frozenset({"na", "n a", "misc", "miscellaneous", "else", "other", "nan"})
 
 # ChatML, used for models that ship without a chat template (training uses the same one).
@@ -44,6 +45,12 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 def label_key(label: str) -> str:
     """The form under which a label is compared: case, spacing and underscores do not matter."""
     return " ".join(label.replace("_", " ").split()).lower()
+
+
+def is_misc_like(label: str) -> bool:
+    """True for the catch-all types the reference leaves out of schemas and gold
+    (``MISC_LIKE_LABELS``, compared as ``label_key``); the one rule every stage imports."""
+    return label_key(label) in MISC_LIKE_LABELS
 
 
 @dataclass(frozen=True)
@@ -169,7 +176,19 @@ def render_messages(text: str, schema: Schema, *, reasoning: bool = True) -> Cha
     return [{"role": "user", "content": render_user_turn(text, schema, reasoning=reasoning)}]
 
 
-def render_prompt(tokenizer: Any, messages: ChatMessages, **template_kwargs: Any) -> str:
+def template_kwargs(kwargs: Mapping[str, Any], *, reasoning: bool) -> dict[str, Any]:
+    """Chat-template arguments for a prompt with or without reasoning: without, Qwen3-style
+    templates get ``enable_thinking=False`` (they then open an empty think block); a value
+    the user set wins."""
+    result = dict(kwargs)
+    if not reasoning:
+        result.setdefault("enable_thinking", False)
+    return result
+
+
+def render_prompt(
+    tokenizer: Any, messages: ChatMessages, *, reasoning: bool = True, **kwargs: Any
+) -> str:
     """Apply the tokenizer's chat template (ChatML when the tokenizer has none)."""
     template = None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE
     return tokenizer.apply_chat_template(
@@ -177,7 +196,7 @@ def render_prompt(tokenizer: Any, messages: ChatMessages, **template_kwargs: Any
         tokenize=False,
         add_generation_prompt=True,
         chat_template=template,
-        **template_kwargs,
+        **template_kwargs(kwargs, reasoning=reasoning),
     )
 
 
@@ -758,17 +777,15 @@ class _Invalid(Exception):
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
-@functools.cache
-def _punctuation_table() -> dict[int, None]:
-    """Every Unicode punctuation character (categories P*), for ``str.translate``."""
-    return dict.fromkeys(
-        c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")
-    )
+# The reference removes ASCII punctuation only (Python's ``string.punctuation``): curly
+# quotes, dashes and other Unicode punctuation stay part of a mention.
+_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def normalize_mention(text: str) -> str:
-    """The reference's normalization: lowercase, drop punctuation and articles, squash spaces."""
-    text = text.lower().translate(_punctuation_table())
+    """The reference's normalization: lowercase, drop ASCII punctuation and the articles
+    a/an/the, squash whitespace."""
+    text = text.lower().translate(_ASCII_PUNCTUATION)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
@@ -807,3 +824,68 @@ def string_prf(predicted: Iterable[tuple[str, str]], gold: Iterable[tuple[str, s
     """Counts of the paper's metric for one sentence, from (mention, label) pairs."""
     pred_set, gold_set = entity_set(predicted), entity_set(gold)
     return PRF(len(pred_set & gold_set), len(pred_set), len(gold_set))
+
+
+# --------------------------------------------------------------------------- the reference's reading
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_JSON_FENCE = re.compile(r"```json(.*?)```", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ReferenceAnswer:
+    """A completion as the reference implementation (HuiResearch/ReasoningIE) reads it for
+    its string-level metric and its GRPO rewards.
+
+    ``loads``: ``json.loads`` accepted the answer text (think blocks removed, an
+    ``<answer>`` block or a json fence taken when present); prose around it, single quotes,
+    trailing commas or a cut answer fail, and nothing is repaired. ``readable``: reading the
+    entities from the value raised nothing in the reference either (``entities`` is not an
+    object, or a label holds a number, make the reference fail: no credit at all).
+    ``mentions``: (mention, label) pairs, mentions stripped, labels lowercased and
+    stripped, in the order written; only string items count.
+    """
+
+    loads: bool
+    readable: bool
+    mentions: tuple[tuple[str, str], ...] = ()
+
+    def in_schema(self, names: Iterable[str]) -> bool:
+        """The reference's schema check: the answer loads and every label is a schema name
+        (compared lowercased and stripped); an answer without entities passes."""
+        allowed = {name.strip().lower() for name in names}
+        return self.loads and self.readable and all(label in allowed for _, label in self.mentions)
+
+
+def reference_answer(completion: str) -> ReferenceAnswer:
+    """Read ``completion`` exactly as the reference does (see ``ReferenceAnswer``)."""
+    text = completion
+    if "<think>" in text or "</think>" in text:
+        text = _THINK_BLOCK.sub("", text).replace("<think>", "").replace("</think>", "")
+    if "<answer>" in text:
+        blocks = _ANSWER_BLOCK.findall(text)
+        text = blocks[0] if blocks else text.replace("<answer>", "").replace("</answer>", "")
+    if "```json" in text:
+        fenced = _JSON_FENCE.findall(text)
+        if not fenced:  # an unclosed fence: the reference fails on it
+            return ReferenceAnswer(loads=False, readable=False)
+        text = fenced[0]
+    try:
+        value = json.loads(text.strip())
+    except ValueError:
+        return ReferenceAnswer(loads=False, readable=False)
+    if not isinstance(value, dict):
+        return ReferenceAnswer(loads=True, readable=True)  # read as no entities
+    entities = value.get("entities", {})
+    if not isinstance(entities, dict):
+        return ReferenceAnswer(loads=True, readable=False)
+    mentions = []
+    for label, items in entities.items():
+        # The reference iterates whatever a label holds: list items, the characters of a
+        # string, the keys of an object; a number, true/false or null raise.
+        if not isinstance(items, (list, str, dict)):
+            return ReferenceAnswer(loads=True, readable=False)
+        label_name = label.strip().lower()
+        mentions.extend((item.strip(), label_name) for item in items if isinstance(item, str))
+    return ReferenceAnswer(loads=True, readable=True, mentions=tuple(mentions))

@@ -21,7 +21,8 @@ from spacy_reasoningner.protocol import (
     string_prf,
 )
 
-from .teacher import Draft, gold_entities, record_schema
+from .samples import gold_entities, record_schema
+from .teacher import Draft
 
 # Check names, as they appear in the per-sample log and the report.
 PARSED = "parsed"

@@ -30,9 +30,15 @@ from typing import Any
 import httpcore
 import httpx
 
-from ..protocol import ChatMessages
+from ..protocol import ChatMessages, template_kwargs
 from ..registry import backends
-from .base import BackendError, Completion, GenerationSettings
+from .base import (
+    AnswerFormat,
+    BackendError,
+    Completion,
+    ConstrainableBackend,
+    GenerationSettings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +48,7 @@ EXCERPT_CHARS = 200  # of a response body, in errors and warnings
 
 
 @backends.register("reasoning_ner.OpenAI.v1")
-class OpenAIBackend:
+class OpenAIBackend(ConstrainableBackend):
     """A server speaking the OpenAI chat completions API.
 
     model: the served model name (what ``vllm serve``, Ollama or the provider calls it).
@@ -115,15 +121,22 @@ class OpenAIBackend:
                 self._client = httpx.Client(timeout=self.timeout, transport=transport)
             return self._client
 
-    def generate(
-        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    def generate_constrained(
+        self,
+        prompts: Sequence[ChatMessages],
+        settings: GenerationSettings,
+        answer_format: AnswerFormat,
     ) -> list[Completion]:
-        """All completions of the batch, or a ``BackendError`` carrying the ones that finished."""
+        """All completions of the batch, or a ``BackendError`` carrying the ones that finished.
+        Without reasoning the server's chat template gets ``enable_thinking=False``."""
         results: dict[int, Completion] = {}
+        template = template_kwargs(settings.chat_template_kwargs, reasoning=answer_format.reasoning)
         with ThreadPoolExecutor(
             max_workers=min(self.max_concurrency, max(len(prompts), 1))
         ) as pool:
-            futures = {pool.submit(self._complete, p, settings): i for i, p in enumerate(prompts)}
+            futures = {
+                pool.submit(self._complete, p, settings, template): i for i, p in enumerate(prompts)
+            }
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failure = next((f.exception() for f in done if f.exception()), None)
             if failure is not None:
@@ -140,7 +153,9 @@ class OpenAIBackend:
             raise BackendError(f"request to {self.base_url} failed: {message}", completed=results)
         return [results[i] for i in range(len(prompts))]
 
-    def _complete(self, messages: ChatMessages, settings: GenerationSettings) -> Completion:
+    def _complete(
+        self, messages: ChatMessages, settings: GenerationSettings, template: dict[str, Any]
+    ) -> Completion:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -152,8 +167,8 @@ class OpenAIBackend:
             body["stop"] = list(settings.stop)
         if settings.seed is not None:
             body["seed"] = settings.seed
-        if settings.chat_template_kwargs and self.send_chat_template_kwargs:
-            body["chat_template_kwargs"] = settings.chat_template_kwargs
+        if template and self.send_chat_template_kwargs:
+            body["chat_template_kwargs"] = template
         body.update(self.extra_body)
         content = self._post("/chat/completions", body)
         return self._read_choice(self._json(content), content)
