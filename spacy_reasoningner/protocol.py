@@ -828,9 +828,32 @@ def string_prf(predicted: Iterable[tuple[str, str]], gold: Iterable[tuple[str, s
 
 # --------------------------------------------------------------------------- the reference's reading
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_JSON_FENCE = re.compile(r"```json(.*?)```", re.DOTALL)
+# The reference's regular expressions, read in linear time: it applies r"<think>.*?</think>"
+# (removed), r"<answer>(.*?)</answer>" and r"```json(.*?)```" (first match) with DOTALL,
+# which rescan the rest of the text from every unclosed opening tag.
+
+
+def _first_between(text: str, opening: str, closing: str) -> str | None:
+    """The first match of ``opening(.*?)closing``, or None. If the first opening tag has no
+    closing one after it, no later one has: there is no match."""
+    start = text.find(opening)
+    if start < 0:
+        return None
+    end = text.find(closing, start + len(opening))
+    return None if end < 0 else text[start + len(opening) : end]
+
+
+def _without_blocks(text: str, opening: str, closing: str) -> str:
+    """``text`` with every match of ``opening.*?closing`` removed."""
+    parts, position = [], 0
+    while (start := text.find(opening, position)) >= 0:
+        end = text.find(closing, start + len(opening))
+        if end < 0:
+            break
+        parts.append(text[position:start])
+        position = end + len(closing)
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -862,18 +885,19 @@ def reference_answer(completion: str) -> ReferenceAnswer:
     """Read ``completion`` exactly as the reference does (see ``ReferenceAnswer``)."""
     text = completion
     if "<think>" in text or "</think>" in text:
-        text = _THINK_BLOCK.sub("", text).replace("<think>", "").replace("</think>", "")
+        text = _without_blocks(text, "<think>", "</think>")
+        text = text.replace("<think>", "").replace("</think>", "")
     if "<answer>" in text:
-        blocks = _ANSWER_BLOCK.findall(text)
-        text = blocks[0] if blocks else text.replace("<answer>", "").replace("</answer>", "")
+        block = _first_between(text, "<answer>", "</answer>")
+        text = block if block is not None else text.replace("<answer>", "").replace("</answer>", "")
     if "```json" in text:
-        fenced = _JSON_FENCE.findall(text)
-        if not fenced:  # an unclosed fence: the reference fails on it
+        fenced = _first_between(text, "```json", "```")
+        if fenced is None:  # an unclosed fence: the reference fails on it
             return ReferenceAnswer(loads=False, readable=False)
-        text = fenced[0]
+        text = fenced
     try:
         value = json.loads(text.strip())
-    except ValueError:
+    except (ValueError, RecursionError):  # the reference fails on these too (nesting: deep)
         return ReferenceAnswer(loads=False, readable=False)
     if not isinstance(value, dict):
         return ReferenceAnswer(loads=True, readable=True)  # read as no entities
