@@ -21,7 +21,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import SimpleFrozenList, minibatch
 
-from .alignment import dedupe_spans
+from .alignment import Unaligned, dedupe_spans
 from .backends.base import (
     Backend,
     GenerationSettings,
@@ -38,7 +38,13 @@ from .task import NERTask, WindowReading
 logger = logging.getLogger(__name__)
 
 # What each Doc extension holds when nothing was set.
-_EXTENSION_DEFAULTS = {"reasoning": "", "unaligned": None, "truncated": False, "raw": None}
+_EXTENSION_DEFAULTS = {
+    "reasoning": "",
+    "unaligned": None,
+    "truncated": False,
+    "raw": None,
+    "issues": None,
+}
 
 
 @Language.factory(
@@ -153,8 +159,14 @@ class ReasoningNER(Pipe):
         """Per Doc, what the model said about each of its windows; modifies nothing."""
         task = self._require_task()
         texts = [doc.text for doc in docs]  # rebuilt by spaCy on each access: read once
-        plans = [
-            plan_windows(doc, self.settings.max_chars, self.settings.window_overlap, text=text)
+        plans = [  # windows of whitespace only say nothing: no backend call for them
+            [
+                window
+                for window in plan_windows(
+                    doc, self.settings.max_chars, self.settings.window_overlap, text=text
+                )
+                if not text[window.start : window.end].isspace() and window.end > window.start
+            ]
             for doc, text in zip(docs, texts, strict=True)
         ]
         pieces = [
@@ -194,8 +206,9 @@ class ReasoningNER(Pipe):
         if self.settings.spans_key is not None:
             doc.spans[self.settings.spans_key] = candidates
         doc._.set(self.ext["reasoning"], "\n\n".join(r.reasoning for r in readings if r.reasoning))
-        unaligned = list(dict.fromkeys(u for r in readings for u in r.unaligned))
-        doc._.set(self.ext["unaligned"], [u.to_dict() for u in unaligned])
+        doc._.set(self.ext["unaligned"], [u.to_dict() for u in _unaligned(readings)])
+        issues = dict.fromkeys(issue for r in readings for issue in r.parsed.issues)
+        doc._.set(self.ext["issues"], list(issues))
         truncated = any(r.completion.truncated for r in readings)
         doc._.set(self.ext["truncated"], truncated)
         if truncated:
@@ -213,9 +226,12 @@ class ReasoningNER(Pipe):
         stats["docs"] += 1
         for r in readings:
             stats["windows"] += 1
-            stats["mentions"] += len(r.parsed.mentions()) + len(r.parsed.out_of_schema)
+            parsed = r.parsed
+            stats["mentions"] += (
+                len(parsed.mentions()) + len(parsed.out_of_schema) + len(parsed.rejected)
+            )
             stats["unaligned"] += len(r.unaligned)
-            stats["unparsed"] += not r.parsed.parsed
+            stats["unparsed"] += not parsed.parsed
             stats["truncated"] += r.completion.truncated
 
     # ----------------------------------------------------------------- serialization
@@ -256,6 +272,17 @@ class ReasoningNER(Pipe):
         raise NotImplementedError(
             f"{self.name} holds model weights on disk: use nlp.to_disk / spacy.load instead of from_bytes"
         )
+
+
+def _unaligned(readings: list[WindowReading]) -> list[Unaligned]:
+    """The mentions of a Doc's windows that no window could ground, each once: a window that
+    names a mention its text lacks is not a loss when another window grounded it."""
+    grounded = set()
+    for r in readings:
+        missed = {(u.text, u.label) for u in r.unaligned}
+        grounded.update(m for m in r.parsed.mentions() if m not in missed)
+    unaligned = (u for r in readings for u in r.unaligned)
+    return list(dict.fromkeys(u for u in unaligned if (u.text, u.label) not in grounded))
 
 
 def _raw(window: Window, reading: WindowReading) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from .backends.base import Backend, GenerationSettings
 EntsFilter = Callable[[Iterable[Span], Iterable[Span]], list[Span]]
 
 # Names of the Doc extensions, by what they hold.
-EXTENSIONS = ("reasoning", "unaligned", "truncated", "raw")
+EXTENSIONS = ("reasoning", "unaligned", "truncated", "raw", "issues")
 
 
 def setting(doc: str, default: Any = MISSING, *, config: Any = MISSING) -> Any:
@@ -108,6 +108,11 @@ class ComponentSettings:
     )
     raw_attr: str = setting(
         "name of the Doc extension with the prompts and completions (`keep_raw`)", "ner_raw"
+    )
+    issues_attr: str = setting(
+        "name of the Doc extension listing how the answers departed from the protocol "
+        "(each issue once)",
+        "ner_issues",
     )
 
     def __post_init__(self) -> None:
