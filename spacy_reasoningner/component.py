@@ -25,6 +25,7 @@ from .alignment import Unaligned, dedupe_spans
 from .backends.base import (
     Backend,
     GenerationSettings,
+    GuardsSavedSettings,
     Loadable,
     SerializableBackend,
     generate,
@@ -34,6 +35,7 @@ from .protocol import Schema
 from .settings import ComponentSettings, forwards_settings
 from .sharding import Window, plan_windows
 from .task import NERTask, WindowReading
+from .trust import SavedPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -248,8 +250,13 @@ class ReasoningNER(Pipe):
         self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()
     ) -> ReasoningNER:
         """Restore what ``to_disk`` wrote: the saved labels win over the config's (they are
-        the ones in effect when the pipeline was saved, e.g. given to ``initialize``)."""
+        the ones in effect when the pipeline was saved, e.g. given to ``initialize``). Backend
+        settings from the saved config that run shipped code or send a key elsewhere need
+        the user's consent first (see ``trust``)."""
         path = Path(path)
+        saved = SavedPipeline.read(path.parent, self.name)
+        if saved is not None and isinstance(self.backend, GuardsSavedSettings):
+            self.backend.check_saved_settings(saved)  # before the backend loads anything
         cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
         if cfg.get("labels"):
             self.set_labels(cfg["labels"])

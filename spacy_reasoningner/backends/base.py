@@ -14,7 +14,10 @@ can do is a small capability, a runtime-checkable Protocol the component tests w
 * ``Constrainable``: ``generate_constrained(prompts, settings, answer_format)``, which also
   receives the task's ``AnswerFormat``: whether the prompts ask for reasoning first, and per
   prompt the JSON Schema its answer must follow (for constrained decoding);
-* ``TokenCounter``: ``count_tokens(text)`` with the model's tokenizer.
+* ``TokenCounter``: ``count_tokens(text)`` with the model's tokenizer;
+* ``GuardsSavedSettings``: ``check_saved_settings(saved)``, told when its settings come from
+  a saved pipeline's config, so settings that act beyond the folder (run shipped code, send
+  a key to a host) need the user's consent (see ``trust``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 from ..protocol import ChatMessages
+
+if TYPE_CHECKING:
+    from ..trust import SavedPipeline
 
 FinishReason = Literal["stop", "length"]
 
@@ -228,6 +234,16 @@ class SerializableBackend(Protocol):
     def to_disk(self, path: Path) -> None: ...
 
     def from_disk(self, path: Path) -> None: ...
+
+
+@runtime_checkable
+class GuardsSavedSettings(Protocol):
+    """A backend with settings that act beyond the pipeline folder. The component calls
+    ``check_saved_settings`` when it loads a saved pipeline, before the backend loads
+    anything: it raises ``trust.UntrustedPipelineError``, or restricts what the saved
+    settings would do, unless the user allowed it at load time."""
+
+    def check_saved_settings(self, saved: SavedPipeline) -> None: ...
 
 
 def generate(
