@@ -554,10 +554,8 @@ def _read_entities(
     seen: set[tuple[str, str]] = set()
     for label, item in pairs:
         if item.__class__ is not str:
-            if (
-                isinstance(item, (int, float))
-                and not isinstance(item, bool)
-                and math.isfinite(item)
+            if (isinstance(item, int) and not isinstance(item, bool)) or (
+                isinstance(item, float) and math.isfinite(item)  # not nan or inf
             ):
                 item = str(item)
             elif item is None:

@@ -341,6 +341,7 @@ def test_answer_json_schema_allows_only_schema_labels():
         '{"entities": {"person": ' + "[" * 500,  # the reader used to recurse per bracket
         '{"entities": {"person": ["Ada", ' + "[" * 5000 + "]" * 5000 + "]}}",  # valid, deep
         '{"entities": {"person": [' + "1" * 5000 + "]}}",  # int() refuses 4300+ digits
+        '{"entities": {"person": [' + "1" * 310 + "]}}",  # too large for a float
         '{"entities": {"person": [1e999, NaN]}}',
     ],
 )
