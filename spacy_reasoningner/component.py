@@ -284,6 +284,8 @@ class ReasoningNER(Pipe):
 def _unaligned(readings: list[WindowReading]) -> list[Unaligned]:
     """The mentions of a Doc's windows that no window could ground, each once: a window that
     names a mention its text lacks is not a loss when another window grounded it."""
+    if len(readings) == 1:
+        return list(dict.fromkeys(readings[0].unaligned))
     grounded = set()
     for r in readings:
         missed = {(u.text, u.label) for u in r.unaligned}

@@ -341,6 +341,9 @@ def parse_completion(
     last ``</think>`` holds no complete answer, an answer object with a tag inside is taken.
     """
     completion = completion or ""
+    # Unpaired surrogates come from the text itself or from \\u escapes: look once.
+    plain = completion.isascii() and "\\u" not in completion
+    clean = _as_is if plain and (reasoning or "").isascii() else _clean
     thought, answer, issues = split_reasoning(completion, reasoning)
     found = _find_answer(answer)
     if _rank(found) < _COMPLETE and (THINK_CLOSE in completion or THINK_OPEN in completion):
@@ -348,20 +351,18 @@ def parse_completion(
         if alternative is not None and _rank(alternative[2]) > _rank(found):
             thought, answer, found = alternative
             issues = []
-    result = ParsedCompletion(reasoning=_clean(thought), entities={}, issues=issues)
+    result = ParsedCompletion(reasoning=clean(thought), entities={}, issues=issues)
     if found is None:
         if not issues:
             result.issues.append(ISSUE_EMPTY if not (answer or thought) else ISSUE_NO_JSON)
         return result
     result.issues.extend(found.issues)
-    leftover = _MARKUP.sub("", answer[: found.start] + answer[found.end :])
-    if leftover.strip():
+    outside = answer[: found.start] + answer[found.end :]
+    if outside and _MARKUP.sub("", outside).strip():
         result.issues.append(ISSUE_PROSE)
         if not thought:  # without a think block, prose before the JSON is the reasoning
-            result.reasoning = _clean(_MARKUP.sub("", answer[: found.start]).strip())
-    # Unpaired surrogates come only from the text itself or from \\u escapes: look once.
-    maybe_surrogates = "\\u" in answer or _LONE_SURROGATE.search(answer) is not None
-    _read_entities(found.value, schema, result, _clean if maybe_surrogates else str)
+            result.reasoning = clean(_MARKUP.sub("", answer[: found.start]).strip())
+    _read_entities(found.value, schema, result, clean)
     result.issues[:] = list(dict.fromkeys(result.issues))
     return result
 
@@ -376,6 +377,10 @@ def json_objects(text: str) -> Iterator[dict[str, Any]]:
 def _clean(text: str) -> str:
     """Text without unpaired surrogates (from ``\\ud800`` escapes), which UTF-8 cannot write."""
     return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 @dataclass
@@ -405,8 +410,19 @@ def _find_answer(answer: str, inside_tags: Sequence[int] = ()) -> _Found | None:
     ``<answer>`` tag, then one inside a fence, preferred), else the first object holding
     entities anywhere, else the first object. With ``inside_tags``, only an answer object
     containing one of those positions."""
+    if not inside_tags and answer.startswith("{"):  # the usual case: the answer is the object
+        try:
+            value, end = _DECODER.raw_decode(answer, 0)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            if end == len(answer) and isinstance(value, dict) and "entities" in value:
+                return _Found(value, 0, end, [])
     search = _ObjectSearch(answer)
-    regions = [_Regions(_ANSWER_TAG, answer), _Regions(_FENCE, answer)]  # best first
+    regions = [  # best first; most answers have neither
+        _Regions(_ANSWER_TAG if "<" in answer else None, answer),
+        _Regions(_FENCE if "```" in answer else None, answer),
+    ]
     best, best_level = None, -1
     for found in search.objects(_ANSWER_START):
         if inside_tags and not _contains_any(found, inside_tags):
@@ -429,8 +445,8 @@ def _find_answer(answer: str, inside_tags: Sequence[int] = ()) -> _Found | None:
 class _Regions:
     """The spans of a pattern's matches in a text, for 'does this position lie inside one'."""
 
-    def __init__(self, pattern: re.Pattern[str], text: str):
-        spans = [m.span() for m in pattern.finditer(text)]
+    def __init__(self, pattern: re.Pattern[str] | None, text: str):
+        spans = [m.span() for m in pattern.finditer(text)] if pattern else []
         self.starts = [s for s, _ in spans]
         self.ends = [e for _, e in spans]
 

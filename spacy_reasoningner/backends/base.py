@@ -128,9 +128,21 @@ class Completion:
         return self.finish_reason == "length"
 
 
+_FINISH_REASONS = frozenset(get_args(FinishReason))
+
+
 def completion_problem(completion: Any) -> str | None:
     """What is wrong with ``completion`` (not a Completion, fields of the wrong type, as a
     server or a backend may send them: ``"content": 5``), or None when it is well-formed."""
+    if (  # the usual case, checked cheaply: it runs for every completion
+        type(completion) is Completion
+        and type(completion.text) is str
+        and completion.finish_reason in _FINISH_REASONS
+        and (completion.reasoning is None or type(completion.reasoning) is str)
+        and (completion.prompt is None or type(completion.prompt) is str)
+        and (completion.n_tokens is None or type(completion.n_tokens) is int)
+    ):
+        return None
     if not isinstance(completion, Completion):
         return f"an object of type {type(completion).__name__} instead of a Completion"
     expected = {
@@ -143,7 +155,7 @@ def completion_problem(completion: Any) -> str | None:
         value = getattr(completion, name)
         if not isinstance(value, types) or isinstance(value, bool):
             return f"a Completion whose {name} is of type {type(value).__name__}"
-    if completion.finish_reason not in get_args(FinishReason):
+    if completion.finish_reason not in _FINISH_REASONS:
         return f"a Completion whose finish_reason is {completion.finish_reason!r}"
     return None
 

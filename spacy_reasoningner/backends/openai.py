@@ -397,6 +397,8 @@ class _BodyReader:
     def finish(self, server: str) -> bytes:
         if self._inflate is not None:  # all input is consumed by now: little or nothing left
             self._keep(self._inflate.flush(), server)
+            if not self._inflate.eof:
+                raise httpx.DecodingError("compressed body ends before the end of its stream")
         return b"".join(self._parts)
 
     def _keep(self, data: bytes, server: str) -> None:
