@@ -1,5 +1,6 @@
-"""Command line interface: ``spacy-reasoningner predict`` (texts in, JSONL out), ``evaluate``
-(benchmark datasets in, scores out) and ``info``.
+"""Command line interface: ``spacy-reasoningner predict`` (texts in, JSONL out), ``annotate``
+(a corpus in, resumable DocBin shards out, locally or on Ray), ``evaluate`` (benchmark
+datasets in, scores out) and ``info``.
 
 A thin layer over spaCy: it reads documents, builds (or loads) a pipeline with a
 ``reasoning_ner`` component, runs ``nlp.pipe`` and writes one JSON object per document.
@@ -302,6 +303,190 @@ def evaluate(
     if output is not None:
         paths = result.save(output)
         typer.echo(f"wrote {', '.join(str(p) for p in paths)}", err=True)
+
+
+class CorpusFormat(str, Enum):
+    auto = "auto"
+    text = "text"
+    jsonl = "jsonl"
+    docbin = "docbin"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+EXIT_REJECTS = 3  # annotate finished, but some documents were rejected
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def annotate(
+    inputs: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="INPUT... [--section.key VALUE ...]",
+            help="Files, folders (searched for .txt, .jsonl, .ndjson, .spacy) or quoted glob "
+            "patterns ('corpus/*.jsonl'). Config overrides for the pipeline, spaCy-style, go "
+            "after them: --components.reasoning_ner.generation.max_new_tokens 1024.",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option("--output", "-o", file_okay=False, metavar="DIR", help="Output folder."),
+    ],
+    pipeline: Annotated[
+        str | None,
+        typer.Option(metavar="PATH", help="A saved pipeline (or package) with a reasoning_ner."),
+    ] = None,
+    labels: Annotated[
+        str | None,
+        typer.Option(help="Entity types, comma-separated (replace a --pipeline's labels)."),
+    ] = None,
+    labels_file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, metavar="FILE", help="Entity types as JSON."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model reference of a new pipeline (default: the package default)."),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            metavar="JSON",
+            help="A backend block replacing the pipeline's, e.g. "
+            '\'{"@reasoning_ner_backends": "reasoning_ner.VLLM.v1", "model": "Qwen/Qwen3-8B"}\'.',
+        ),
+    ] = None,
+    code: Annotated[
+        list[Path] | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            metavar="FILE",
+            help="Python file registering functions (a custom backend); every worker imports it.",
+        ),
+    ] = None,
+    input_format: Annotated[
+        CorpusFormat, typer.Option("--format", help="Input format (auto: by file suffix).")
+    ] = CorpusFormat.auto,
+    text_field: Annotated[str, typer.Option(help="JSONL field holding the text.")] = "text",
+    shard_size: Annotated[
+        int, typer.Option(min=1, help="Documents per output shard (unit of retry and resume).")
+    ] = 1000,
+    jsonl: Annotated[
+        bool, typer.Option("--jsonl", help="Also write each shard as JSON lines.")
+    ] = False,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Documents per backend call.")
+    ] = None,
+    cache: Annotated[
+        Path | None,
+        typer.Option(metavar="PATH", help="Response cache (default: OUTPUT/cache)."),
+    ] = None,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Keep no completions between runs.")
+    ] = False,
+    keep_going: Annotated[
+        bool,
+        typer.Option(
+            "--keep-going",
+            help="Reject the documents of a shard where all fail, instead of stopping.",
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Start over if OUTPUT holds a run with other settings."),
+    ] = False,
+    engine: Annotated[
+        Engine, typer.Option(help="local: this process. ray: Ray Data (pip install '.[ray]').")
+    ] = Engine.local,
+    actors: Annotated[
+        int, typer.Option(min=1, help="ray: actors, each with its own pipeline.")
+    ] = 1,
+    gpus_per_actor: Annotated[
+        float, typer.Option(min=0.0, help="ray: GPUs each actor reserves (vLLM: 1).")
+    ] = 0.0,
+    cpus_per_actor: Annotated[
+        float, typer.Option(min=0.01, help="ray: CPUs each actor reserves.")
+    ] = 1.0,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="ray: cluster address (ray://HOST:10001, auto); default $RAY_ADDRESS, else a "
+            "local Ray."
+        ),
+    ] = None,
+) -> None:
+    """Annotate a corpus into resumable DocBin shards, here or on a Ray cluster.
+
+    Writes OUTPUT/shards/*.spacy (user data kept: reasoning, unaligned mentions, truncation),
+    optionally *.jsonl, OUTPUT/rejects.jsonl and OUTPUT/manifest.json. A rerun with the same
+    settings skips finished shards. Exit status 3: finished, but some documents were rejected.
+    """
+    from spacy.cli._util import parse_config_overrides
+
+    from . import annotate as corpus
+
+    split = next((i for i, arg in enumerate(inputs) if arg.startswith("--")), len(inputs))
+    patterns = inputs[:split]
+    if not patterns:
+        _fail(2, "no inputs: give files, folders or glob patterns before any --section.key")
+    if no_cache and cache is not None:
+        _fail(2, "give --cache PATH or --no-cache, not both")
+    try:
+        overrides = parse_config_overrides(inputs[split:])
+        block = json.loads(backend) if backend else None
+        if block is not None and not isinstance(block, dict):
+            raise ValueError(f"--backend must be a JSON object, got {backend}")
+        if pipeline is None:
+            config = _component_config(
+                labels=_read_labels(labels, labels_file),
+                model=model,
+                structured_output=None,
+                generation={},
+            )
+            spec = corpus.PipelineSpec.from_component(config, code=[str(c) for c in code or []])
+        else:
+            if model is not None:
+                _fail(2, "--model configures a new pipeline; with --pipeline use --backend")
+            spec = corpus.PipelineSpec(
+                path=pipeline,
+                code=tuple(str(c.resolve()) for c in code or []),
+                labels=None
+                if labels is None and labels_file is None
+                else _read_labels(labels, labels_file),
+            )
+        if block is not None:
+            if model is not None:
+                block["model"] = model
+            overrides[f"components.{spec.component_name()}.backend"] = block
+        ray_options = None
+        if engine is Engine.ray:
+            from .annotate.ray_engine import RayOptions
+
+            ray_options = RayOptions(address, actors, gpus_per_actor, cpus_per_actor)
+        summary = corpus.annotate(
+            patterns,
+            output,
+            spec.with_overrides(overrides),
+            input_format=input_format.value,
+            text_field=text_field,
+            shard_size=shard_size,
+            engine=engine.value,
+            jsonl=jsonl,
+            batch_size=batch_size,
+            cache=False if no_cache else (str(cache) if cache else True),
+            keep_going=keep_going,
+            overwrite=overwrite,
+            ray_options=ray_options,
+        )
+    except (OSError, ValueError, ImportError, corpus.ShardFailed) as e:
+        _fail(1, str(e))
+    typer.echo(summary.line(), err=True)
+    if summary.rejected:
+        raise typer.Exit(EXIT_REJECTS)
 
 
 @app.command()

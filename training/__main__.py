@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from . import assemble, build_data, evaluate, export_adapter, grpo, prepare_data, sft
+from . import assemble, build_data, distill, evaluate, export_adapter, grpo, prepare_data, sft
 from .config import ConfigError
 
 app = typer.Typer(
     name="training",
-    help="Stages of the ReasoningNER recipe: data (CG), SFT (CT), GRPO (RE), evaluation.",
+    help="Stages of the ReasoningNER recipe: data (CG), SFT (CT), GRPO (RE), evaluation, "
+    "and distillation into a fast spaCy ner.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -38,6 +39,9 @@ app.command("grpo", context_settings=OVERRIDES)(grpo.command)
 app.command("assemble", context_settings=OVERRIDES)(assemble.command)
 app.command("evaluate", context_settings=OVERRIDES)(evaluate.command)
 app.command("export-adapter", context_settings=OVERRIDES)(export_adapter.command)
+app.command("distill-data", context_settings=OVERRIDES)(distill.data_command)
+app.command("distill-train", context_settings=OVERRIDES)(distill.train_command)
+app.command("distill-evaluate", context_settings=OVERRIDES)(distill.evaluate_command)
 
 
 def main_entry() -> None:
