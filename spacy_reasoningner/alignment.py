@@ -109,11 +109,18 @@ def find_word_occurrences(text: str, mention: str, *, fuzzy: bool = False) -> li
 
 def is_word_char(char: str) -> bool:
     """Letters, digits and marks: a combining accent belongs to the word it sits in."""
-    return unicodedata.category(char)[0] in "LNM"
+    return char.isalnum() or unicodedata.category(char)[0] == "M"
+
+
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")  # \w without the underscore: str.isalnum's
 
 
 def has_word_char(text: str) -> bool:
-    return any(map(is_word_char, text))
+    return (
+        text[:1].isalnum()  # most mentions start with one
+        or _LETTER_OR_DIGIT.search(text) is not None
+        or any(map(is_word_char, text))
+    )
 
 
 def cuts_word(text: str, start: int, end: int) -> bool:
@@ -135,7 +142,9 @@ def _snap(
                 reason = REASON_INSIDE_WORD if reason == REASON_NOT_FOUND else reason
                 continue
             span = doc.char_span(char_start, char_end, label=label, alignment_mode=alignment_mode)
-        span = _trim_space(span) if span is not None else None
+            span = _trim_space(span) if span is not None and len(span) else None
+        elif text[char_start].isspace() or text[char_end - 1].isspace():
+            span = _trim_space(span)  # the match itself starts or ends with a space token
         if span is None:
             reason = REASON_NO_TOKENS
             continue

@@ -24,7 +24,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from .backends.base import (
     AnswerFormat,
@@ -33,9 +33,9 @@ from .backends.base import (
     Completion,
     Constrainable,
     ConstrainableBackend,
-    FinishReason,
     GenerationSettings,
     Identifiable,
+    completion_problem,
     generate,
 )
 from .protocol import ChatMessages
@@ -127,7 +127,11 @@ class ResponseCache:
 
     def put_many(self, items: dict[str, Completion]) -> None:
         """Store the well-formed completions of ``items`` (others are left out)."""
-        rows = [(k, json.dumps(dataclasses.asdict(c))) for k, c in items.items() if _is_valid(c)]
+        rows = [
+            (k, json.dumps(dataclasses.asdict(c)))
+            for k, c in items.items()
+            if completion_problem(c) is None
+        ]
         if not rows:
             return
         with self._lock:
@@ -156,32 +160,12 @@ class ResponseCache:
             return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
 
 
-_FINISH_REASONS = frozenset(get_args(FinishReason))
-
-
-def _is_valid(completion: Any) -> bool:
-    """A Completion whose fields have the types they promise (as a server or a backend may
-    break them: ``"content": 5``)."""
-    return (
-        isinstance(completion, Completion)
-        and isinstance(completion.text, str)
-        and completion.finish_reason in _FINISH_REASONS
-        and isinstance(completion.reasoning, (str, type(None)))
-        and isinstance(completion.prompt, (str, type(None)))
-        and (
-            completion.n_tokens is None
-            or (isinstance(completion.n_tokens, int) and not isinstance(completion.n_tokens, bool))
-        )
-    )
-
-
 def _read(value: str) -> Completion | None:
     try:
-        fields = json.loads(value)
-        completion = Completion(**fields)
+        completion = Completion(**json.loads(value))
     except (ValueError, TypeError, RecursionError):  # not JSON, not an object, other fields
         return None
-    return completion if _is_valid(completion) else None
+    return completion if completion_problem(completion) is None else None
 
 
 class CachedBackend(ConstrainableBackend):
@@ -241,9 +225,7 @@ class CachedBackend(ConstrainableBackend):
             except BackendError as error:
                 self.cache.put_many({keys[missing[j]]: c for j, c in error.completed.items()})
                 raise
-            if len(fresh) != len(missing):
-                return fresh  # the caller reports the count mismatch; nothing is stored
-            new = dict(zip((keys[i] for i in missing), fresh, strict=True))
+            new = {keys[i]: c for i, c in zip(missing, fresh, strict=True)}
             self.cache.put_many(new)
             known.update(new)
         return [known[k] for k in keys]

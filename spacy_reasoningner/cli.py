@@ -649,6 +649,8 @@ def _parse_jsonl(lines: list[str], name: str, text_field: str) -> list[Record]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             _fail(1, f"{where}: not valid JSON ({e.msg}, column {e.colno})")
+        except (ValueError, RecursionError) as e:  # numbers too long, nesting too deep
+            _fail(1, f"{where}: JSON that cannot be read ({type(e).__name__}: {str(e)[:120]})")
         if not isinstance(obj, dict):
             _fail(1, f"{where}: expected a JSON object, got {type(obj).__name__}")
         text = obj.pop(text_field, None)

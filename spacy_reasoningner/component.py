@@ -25,11 +25,12 @@ from spacy.training import Example
 from spacy.util import SimpleFrozenList, minibatch
 from tqdm import tqdm
 
-from .alignment import dedupe_spans
+from .alignment import Unaligned, dedupe_spans
 from .backends.base import (
     Backend,
     Completion,
     GenerationSettings,
+    GuardsSavedSettings,
     Identifiable,
     Loadable,
     SerializableBackend,
@@ -40,6 +41,7 @@ from .protocol import Schema
 from .settings import ComponentSettings, forwards_settings
 from .sharding import plan_windows
 from .task import NERTask, WindowReading
+from .trust import SavedPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ _EXTENSION_DEFAULTS = {
     "truncated": False,
     "raw": None,
     "usage": None,
+    "issues": None,
 }
 
 
@@ -185,8 +188,14 @@ class ReasoningNER(Pipe):
         ``samples`` > 1 each window is asked that many times in the same call, and voted on."""
         task = self._require_task()
         texts = [doc.text for doc in docs]  # rebuilt by spaCy on each access: read once
-        plans = [
-            plan_windows(doc, self.settings.max_chars, self.settings.window_overlap, text=text)
+        plans = [  # windows of whitespace only say nothing: no backend call for them
+            [
+                window
+                for window in plan_windows(
+                    doc, self.settings.max_chars, self.settings.window_overlap, text=text
+                )
+                if not text[window.start : window.end].isspace() and window.end > window.start
+            ]
             for doc, text in zip(docs, texts, strict=True)
         ]
         k = self.settings.samples
@@ -249,8 +258,9 @@ class ReasoningNER(Pipe):
             )
         ext = self.ext
         doc._.set(ext["reasoning"], "\n\n".join(r.reasoning for r in readings if r.reasoning))
-        unaligned = list(dict.fromkeys(u for r in readings for u in r.unaligned))
-        doc._.set(ext["unaligned"], [u.to_dict() for u in unaligned])
+        doc._.set(ext["unaligned"], [u.to_dict() for u in _unaligned(readings)])
+        issues = (issue for r in readings for s in r.samples or (r,) for issue in s.parsed.issues)
+        doc._.set(ext["issues"], list(dict.fromkeys(issues)))
         truncated = any(c.truncated for r in readings for c in r.completions)
         doc._.set(ext["truncated"], truncated)
         if truncated:
@@ -296,7 +306,9 @@ class ReasoningNER(Pipe):
             for sample in r.samples or (r,):
                 stats["completions"] += 1
                 parsed = sample.parsed
-                stats["mentions"] += len(parsed.mentions()) + len(parsed.out_of_schema)
+                stats["mentions"] += (
+                    len(parsed.mentions()) + len(parsed.out_of_schema) + len(parsed.rejected)
+                )
                 stats["unaligned"] += len(sample.unaligned)
                 stats["unparsed"] += not parsed.parsed
                 stats["truncated"] += sample.completion.truncated
@@ -318,8 +330,13 @@ class ReasoningNER(Pipe):
         self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()
     ) -> ReasoningNER:
         """Restore what ``to_disk`` wrote: the saved labels win over the config's (they are
-        the ones in effect when the pipeline was saved, e.g. given to ``initialize``)."""
+        the ones in effect when the pipeline was saved, e.g. given to ``initialize``). Backend
+        settings from the saved config that run shipped code or send a key elsewhere need
+        the user's consent first (see ``trust``)."""
         path = Path(path)
+        saved = SavedPipeline.read(path.parent, self.name)
+        if saved is not None and isinstance(self.backend, GuardsSavedSettings):
+            self.backend.check_saved_settings(saved)  # before the backend loads anything
         cfg = srsly.read_json(path / "cfg") if (path / "cfg").exists() else {}
         if cfg.get("labels"):
             self.set_labels(cfg["labels"])
@@ -377,6 +394,19 @@ def _total(values: Iterable[int | None]) -> int | None:
             return None
         total += value
     return total
+
+
+def _unaligned(readings: list[WindowReading]) -> list[Unaligned]:
+    """The mentions of a Doc's windows that no window could ground, each once: a window that
+    names a mention its text lacks is not a loss when another window grounded it."""
+    if len(readings) == 1:
+        return list(dict.fromkeys(readings[0].unaligned))
+    grounded = set()
+    for r in readings:
+        missed = {(u.text, u.label) for u in r.unaligned}
+        grounded.update(m for m in r.parsed.mentions() if m not in missed)
+    unaligned = (u for r in readings for u in r.unaligned)
+    return list(dict.fromkeys(u for u in unaligned if (u.text, u.label) not in grounded))
 
 
 def _raw(reading: WindowReading) -> dict[str, Any]:

@@ -430,6 +430,9 @@ def parse_completion(
     last ``</think>`` holds no complete answer, an answer object with a tag inside is taken.
     """
     completion = completion or ""
+    # Unpaired surrogates come from the text itself or from \\u escapes: look once.
+    plain = completion.isascii() and "\\u" not in completion
+    clean = _as_is if plain and (reasoning or "").isascii() else _clean
     thought, answer, issues = split_reasoning(completion, reasoning)
     found = _find_answer(answer)
     if _rank(found) < _COMPLETE and (THINK_CLOSE in completion or THINK_OPEN in completion):
@@ -437,27 +440,36 @@ def parse_completion(
         if alternative is not None and _rank(alternative[2]) > _rank(found):
             thought, answer, found = alternative
             issues = []
-    result = ParsedCompletion(reasoning=_clean(thought), entities={}, issues=issues)
+    result = ParsedCompletion(reasoning=clean(thought), entities={}, issues=issues)
     if found is None:
         if not issues:
             result.issues.append(ISSUE_EMPTY if not (answer or thought) else ISSUE_NO_JSON)
         return result
     result.issues.extend(found.issues)
-    leftover = _MARKUP.sub("", answer[: found.start] + answer[found.end :])
-    if leftover.strip():
+    outside = answer[: found.start] + answer[found.end :]
+    if outside and _MARKUP.sub("", outside).strip():
         result.issues.append(ISSUE_PROSE)
         if not thought:  # without a think block, prose before the JSON is the reasoning
-            result.reasoning = _clean(_MARKUP.sub("", answer[: found.start]).strip())
-    # Unpaired surrogates come only from the text itself or from \\u escapes: look once.
-    maybe_surrogates = "\\u" in answer or _LONE_SURROGATE.search(answer) is not None
-    _read_entities(found.value, schema, result, _clean if maybe_surrogates else str)
+            result.reasoning = clean(_MARKUP.sub("", answer[: found.start]).strip())
+    _read_entities(found.value, schema, result, clean)
     result.issues[:] = list(dict.fromkeys(result.issues))
     return result
+
+
+def json_objects(text: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects in ``text``, left to right, read (and repaired) as answers are: for
+    other model output, such as a judge's scores. Never raises; linear time."""
+    for found in _ObjectSearch(text).objects(_OBJECT_START):
+        yield found.value
 
 
 def _clean(text: str) -> str:
     """Text without unpaired surrogates (from ``\\ud800`` escapes), which UTF-8 cannot write."""
     return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
+def _as_is(text: str) -> str:
+    return text
 
 
 @dataclass
@@ -487,8 +499,19 @@ def _find_answer(answer: str, inside_tags: Sequence[int] = ()) -> _Found | None:
     ``<answer>`` tag, then one inside a fence, preferred), else the first object holding
     entities anywhere, else the first object. With ``inside_tags``, only an answer object
     containing one of those positions."""
+    if not inside_tags and answer.startswith("{"):  # the usual case: the answer is the object
+        try:
+            value, end = _DECODER.raw_decode(answer, 0)
+        except (ValueError, RecursionError):
+            pass
+        else:
+            if end == len(answer) and isinstance(value, dict) and "entities" in value:
+                return _Found(value, 0, end, [])
     search = _ObjectSearch(answer)
-    regions = [_Regions(_ANSWER_TAG, answer), _Regions(_FENCE, answer)]  # best first
+    regions = [  # best first; most answers have neither
+        _Regions(_ANSWER_TAG if "<" in answer else None, answer),
+        _Regions(_FENCE if "```" in answer else None, answer),
+    ]
     best, best_level = None, -1
     for found in search.objects(_ANSWER_START):
         if inside_tags and not _contains_any(found, inside_tags):
@@ -511,8 +534,8 @@ def _find_answer(answer: str, inside_tags: Sequence[int] = ()) -> _Found | None:
 class _Regions:
     """The spans of a pattern's matches in a text, for 'does this position lie inside one'."""
 
-    def __init__(self, pattern: re.Pattern[str], text: str):
-        spans = [m.span() for m in pattern.finditer(text)]
+    def __init__(self, pattern: re.Pattern[str] | None, text: str):
+        spans = [m.span() for m in pattern.finditer(text)] if pattern else []
         self.starts = [s for s, _ in spans]
         self.ends = [e for _, e in spans]
 
@@ -636,10 +659,8 @@ def _read_entities(
     seen: set[tuple[str, str]] = set()
     for label, item in pairs:
         if item.__class__ is not str:
-            if (
-                isinstance(item, (int, float))
-                and not isinstance(item, bool)
-                and math.isfinite(item)
+            if (isinstance(item, int) and not isinstance(item, bool)) or (
+                isinstance(item, float) and math.isfinite(item)  # not nan or inf
             ):
                 item = str(item)
             elif item is None:
@@ -910,9 +931,32 @@ def string_prf(predicted: Iterable[tuple[str, str]], gold: Iterable[tuple[str, s
 
 # --------------------------------------------------------------------------- the reference's reading
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
-_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
-_JSON_FENCE = re.compile(r"```json(.*?)```", re.DOTALL)
+# The reference's regular expressions, read in linear time: it applies r"<think>.*?</think>"
+# (removed), r"<answer>(.*?)</answer>" and r"```json(.*?)```" (first match) with DOTALL,
+# which rescan the rest of the text from every unclosed opening tag.
+
+
+def _first_between(text: str, opening: str, closing: str) -> str | None:
+    """The first match of ``opening(.*?)closing``, or None. If the first opening tag has no
+    closing one after it, no later one has: there is no match."""
+    start = text.find(opening)
+    if start < 0:
+        return None
+    end = text.find(closing, start + len(opening))
+    return None if end < 0 else text[start + len(opening) : end]
+
+
+def _without_blocks(text: str, opening: str, closing: str) -> str:
+    """``text`` with every match of ``opening.*?closing`` removed."""
+    parts, position = [], 0
+    while (start := text.find(opening, position)) >= 0:
+        end = text.find(closing, start + len(opening))
+        if end < 0:
+            break
+        parts.append(text[position:start])
+        position = end + len(closing)
+    parts.append(text[position:])
+    return "".join(parts)
 
 
 @dataclass(frozen=True)
@@ -944,18 +988,19 @@ def reference_answer(completion: str) -> ReferenceAnswer:
     """Read ``completion`` exactly as the reference does (see ``ReferenceAnswer``)."""
     text = completion
     if "<think>" in text or "</think>" in text:
-        text = _THINK_BLOCK.sub("", text).replace("<think>", "").replace("</think>", "")
+        text = _without_blocks(text, "<think>", "</think>")
+        text = text.replace("<think>", "").replace("</think>", "")
     if "<answer>" in text:
-        blocks = _ANSWER_BLOCK.findall(text)
-        text = blocks[0] if blocks else text.replace("<answer>", "").replace("</answer>", "")
+        block = _first_between(text, "<answer>", "</answer>")
+        text = block if block is not None else text.replace("<answer>", "").replace("</answer>", "")
     if "```json" in text:
-        fenced = _JSON_FENCE.findall(text)
-        if not fenced:  # an unclosed fence: the reference fails on it
+        fenced = _first_between(text, "```json", "```")
+        if fenced is None:  # an unclosed fence: the reference fails on it
             return ReferenceAnswer(loads=False, readable=False)
-        text = fenced[0]
+        text = fenced
     try:
         value = json.loads(text.strip())
-    except ValueError:
+    except (ValueError, RecursionError):  # the reference fails on these too (nesting: deep)
         return ReferenceAnswer(loads=False, readable=False)
     if not isinstance(value, dict):
         return ReferenceAnswer(loads=True, readable=True)  # read as no entities

@@ -23,7 +23,7 @@ from .backends.base import Backend, GenerationSettings
 EntsFilter = Callable[[Iterable[Span], Iterable[Span]], list[Span]]
 
 # Names of the Doc extensions, by what they hold.
-EXTENSIONS = ("reasoning", "unaligned", "truncated", "raw", "usage")
+EXTENSIONS = ("reasoning", "unaligned", "truncated", "raw", "usage", "issues")
 
 
 def setting(doc: str, default: Any = MISSING, *, config: Any = MISSING) -> Any:
@@ -146,6 +146,11 @@ class ComponentSettings:
     usage_attr: str = setting(
         "name of the Doc extension with tokens, seconds and backend, per window and in total",
         "ner_usage",
+    )
+    issues_attr: str = setting(
+        "name of the Doc extension listing how the answers departed from the protocol "
+        "(each issue once)",
+        "ner_issues",
     )
 
     def __post_init__(self) -> None:

@@ -176,7 +176,7 @@ class NERTask:
     ) -> tuple[list[Span], list[Unaligned]]:
         """Spans of ``doc`` for every occurrence of every mention inside ``window`` (the whole
         text by default), and the mentions that could not be grounded, including those under
-        labels outside the schema. ``text`` may pass ``doc.text`` in (spaCy rebuilds it on
+        labels outside the schema and the items that are not mentions (lists, objects). ``text`` may pass ``doc.text`` in (spaCy rebuilds it on
         every access)."""
         spans, unaligned = ground_mentions(
             doc,
@@ -190,6 +190,7 @@ class NERTask:
         unaligned.extend(
             Unaligned(m, label, REASON_NOT_IN_SCHEMA) for label, m in parsed.out_of_schema
         )
+        unaligned.extend(Unaligned(item, label, why) for label, item, why in parsed.rejected)
         return spans, unaligned
 
     def read(

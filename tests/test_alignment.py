@@ -17,7 +17,8 @@ from spacy_reasoningner.alignment import (
     dedupe_spans,
     find_occurrences,
     ground_mentions,
-    merge_entities,
+    prefer_existing_ents,
+    prefer_new_ents,
     resolve_overlaps,
 )
 
@@ -221,7 +222,8 @@ def test_merging_with_existing_entities(overwrite):
     doc = NLP("New York met Grace Hopper in Paris.")
     existing = [Span(doc, 1, 2, label="ORG"), Span(doc, 6, 7, label="GPE")]
     new = [Span(doc, 0, 2, label="loc"), Span(doc, 3, 5, label="per")]
-    merged = [(s.text, s.label_) for s in merge_entities(existing, new, overwrite=overwrite)]
+    merge = prefer_new_ents if overwrite else prefer_existing_ents
+    merged = [(s.text, s.label_) for s in merge(existing, new)]
     if overwrite:
         assert merged == [("New York", "loc"), ("Grace Hopper", "per"), ("Paris", "GPE")]
     else:
@@ -234,6 +236,6 @@ def test_merging_is_not_quadratic():
     def merge(n: int) -> None:
         existing = [Span(doc, 2 * i, 2 * i + 1, label="A") for i in range(n)]
         new = [Span(doc, 2 * i + 1, 2 * i + 2, label="B") for i in range(n)]
-        assert len(merge_entities(existing, new, overwrite=False)) == 2 * n
+        assert len(prefer_existing_ents(existing, new)) == 2 * n
 
     assert grows_linearly(merge, 1_000, 16_000)

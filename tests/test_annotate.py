@@ -283,3 +283,19 @@ def test_pipeline_spec_needs_one_source():
     with pytest.raises(ValueError, match="path or a config"):
         PipelineSpec()
     assert _corpus.names_answer("Ann met Bo.").endswith('{"entities": {"person": ["Ann", "Bo"]}}')
+
+
+def test_a_json_line_too_deep_or_too_long_is_a_reject_not_a_crash(tmp_path: Path):
+    lines = [
+        '{"text": "Alice met Bob."}',
+        '{"text": "x", "n": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"text": "x", "n": ' + "1" * 5000 + "}",
+    ]
+    (tmp_path / "deep.jsonl").write_text("\n".join(lines) + "\n")
+    (shard,) = plan_shards(resolve_inputs([str(tmp_path / "deep.jsonl")]), shard_size=10)
+    items = read_shard(shard)
+    assert items[0].text == "Alice met Bob."
+    assert [i.error for i in items[1:]] == [
+        "JSON that cannot be read: RecursionError",
+        "JSON that cannot be read: ValueError",
+    ]

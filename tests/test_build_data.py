@@ -245,3 +245,11 @@ def test_bundled_model_as_teacher_and_judge(tmp_path: Path) -> None:
     assert (
         sum(report["per_source"][s].get("kept", 0) for s in report["per_source"]) == report["kept"]
     )
+
+
+def test_a_hostile_judge_reply_never_raises_and_costs_linear_time():
+    from ._timing import grows_linearly
+
+    assert parse_judgement('{"x": ' + "[" * 5000) is None  # the decoder recursed per bracket
+    assert parse_judgement('{"coherence": 1' + "0" * 5000 + ', "accuracy": 9}') is None
+    assert grows_linearly(lambda size: parse_judgement("{" * size), 8_000, 128_000)

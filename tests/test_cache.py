@@ -9,7 +9,7 @@ import sqlite3
 
 import pytest
 
-from spacy_reasoningner.backends import Completion, GenerationSettings
+from spacy_reasoningner.backends import BackendError, Completion, GenerationSettings
 from spacy_reasoningner.cache import CachedBackend, CacheError, ResponseCache
 from spacy_reasoningner.protocol import Schema, render_messages
 
@@ -29,11 +29,11 @@ class CountingBackend:
         return [Completion(text=self.text) for _ in prompts]
 
 
-def test_a_malformed_completion_is_never_stored(tmp_path):
+def test_a_malformed_completion_is_an_error_and_never_stored(tmp_path):
     cache = ResponseCache(tmp_path / "c.sqlite")
-    backend = CountingBackend(text=5)
-    returned = CachedBackend(backend, cache).generate(PROMPTS, SETTINGS)
-    assert [c.text for c in returned] == [5, 5, 5]  # the component reports it (not the cache)
+    with pytest.raises(BackendError, match="returned a Completion whose text is of type int"):
+        CachedBackend(CountingBackend(text=5), cache).generate(PROMPTS, SETTINGS)
+    cache.put_many({"k": Completion(text=5)})
     assert len(cache) == 0
 
 

@@ -228,6 +228,12 @@ def test_version_option():
         (['{"text": "ok"}', '{"id": 2}'], 2, "has no 'text' field"),
         (['{"text": "ok"}', '{"text": 3}'], 2, "non-string 'text' field"),
         (['{"text": "ok"}', '["text"]'], 2, "expected a JSON object"),
+        (
+            ['{"text": "ok"}', '{"text": "a", "n": ' + "[" * 5000 + "]" * 5000 + "}"],
+            2,
+            "RecursionError",
+        ),
+        (['{"text": "a", "n": ' + "1" * 5000 + "}"], 1, "cannot be read (ValueError"),
     ],
 )
 def test_jsonl_errors_name_file_and_line(tmp_path: Path, lines, bad_line, message):

@@ -166,3 +166,10 @@ def test_a_key_that_cannot_be_a_header_is_refused_without_being_shown(serve, mon
     with pytest.raises(BackendError, match=r"API key in \$OPENAI_API_KEY holds characters") as e:
         run(server)
     assert "bad" not in str(e.value) and not server.requests
+
+
+def test_a_cut_compressed_body_is_an_error(serve):
+    body = gzip.compress(json.dumps(chat_payload()).encode())[:-12]
+    server = serve(lambda request, reply: reply.full(200, body, {"Content-Encoding": "gzip"}))
+    with pytest.raises(BackendError, match="compressed body ends before the end of its stream"):
+        run(server)

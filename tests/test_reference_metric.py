@@ -87,3 +87,11 @@ def test_schema_check_counts_every_label() -> None:
 )
 def test_normalization_removes_ascii_punctuation_only(raw: str, normalized: str) -> None:
     assert normalize_mention(raw) == normalized
+
+
+def test_hostile_completions_are_read_in_linear_time_without_raising():
+    from ._timing import grows_linearly
+
+    assert not reference_answer('{"entities": {"a": ' + "[" * 5000 + "]" * 5000 + "}}").loads
+    for unit in ("<think>", "<answer>", "```json x"):
+        assert grows_linearly(lambda size, u=unit: reference_answer(u * size), 500, 8_000)

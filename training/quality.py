@@ -6,7 +6,6 @@ only sees drafts that passed them. A sample is kept when every check it went thr
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -14,7 +13,12 @@ from dataclasses import asdict, dataclass
 from spacy_reasoningner.alignment import find_word_occurrences
 from spacy_reasoningner.backends.base import Backend, GenerationSettings
 from spacy_reasoningner.benchmark.readers import NERRecord
-from spacy_reasoningner.protocol import ChatMessages, normalize_mention, string_prf
+from spacy_reasoningner.protocol import (
+    ChatMessages,
+    json_objects,
+    normalize_mention,
+    string_prf,
+)
 
 from .samples import gold_entities, record_task
 from .teacher import Draft
@@ -117,13 +121,8 @@ def parse_judgement(text: str) -> Judgement | None:
     pairs anywhere in it); None when either score is missing or outside 0-10."""
     scores: dict[str, float] = {}
     justification = ""
-    decoder = json.JSONDecoder()
-    for start in (i for i, c in enumerate(text) if c == "{"):
-        try:
-            value, _ = decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(value, dict) and {"coherence", "accuracy"} <= set(value):
+    for value in json_objects(text):  # linear and never raising, whatever the judge wrote
+        if {"coherence", "accuracy"} <= set(value):
             try:
                 scores = {k: float(value[k]) for k in ("coherence", "accuracy")}
             except (TypeError, ValueError):

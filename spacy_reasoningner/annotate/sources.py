@@ -208,6 +208,8 @@ def _read_line(line: bytes, number: int, shard: Shard) -> Item:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         return _rejected(number, f"not valid JSON: {e.msg} at column {e.colno}", text)
+    except (ValueError, RecursionError) as e:  # numbers too long, nesting too deep
+        return _rejected(number, f"JSON that cannot be read: {type(e).__name__}", text)
     if not isinstance(obj, dict):
         return _rejected(number, f"expected a JSON object, got {type(obj).__name__}", text)
     value = obj.pop(shard.text_field, None)

@@ -14,7 +14,10 @@ can do is a small capability, a runtime-checkable Protocol the component tests w
 * ``Constrainable``: ``generate_constrained(prompts, settings, answer_format)``, which also
   receives the task's ``AnswerFormat``: whether the prompts ask for reasoning first, and per
   prompt the JSON Schema its answer must follow (for constrained decoding);
-* ``TokenCounter``: ``count_tokens(text)`` with the model's tokenizer.
+* ``TokenCounter``: ``count_tokens(text)`` with the model's tokenizer;
+* ``GuardsSavedSettings``: ``check_saved_settings(saved)``, told when its settings come from
+  a saved pipeline's config, so settings that act beyond the folder (run shipped code, send
+  a key to a host) need the user's consent (see ``trust``).
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
 from ..protocol import ChatMessages
+
+if TYPE_CHECKING:
+    from ..trust import SavedPipeline
 
 FinishReason = Literal["stop", "length"]
 
@@ -126,6 +132,38 @@ class Completion:
         return self.finish_reason == "length"
 
 
+_FINISH_REASONS = frozenset(get_args(FinishReason))
+
+
+def completion_problem(completion: Any) -> str | None:
+    """What is wrong with ``completion`` (not a Completion, fields of the wrong type, as a
+    server or a backend may send them: ``"content": 5``), or None when it is well-formed."""
+    if (  # the usual case, checked cheaply: it runs for every completion
+        type(completion) is Completion
+        and type(completion.text) is str
+        and completion.finish_reason in _FINISH_REASONS
+        and (completion.reasoning is None or type(completion.reasoning) is str)
+        and (completion.prompt is None or type(completion.prompt) is str)
+        and (completion.n_tokens is None or type(completion.n_tokens) is int)
+    ):
+        return None
+    if not isinstance(completion, Completion):
+        return f"an object of type {type(completion).__name__} instead of a Completion"
+    expected = {
+        "text": (str,),
+        "reasoning": (str, type(None)),
+        "prompt": (str, type(None)),
+        "n_tokens": (int, type(None)),
+    }
+    for name, types in expected.items():
+        value = getattr(completion, name)
+        if not isinstance(value, types) or isinstance(value, bool):
+            return f"a Completion whose {name} is of type {type(value).__name__}"
+    if completion.finish_reason not in _FINISH_REASONS:
+        return f"a Completion whose finish_reason is {completion.finish_reason!r}"
+    return None
+
+
 class BackendError(RuntimeError):
     """An engine failed on a batch. ``completed`` maps prompt indices to the completions that
     finished before the failure, so a cache can keep them and a rerun resumes from there."""
@@ -214,6 +252,16 @@ class SerializableBackend(Protocol):
     def from_disk(self, path: Path) -> None: ...
 
 
+@runtime_checkable
+class GuardsSavedSettings(Protocol):
+    """A backend with settings that act beyond the pipeline folder. The component calls
+    ``check_saved_settings`` when it loads a saved pipeline, before the backend loads
+    anything: it raises ``trust.UntrustedPipelineError``, or restricts what the saved
+    settings would do, unless the user allowed it at load time."""
+
+    def check_saved_settings(self, saved: SavedPipeline) -> None: ...
+
+
 def generate(
     backend: Backend,
     prompts: Sequence[ChatMessages],
@@ -221,7 +269,7 @@ def generate(
     answer_format: AnswerFormat,
 ) -> list[Completion]:
     """Call ``backend`` with the answer format when it can act on it, plainly otherwise, and
-    check that it returned one completion per prompt."""
+    check that it returned one well-formed completion per prompt."""
     if not prompts:
         return []
     if isinstance(backend, Constrainable):
@@ -233,4 +281,10 @@ def generate(
             f"backend {type(backend).__name__} returned {len(completions)} completions "
             f"for {len(prompts)} prompts"
         )
+    for index, completion in enumerate(completions):
+        if problem := completion_problem(completion):
+            raise BackendError(
+                f"backend {type(backend).__name__} returned {problem} for prompt {index}: "
+                "nothing of this batch is kept or cached"
+            )
     return completions

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..models import ModelSource, model_fingerprint, resolve_model
 from ..protocol import DEFAULT_CHAT_TEMPLATE, THINK_CLOSE, THINK_OPEN, ChatMessages, render_prompt
+from ..trust import SavedPipeline, check_remote_code
 from .base import AnswerFormat, Completion, ConstrainableBackend, GenerationSettings
 from .structured import StructuredOption, check_answer_budget, check_option, structured_enabled
 
@@ -47,6 +48,12 @@ class LocalBackend(ConstrainableBackend):
         self.answer_max_tokens = check_answer_budget(answer_max_tokens)
         self.trust_remote_code = trust_remote_code
         self.source: ModelSource | None = None  # where the loaded weights came from
+
+    def check_saved_settings(self, saved: SavedPipeline) -> None:
+        """Shipped code runs only with the user's consent (``trust``)."""
+        check_remote_code(
+            self.trust_remote_code, bool(saved.backend.get("trust_remote_code")), saved
+        )
 
     # ----------------------------------------------------------------- the engine
 

@@ -8,7 +8,8 @@ are checked before they are returned (and so before any cache keeps them).
 
 The API key is read from a named environment variable at request time: it is never stored
 on the backend, in a saved pipeline or a cache key, and never logged; it and any ``Bearer``
-token are removed from everything the backend raises or logs (servers may echo headers).
+token are removed from everything the backend raises or logs (servers may echo headers). A
+pipeline loaded from disk sends it only where ``trust`` allows.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import httpx
 from ..models import ModelSource
 from ..protocol import THINK_CLOSE, THINK_OPEN, ChatMessages, template_kwargs
 from ..registry import backends
+from ..trust import SavedPipeline, key_destination_problem
 from .base import (
     AnswerFormat,
     BackendError,
@@ -137,6 +139,11 @@ class OpenAIBackend(ConstrainableBackend):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+        self._key_refused: str | None = None  # why a saved pipeline may not send the key
+
+    def check_saved_settings(self, saved: SavedPipeline) -> None:
+        """A saved pipeline sends the key only where the user allows (``trust``)."""
+        self._key_refused = key_destination_problem(self.api_key_env, self.base_url, saved)
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -328,6 +335,8 @@ class OpenAIBackend(ConstrainableBackend):
 
     def _api_key(self) -> str | None:
         key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+        if key and self._key_refused:
+            raise BackendError(self._key_refused)
         if key and not (key.isascii() and key.isprintable()):
             raise BackendError(
                 f"the API key in ${self.api_key_env} holds characters that cannot go in an HTTP "
@@ -572,6 +581,8 @@ class _BodyReader:
     def finish(self, server: str) -> bytes:
         if self._inflate is not None:  # all input is consumed by now: little or nothing left
             self._keep(self._inflate.flush(), server)
+            if not self._inflate.eof:
+                raise httpx.DecodingError("compressed body ends before the end of its stream")
         return b"".join(self._parts)
 
     def _keep(self, data: bytes, server: str) -> None:

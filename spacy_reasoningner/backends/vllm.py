@@ -16,6 +16,7 @@ from typing import Any
 
 from ..models import DEFAULT_MODEL, load_error, resolve_model
 from ..registry import backends
+from ..trust import SavedPipeline, check_remote_code
 from .base import Completion, GenerationSettings
 from .local import LocalBackend
 from .structured import ANSWER_MAX_TOKENS, StructuredOption
@@ -70,6 +71,16 @@ class VLLMBackend(LocalBackend):
         self.enforce_eager = enforce_eager
         self.engine_kwargs = dict(engine_kwargs or {})
         self.engine: Any = None
+
+    def check_saved_settings(self, saved: SavedPipeline) -> None:
+        """Shipped code runs only with the user's consent, however it is asked for."""
+        saved_kwargs = saved.backend.get("engine_kwargs") or {}
+        check_remote_code(
+            self.trust_remote_code or bool(self.engine_kwargs.get("trust_remote_code")),
+            bool(saved.backend.get("trust_remote_code"))
+            or bool(saved_kwargs.get("trust_remote_code")),
+            saved,
+        )
 
     @property
     def loaded(self) -> bool:

@@ -167,10 +167,10 @@ def _bomb(inflated_bytes: int) -> bytes:
 
 
 def gzip_bomb(inflated_bytes: int = 512 * 2**20) -> Scenario:
-    """A small gzip body that inflates to ``inflated_bytes``."""
-    return lambda request, reply: reply.full(
-        200, _bomb(inflated_bytes), {"Content-Encoding": "gzip", "Content-Type": "application/json"}
-    )
+    """A small gzip body that inflates to ``inflated_bytes`` (compressed here, up front)."""
+    body = _bomb(inflated_bytes)
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+    return lambda request, reply: reply.full(200, body, headers)
 
 
 def echo_headers(status: int = 400, as_json: bool = True) -> Scenario:
