@@ -129,6 +129,7 @@ class OpenAIBackend(ConstrainableBackend):
         self._lock = threading.Lock()
         self._constrained: bool | None = None  # "auto" resolved on first use
         self._refused: str | None = None  # why the server refused constrained answers
+        self._key_refused: str | None = None  # why a saved pipeline may not send the key
 
     def __getstate__(self) -> dict[str, Any]:
         # Connections and locks stay with the process; a copy opens its own.
@@ -139,7 +140,6 @@ class OpenAIBackend(ConstrainableBackend):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        self._key_refused: str | None = None  # why a saved pipeline may not send the key
 
     def check_saved_settings(self, saved: SavedPipeline) -> None:
         """A saved pipeline sends the key only where the user allows (``trust``)."""
