@@ -42,6 +42,7 @@ app.command("export-adapter", context_settings=OVERRIDES)(export_adapter.command
 app.command("distill-data", context_settings=OVERRIDES)(distill.data_command)
 app.command("distill-train", context_settings=OVERRIDES)(distill.train_command)
 app.command("distill-evaluate", context_settings=OVERRIDES)(distill.evaluate_command)
+app.command("distill-package", context_settings=OVERRIDES)(distill.package_command)
 
 
 def main_entry() -> None:
