@@ -59,6 +59,7 @@ from spacy_reasoningner.protocol import Schema
 from spacy_reasoningner.task import NERTask
 
 from .config import StageConfig, fingerprint, from_block, load_profile, parse_overrides, require
+from .decontamination import DecontaminationConfig
 from .sources import SourceConfig, default_drop_types, plan
 
 COMPONENT = "reasoning_ner"
@@ -164,8 +165,8 @@ class DistillConfig(StageConfig):
     dev_fraction: float = 0.1
     seed: int = 0
     drop_types: list[str] = field(default_factory=default_drop_types)
-    # Evaluation splits the corpus must not overlap (normalized sentence hashes).
-    decontaminate: dict[str, Path] = field(default_factory=dict)
+    # Evaluation data the corpus must stay out of (by content, as in CG and GRPO).
+    decontamination: DecontaminationConfig = field(default_factory=DecontaminationConfig)
 
     def __post_init__(self) -> None:
         Schema.from_config(self.labels)
@@ -204,7 +205,7 @@ def distill_data(config: DistillConfig) -> DistillData:
         seed=config.seed,
         drop_types=config.drop_types,
         forbidden_datasets=[],  # a student is trained for the domains it is distilled on
-        decontaminate_against=config.decontaminate,
+        decontamination=config.decontamination,
     ).records
     report = DistillData(documents=len(records))
     nlp = spacy.blank(config.student.lang)
