@@ -43,7 +43,7 @@ from spacy_reasoningner.protocol import render_answer, render_completion, render
 from .config import build_backend, build_settings, fingerprint, load_profile, section
 from .decontamination import decontaminate, evaluation_index, refuse_evaluation_domains
 from .quality import AGREES, Check, gold_check, judge_checks, structural_checks
-from .schemas import clean_types, with_schema
+from .schemas import SchemaSampling, clean_types, with_schema
 from .teacher import Draft, Mode, generate_drafts, gold_entities, record_schema
 
 LOG_NAME = "samples.jsonl"
@@ -61,7 +61,24 @@ class Source:
     naming: str | None = None  # naming convention in labels.json (e.g. "natural_name")
     definitions: str | None = None  # definition field in labels.json (e.g. "definition_gollie")
     limit: int | None = None  # sentences sampled (seeded); None keeps all
-    negative_types: int = 0  # extra sampled types per record (open-type corpora)
+    # Types absent from a record added to its schema: a count or [fewest, most] per record,
+    # drawn from negative_pool (a JSON list of type names; None: the corpus's types) minus
+    # negative_exclude. schema_subsets: ask random subsets of a closed corpus's types.
+    negative_types: int | list[int] = 0
+    negative_pool: Path | None = None
+    negative_exclude: list[str] = field(default_factory=list)
+    schema_subsets: bool = False
+
+    def schema_sampling(self) -> SchemaSampling:
+        pool = None
+        if self.negative_pool is not None:
+            pool = tuple(json.loads(Path(self.negative_pool).read_text(encoding="utf-8")))
+        return SchemaSampling.from_counts(
+            self.negative_types,
+            pool=pool,
+            exclude=self.negative_exclude,
+            subsets=self.schema_subsets,
+        )
 
 
 @dataclass
@@ -189,11 +206,12 @@ def plan(config: DataConfig) -> Plan:
         if source.limit is not None and source.limit < len(chosen):
             chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), source.limit))]
         corpus_types = clean_types(types, config.drop_types)
+        sampling = source.schema_sampling()
         for record in chosen:
             final = with_schema(
                 record,
                 corpus_types,
-                negatives=source.negative_types,
+                sampling=sampling,
                 rng=rng,
                 drop=config.drop_types,
             )
