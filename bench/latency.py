@@ -26,9 +26,8 @@ from _common import CROSSNER_DATASETS, data_argument, gold_entries, load_dataset
 from spacy_reasoningner.backends import Completion
 from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import (
-    MISC_LIKE_LABELS,
     PRF,
-    label_key,
+    is_misc_like,
     parse_completion,
     string_prf,
 )
@@ -56,14 +55,14 @@ def run(
     load_s = time.perf_counter() - start
     backend = component.backend
     completions: list[Completion] = []
-    generate = backend.generate
+    generate = backend.generate_constrained
 
-    def recording_generate(prompts, settings):  # keeps each Completion for its token count
-        out = generate(prompts, settings)
+    def recording_generate(prompts, settings, answer_format):  # keeps each Completion
+        out = generate(prompts, settings, answer_format)
         completions.extend(out)
         return out
 
-    backend.generate = recording_generate
+    backend.generate_constrained = recording_generate
     nlp(warmup.text)  # untimed
     completions.clear()
     seconds, prf = [], PRF()
@@ -73,7 +72,7 @@ def run(
         seconds.append(time.perf_counter() - start)
         prf += string_prf([(e.text, e.label_) for e in doc.ents], gold_entries(record))
     tokens = [c.n_tokens or 0 for c in completions]
-    prompt_tokens = [len(backend.tokenizer(c.prompt or "")["input_ids"]) for c in completions]
+    prompt_tokens = [backend.count_tokens(c.prompt or "") for c in completions]
     return {
         "load_s": load_s,
         "seconds": seconds,
@@ -103,7 +102,7 @@ def main() -> None:
 
     records, labels = load_dataset(args.data, args.dataset)
     # As in ReasoningNER: misc-like types are left out of the schema and of the gold.
-    labels = [label for label in labels if label_key(label) not in MISC_LIKE_LABELS]
+    labels = [label for label in labels if not is_misc_like(label)]
     records = [
         NERRecord(r.text, [e for e in r.entities if e[2] in labels], r.source, r.tokens)
         for r in records[: args.n + 1]  # one more: the warm-up sentence

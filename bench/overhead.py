@@ -38,7 +38,6 @@ from _common import (
 from spacy_llm.registry import registry as llm_registry
 from spacy_llm.tasks.ner.registry import make_ner_task_v3
 
-from spacy_reasoningner.protocol import render_messages
 from spacy_reasoningner.sharding import plan_windows
 
 _REPLAY: deque[str] = deque()  # responses for spacy-llm's llm component, in order
@@ -114,11 +113,15 @@ def run_prompting(suite: dict, batch_size: int) -> Callable[[], object]:
     """Only the pre-generation part of our pipe: window planning and prompt rendering."""
     docs = [suite["nlp"].make_doc(t) for t in suite["texts"]]
     component = suite["component"]
+    task, settings = component.task, component.settings
 
     def run() -> None:
         for doc in docs:
-            for w in plan_windows(doc, component.max_chars, component.window_overlap):
-                render_messages(doc.text[w.start : w.end], component.schema)
+            text = doc.text
+            windows = plan_windows(doc, settings.max_chars, settings.window_overlap, text=text)
+            pieces = [text[w.start : w.end] for w in windows]
+            [task.prompt(piece) for piece in pieces]
+            task.answer_format(pieces)
 
     return run
 
@@ -195,22 +198,20 @@ def main() -> None:
         profile(suites, args)
 
 
-# Functions the component calls per window or per doc; timed where the component looks them up.
-STAGES = (
-    "plan_windows",
-    "render_messages",
-    "parse_completion",
-    "ground_mentions",
-    "dedupe_spans",
-    "resolve_overlaps",
-    "filter_spans",
-)
+# Functions the component calls per window or per doc, timed in the module that looks them
+# up: the component plans windows and merges them, the task renders, parses and grounds,
+# the ents filter resolves overlaps.
+STAGES = {
+    "spacy_reasoningner.component": ("plan_windows", "dedupe_spans"),
+    "spacy_reasoningner.task": ("render_messages", "parse_completion", "ground_mentions"),
+    "spacy_reasoningner.alignment": ("resolve_overlaps",),
+}
 
 
 def profile(suites: list[dict], args: argparse.Namespace) -> None:
     """Time per stage of our pipe, then cProfile's hot spots (cProfile inflates code that
     creates many small objects, such as Doc.text building one Token per token)."""
-    import spacy_reasoningner.component as component_module
+    import importlib
 
     spent: Counter[str] = Counter()
 
@@ -224,19 +225,23 @@ def profile(suites: list[dict], args: argparse.Namespace) -> None:
 
         return wrapper
 
-    originals = {n: getattr(component_module, n) for n in STAGES if hasattr(component_module, n)}
+    originals = {
+        (module, name): getattr(importlib.import_module(module), name)
+        for module, names in STAGES.items()
+        for name in names
+    }
     n_docs = sum(len(s["texts"]) for s in suites)
     try:
-        for name, function in originals.items():
-            setattr(component_module, name, timed(name, function))
+        for (module, name), function in originals.items():
+            setattr(importlib.import_module(module), name, timed(name, function))
         runs = [run_ours(s, args.batch_size) for s in suites]
         start = time.perf_counter()
         for run in runs:
             run()
         total = time.perf_counter() - start
     finally:
-        for name, function in originals.items():
-            setattr(component_module, name, function)
+        for (module, name), function in originals.items():
+            setattr(importlib.import_module(module), name, function)
     docs = [s["nlp"].make_doc(t) for s in suites for t in s["texts"]]
     start = time.perf_counter()
     for doc in docs:

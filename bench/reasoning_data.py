@@ -25,22 +25,23 @@ from spacy_reasoningner.benchmark.readers import CROSSNER_DATASETS
 from spacy_reasoningner.models import bundled_model_folder
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training/ stages
-from training.build_data import DataConfig, Source, plan
+from training.build_data import DataConfig
 from training.config import load_profile
 from training.quality import gold_check, judge_checks, structural_checks
+from training.sources import SourceConfig
 from training.teacher import Mode, generate_drafts
 
 
-def sources(data, per_source: int) -> list[Source]:
+def sources(data, per_source: int) -> dict[str, SourceConfig]:
     """CoNLL-2003 train and the five CrossNER train sets (per_source split evenly)."""
     crossner = [
-        Source(name, data / name / "train.txt", "bio", data / name / "labels.json",
+        SourceConfig(name, data / name / "train.txt", "bio", data / name / "labels.json",
                "instructuie_name", limit=max(1, per_source // len(CROSSNER_DATASETS)))
         for name in CROSSNER_DATASETS
     ]  # fmt: skip
-    conll = Source("conll2003", data / "conll2003/train.txt", "bio",
+    conll = SourceConfig("conll2003", data / "conll2003/train.txt", "bio",
                    data / "conll2003/labels.json", "natural_name", limit=per_source)  # fmt: skip
-    return [conll, *crossner]
+    return {source.name: source for source in (conll, *crossner)}
 
 
 def main() -> None:
@@ -55,7 +56,7 @@ def main() -> None:
     config = DataConfig.from_profile(load_profile("cpu", {"paths.data": str(args.data)}))
     config.sources = sources(args.data, args.per_source)
     config.forbidden_datasets = []  # a measurement, not training data
-    records = plan(config).records
+    records = config.plan().records
 
     from spacy_reasoningner.backends.vllm import VLLMBackend
 
@@ -74,11 +75,11 @@ def main() -> None:
     )
     generation_s = time.perf_counter() - started
     checks = [
-        [*structural_checks(r, d, require_coverage=config.require_coverage), gold_check(r, d, config.min_gold_f1)]
+        [*structural_checks(r, d, require_coverage=config.quality.require_coverage), gold_check(r, d, config.quality.min_gold_f1)]
         for r, d in zip(records, drafts, strict=True)
     ]  # fmt: skip
     started = time.perf_counter()
-    verdicts = judge_checks(records, drafts, engine, GenerationSettings(max_new_tokens=args.judge_max_new_tokens), config.judge_threshold)  # fmt: skip
+    verdicts = judge_checks(records, drafts, engine, GenerationSettings(max_new_tokens=args.judge_max_new_tokens), config.quality.judge_threshold)  # fmt: skip
     judging_s = time.perf_counter() - started
 
     n = len(records)
@@ -95,7 +96,7 @@ def main() -> None:
     judged = [check.passed for check, _ in verdicts]
     readable = sum(j is not None for _, j in verdicts)
     alive = [a and p for a, p in zip(alive, judged, strict=True)]
-    print(f"{'judge score >= ' + format(config.judge_threshold, 'g'):<34}{sum(judged) / n:>13.1%}{sum(alive) / n:>13.1%}")  # fmt: skip
+    print(f"{'judge score >= ' + format(config.quality.judge_threshold, 'g'):<34}{sum(judged) / n:>13.1%}{sum(alive) / n:>13.1%}")  # fmt: skip
     print(f"judge replies readable: {readable / n:.1%}")
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from _common import CROSSNER_DATASETS, data_argument, load_dataset
 
-from spacy_reasoningner.backends import GenerationSettings
+from spacy_reasoningner.backends.base import AnswerFormat, GenerationSettings
 from spacy_reasoningner.protocol import (
     Schema,
     answer_json_schema,
@@ -85,18 +85,11 @@ def run_mode(mode: str, prompts: list, settings: GenerationSettings) -> dict:
         if mode == "hf-single":
             completions = [backend.generate([m], settings)[0] for m in messages]
         elif mode == "vllm-structured":
-            # One call per schema: the answer's constraint depends on the labels.
-            groups: dict[int, list] = {}
-            for prompt in prompts:
-                groups.setdefault(id(prompt[1]), []).append(prompt)
-            prompts = [p for group in groups.values() for p in group]
-            completions = []
-            for group in groups.values():
-                answer_schema = answer_json_schema(group[0][1])
-                constrained = GenerationSettings(
-                    **{**settings.__dict__, "answer_schema": answer_schema}
-                )
-                completions += backend.generate([m for m, _ in group], constrained)
+            # One call; each prompt's answer is constrained to its own schema's labels.
+            schemas = tuple(answer_json_schema(schema) for _, schema in prompts)
+            completions = backend.generate_constrained(
+                messages, settings, AnswerFormat(schemas=schemas)
+            )
         else:
             completions = backend.generate(messages, settings)
         seconds = time.perf_counter() - started

@@ -6,10 +6,14 @@ from .backends.transformers import TransformersBackend
 from .backends.vllm import VLLMBackend
 from .component import ReasoningNER, make_reasoning_ner
 from .protocol import Schema, parse_completion, render_messages
+from .settings import ComponentSettings
+from .task import NERTask
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ComponentSettings",
+    "NERTask",
     "OpenAIBackend",
     "ReasoningNER",
     "Schema",

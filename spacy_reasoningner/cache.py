@@ -5,6 +5,12 @@ A completion is stored under a hash of everything that determines it: the backen
 settings; changing any of them misses the cache. Identities hold no credentials. The store is
 one SQLite file in WAL mode, so several processes can read and write it at once. Completions
 of a failed batch that did finish are stored too, so a rerun resumes where the last one stopped.
+
+A cache only saves model calls, so it never stops a run once open: only well-formed
+completions are stored, an entry that does not read back as one is a miss (regenerated and
+overwritten), and if the file fails during a run (disk full, damaged pages) a warning names
+it and the run goes on without caching. A file that cannot be opened as a cache at all is a
+``CacheError`` naming the file and the ways on.
 """
 
 from __future__ import annotations
@@ -12,71 +18,174 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from .backends.base import Backend, BackendError, Completion, GenerationSettings
+from .backends.base import (
+    AnswerFormat,
+    Backend,
+    BackendError,
+    Completion,
+    Constrainable,
+    ConstrainableBackend,
+    FinishReason,
+    GenerationSettings,
+    Identifiable,
+    generate,
+)
 from .protocol import ChatMessages
 
-CACHE_FORMAT = 1  # bump when the key or the stored value changes meaning
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 2  # bump when the key or the stored value changes meaning
+
+
+class CacheError(RuntimeError):
+    """The response cache file cannot be used; the message names it and the fixes."""
 
 
 class ResponseCache:
     def __init__(self, path: str | Path):
         path = Path(path).expanduser()
-        if path.is_dir() or not path.suffix:
+        if path.is_dir() or (not path.suffix and not path.exists()):
             path = path / "responses.sqlite"
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=60, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-        )
+        self._failed = False
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                path, timeout=60, check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+            )
+            self._db.execute("SELECT key, value FROM completions LIMIT 1").fetchall()
+        except (OSError, sqlite3.Error) as error:
+            raise CacheError(
+                f"the response cache {path} cannot be used ({error}). A cache only saves model "
+                "calls: delete or move that file to start a new cache in its place, set "
+                "cache_path to another file, or set cache_path to null to run without one"
+            ) from error
 
     @staticmethod
-    def key(identity: dict[str, Any], messages: ChatMessages, settings: GenerationSettings) -> str:
+    def key(
+        identity: dict[str, Any],
+        messages: ChatMessages,
+        settings: GenerationSettings,
+        answer: dict[str, Any] | None = None,
+    ) -> str:
+        """``answer``: what else shapes the answer (reasoning, JSON Schema, the sample's
+        number among repeats of the prompt), for backends that act on it."""
         payload = {
             "format": CACHE_FORMAT,
             "identity": identity,
             "messages": messages,
             "settings": dataclasses.asdict(settings),
+            "answer": answer,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
     def get_many(self, keys: Sequence[str]) -> dict[str, Completion]:
-        found: dict[str, Completion] = {}
+        """The well-formed completions stored under ``keys``; anything else is a miss."""
+        rows: list[tuple[str, str]] = []
         with self._lock:
-            for first in range(0, len(keys), 500):  # SQLite caps bound parameters
-                chunk = list(keys[first : first + 500])
-                marks = ",".join("?" * len(chunk))
-                rows = self._db.execute(
-                    f"SELECT key, value FROM completions WHERE key IN ({marks})", chunk
-                )
-                found.update((k, Completion(**json.loads(v))) for k, v in rows)
+            if self._failed:
+                return {}
+            try:
+                for first in range(0, len(keys), 500):  # SQLite caps bound parameters
+                    chunk = list(keys[first : first + 500])
+                    marks = ",".join("?" * len(chunk))
+                    rows += self._db.execute(
+                        f"SELECT key, value FROM completions WHERE key IN ({marks})", chunk
+                    ).fetchall()
+            except sqlite3.Error as error:
+                self._fail(error)
+                return {}
+        found = {key: completion for key, value in rows if (completion := _read(value))}
+        if len(found) < len(rows):
+            logger.warning(
+                "response cache %s: %d damaged entries ignored; they are generated again and "
+                "overwritten",
+                self.path,
+                len(rows) - len(found),
+            )
         return found
 
     def put_many(self, items: dict[str, Completion]) -> None:
-        if not items:
+        """Store the well-formed completions of ``items`` (others are left out)."""
+        rows = [(k, json.dumps(dataclasses.asdict(c))) for k, c in items.items() if _is_valid(c)]
+        if not rows:
             return
-        rows = [(k, json.dumps(dataclasses.asdict(c))) for k, c in items.items()]
         with self._lock:
-            self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?)", rows)
+            if self._failed:
+                return
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO completions VALUES (?, ?)", rows)
+            except sqlite3.Error as error:
+                self._fail(error)
+
+    def _fail(self, error: sqlite3.Error) -> None:
+        self._failed = True
+        logger.warning(
+            "response cache %s failed (%s): going on without it for this run, so new "
+            "completions are not kept. To rebuild it, delete or move the file",
+            self.path,
+            error,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
 
 
-class CachedBackend:
-    """Serves cached completions and sends only the misses to the wrapped backend."""
+_FINISH_REASONS = frozenset(get_args(FinishReason))
+
+
+def _is_valid(completion: Any) -> bool:
+    """A Completion whose fields have the types they promise (as a server or a backend may
+    break them: ``"content": 5``)."""
+    return (
+        isinstance(completion, Completion)
+        and isinstance(completion.text, str)
+        and completion.finish_reason in _FINISH_REASONS
+        and isinstance(completion.reasoning, (str, type(None)))
+        and isinstance(completion.prompt, (str, type(None)))
+        and (
+            completion.n_tokens is None
+            or (isinstance(completion.n_tokens, int) and not isinstance(completion.n_tokens, bool))
+        )
+    )
+
+
+def _read(value: str) -> Completion | None:
+    try:
+        fields = json.loads(value)
+        completion = Completion(**fields)
+    except (ValueError, TypeError, RecursionError):  # not JSON, not an object, other fields
+        return None
+    return completion if _is_valid(completion) else None
+
+
+class CachedBackend(ConstrainableBackend):
+    """Serves cached completions and sends only the misses to the wrapped backend.
+
+    The same prompt repeated within one call is sampled repeatedly (confidence voting), so
+    each repeat has its own entry: the n-th repeat is keyed with its number.
+    """
 
     def __init__(self, backend: Backend, cache: ResponseCache):
-        if not hasattr(backend, "identity"):
+        if not isinstance(backend, Identifiable):
             raise ValueError(
                 f"backend {type(backend).__name__} has no 'identity' property, so its answers "
                 "cannot be cached safely: add one (engine, model, settings; no secrets) or turn "
@@ -85,20 +194,47 @@ class CachedBackend:
         self.backend = backend
         self.cache = cache
 
-    def generate(
-        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    def generate_constrained(
+        self,
+        prompts: Sequence[ChatMessages],
+        settings: GenerationSettings,
+        answer_format: AnswerFormat,
     ) -> list[Completion]:
         identity = self.backend.identity
-        keys = [self.cache.key(identity, p, settings) for p in prompts]
+        shaped = isinstance(self.backend, Constrainable)
+        repeats: Counter[str] = Counter()
+        keys = []
+        for i, prompt in enumerate(prompts):
+            answer = (
+                {"reasoning": answer_format.reasoning, "schema": answer_format.schema(i)}
+                if shaped
+                else None
+            )
+            key = self.cache.key(identity, prompt, settings, answer)
+            repeats[key] += 1
+            if repeats[key] > 1:
+                key = self.cache.key(
+                    identity, prompt, settings, {**(answer or {}), "repeat": repeats[key]}
+                )
+            keys.append(key)
         known = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
+            subset = [prompts[i] for i in missing]
+            schemas = tuple(answer_format.schema(i) for i in missing)
             try:
-                fresh = self.backend.generate([prompts[i] for i in missing], settings)
+                fresh = generate(
+                    self.backend,
+                    subset,
+                    settings,
+                    AnswerFormat(answer_format.reasoning, schemas if answer_format.schemas else ()),
+                )
             except BackendError as error:
                 self.cache.put_many({keys[missing[j]]: c for j, c in error.completed.items()})
                 raise
-            new = {keys[i]: c for i, c in zip(missing, fresh, strict=True)}
+            if len(fresh) != len(missing):
+                return fresh  # the caller reports the count mismatch; nothing is stored
+            new = dict(zip((keys[i] for i in missing), fresh, strict=True))
             self.cache.put_many(new)
             known.update(new)
         return [known[k] for k in keys]

@@ -8,24 +8,27 @@ One module owns the format so it cannot drift between training and inference:
 * ``parse_completion``: reasoning + ``{"entities": {label: [mention, ...]}}`` out of whatever
   the model wrote, tolerant of the usual ways small models get it wrong, with every deviation
   recorded in ``ParsedCompletion.issues``;
-* ``normalize_mention`` and ``PRF``/``string_prf``: the paper's string-level metric.
+* ``normalize_mention`` and ``PRF``/``string_prf``: the paper's string-level metric, and
+  ``reference_answer``: a completion read exactly as the reference implementation reads it
+  for that metric and its GRPO rewards (strict JSON, nothing repaired).
 """
 
 from __future__ import annotations
 
-import functools
+import bisect
 import json
+import math
 import re
-import sys
-import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+import string
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 ChatMessages = list[dict[str, str]]
 
 # Type names that the reference drops from the schema and from gold ("misc-like"), plus
-# "miscellaneous", the same type under the natural naming of the labels.json files.
+# "miscellaneous", the same type under the natural naming of the labels.json files. The one
+# list: training profiles and the benchmark code import it (see ``is_misc_like``).
 MISC_LIKE_LABELS = frozenset({"na", "n a", "misc", "miscellaneous", "else", "other", "nan"})
 
 # ChatML, used for models that ship without a chat template (training uses the same one).
@@ -42,6 +45,12 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 def label_key(label: str) -> str:
     """The form under which a label is compared: case, spacing and underscores do not matter."""
     return " ".join(label.replace("_", " ").split()).lower()
+
+
+def is_misc_like(label: str) -> bool:
+    """True for the catch-all types the reference leaves out of schemas and gold
+    (``MISC_LIKE_LABELS``, compared as ``label_key``); the one rule every stage imports."""
+    return label_key(label) in MISC_LIKE_LABELS
 
 
 @dataclass(frozen=True)
@@ -167,7 +176,19 @@ def render_messages(text: str, schema: Schema, *, reasoning: bool = True) -> Cha
     return [{"role": "user", "content": render_user_turn(text, schema, reasoning=reasoning)}]
 
 
-def render_prompt(tokenizer: Any, messages: ChatMessages, **template_kwargs: Any) -> str:
+def template_kwargs(kwargs: Mapping[str, Any], *, reasoning: bool) -> dict[str, Any]:
+    """Chat-template arguments for a prompt with or without reasoning: without, Qwen3-style
+    templates get ``enable_thinking=False`` (they then open an empty think block); a value
+    the user set wins."""
+    result = dict(kwargs)
+    if not reasoning:
+        result.setdefault("enable_thinking", False)
+    return result
+
+
+def render_prompt(
+    tokenizer: Any, messages: ChatMessages, *, reasoning: bool = True, **kwargs: Any
+) -> str:
     """Apply the tokenizer's chat template (ChatML when the tokenizer has none)."""
     template = None if getattr(tokenizer, "chat_template", None) else DEFAULT_CHAT_TEMPLATE
     return tokenizer.apply_chat_template(
@@ -175,7 +196,7 @@ def render_prompt(tokenizer: Any, messages: ChatMessages, **template_kwargs: Any
         tokenize=False,
         add_generation_prompt=True,
         chat_template=template,
-        **template_kwargs,
+        **template_kwargs(kwargs, reasoning=reasoning),
     )
 
 
@@ -228,10 +249,14 @@ ISSUE_NO_JSON = "no JSON object in the answer"
 ISSUE_PROSE = "prose around the JSON answer"
 ISSUE_REPAIRED = "invalid JSON repaired (quotes, trailing commas or literals)"
 ISSUE_TRUNCATED = "truncated JSON (unclosed brackets or string)"
+ISSUE_TOO_LONG = "answer JSON too long: read up to the reader's budget"
 ISSUE_NO_ENTITIES_KEY = 'no "entities" key'
 ISSUE_BAD_SHAPE = 'value of "entities" is not an object of lists'
 ISSUE_NON_STRING = "non-string mention"
 ISSUE_OUT_OF_SCHEMA = "label outside the schema"
+
+REJECTED_NOT_A_STRING = "not a string mention"
+REJECTED_NO_LABEL = "no label given"
 
 
 @dataclass
@@ -240,13 +265,16 @@ class ParsedCompletion:
 
     ``entities`` maps configured labels to mentions in the model's order (duplicates removed);
     ``out_of_schema`` keeps (label, mention) pairs the model gave under labels not in the
-    schema, so callers can report them. ``valid`` is the strict reading used by the schema
-    reward: the answer is exactly one JSON object of the protocol's shape, labels in schema.
+    schema, and ``rejected`` (label, item, reason) the items that are not mentions at all
+    (lists, objects, booleans; the item as short JSON), so callers can report everything the
+    model named. ``valid`` is the strict reading used by the schema reward: the answer is
+    exactly one JSON object of the protocol's shape, labels in schema.
     """
 
     reasoning: str
     entities: dict[str, list[str]]
     out_of_schema: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)
 
     @property
@@ -264,10 +292,20 @@ class ParsedCompletion:
 
 _FENCE = re.compile(r"```[ \t]*(?:json|JSON)?[ \t]*\n?(.*?)(?:```|\Z)", re.DOTALL)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)(?:</answer>|\Z)", re.DOTALL | re.IGNORECASE)
+_MARKUP = re.compile(r"```[ \t]*(?:json|JSON)?|</?answer>", re.IGNORECASE)
+# Where an answer object starts: "{" then the entities key, however it is quoted.
+_ANSWER_START = re.compile(r"""\{\s*(?:"entities"|'entities'|entities)\s*:""")
+# Where any object starts: "{" then "}" or a key and ":". Strings stop at the next quote, so
+# scanning every "{" of a text stays linear.
+_OBJECT_START = re.compile(
+    r"""\{\s*(?:\}|"[^"\\]*(?:\\.[^"\\]*)*"\s*:|'[^'\\]*(?:\\.[^'\\]*)*'\s*:|[A-Za-z_][\w ]*:)""",
+    re.DOTALL,
+)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # unpaired \\ud800 escapes; not encodable
 
 
 def split_reasoning(completion: str, reasoning: str | None = None) -> tuple[str, str, list[str]]:
-    """Split a completion into (reasoning, answer part, issues).
+    """Split a completion into (reasoning, answer part, issues) at its think tags.
 
     ``reasoning`` is a reasoning text a server returned apart from the content (vLLM's and
     Ollama's reasoning parsers do this); the completion is then the answer alone.
@@ -284,231 +322,443 @@ def split_reasoning(completion: str, reasoning: str | None = None) -> tuple[str,
         text = prefix
     else:
         thought = ""
-    thought = "\n".join(part for part in (reasoning or "", thought) if part.strip())
-    return thought.strip(), text.strip(), issues
+    return _join_reasoning(reasoning, thought), text.strip(), issues
+
+
+def _join_reasoning(separate: str | None, inline: str) -> str:
+    return "\n".join(part for part in (separate or "", inline) if part.strip()).strip()
 
 
 def parse_completion(
     completion: str, schema: Schema, *, reasoning: str | None = None
 ) -> ParsedCompletion:
-    """Read reasoning and entities from a completion; never raises on model output."""
-    thought, answer, issues = split_reasoning(completion or "", reasoning)
-    result = ParsedCompletion(reasoning=thought, entities={}, issues=issues)
-    if not answer:
+    """Read reasoning and entities from a completion. Never raises, whatever the text, and
+    runs in time linear in its length.
+
+    The answer is the JSON object after the think block holding an ``entities`` key (inside
+    an ``<answer>`` tag or a fence when there is one), else the first JSON object there. A
+    think tag or a fence inside a mention does not cut the answer: when the text after the
+    last ``</think>`` holds no complete answer, an answer object with a tag inside is taken.
+    """
+    completion = completion or ""
+    thought, answer, issues = split_reasoning(completion, reasoning)
+    found = _find_answer(answer)
+    if _rank(found) < _COMPLETE and (THINK_CLOSE in completion or THINK_OPEN in completion):
+        alternative = _answer_around_tags(completion, reasoning)
+        if alternative is not None and _rank(alternative[2]) > _rank(found):
+            thought, answer, found = alternative
+            issues = []
+    result = ParsedCompletion(reasoning=_clean(thought), entities={}, issues=issues)
+    if found is None:
         if not issues:
-            result.issues.append(ISSUE_EMPTY if not thought else ISSUE_NO_JSON)
+            result.issues.append(ISSUE_EMPTY if not (answer or thought) else ISSUE_NO_JSON)
         return result
-    tagged = _ANSWER_TAG.search(answer) or _FENCE.search(answer)
-    body = tagged.group(1).strip() if tagged else answer
-    value, body_issues = _load_answer_object(body)
-    if value is None:
-        result.issues.append(ISSUE_NO_JSON)
-        return result
-    if tagged and (answer[: tagged.start()].strip() or answer[tagged.end() :].strip()):
-        body_issues.append(ISSUE_PROSE)
-    result.issues.extend(body_issues)
-    if not thought and ISSUE_PROSE in result.issues:
-        # Without a think block, prose before the JSON is the model's reasoning.
-        result.reasoning = answer[: answer.find("{")].strip() if "{" in answer else ""
-    _read_entities(value, schema, result)
+    result.issues.extend(found.issues)
+    leftover = _MARKUP.sub("", answer[: found.start] + answer[found.end :])
+    if leftover.strip():
+        result.issues.append(ISSUE_PROSE)
+        if not thought:  # without a think block, prose before the JSON is the reasoning
+            result.reasoning = _clean(_MARKUP.sub("", answer[: found.start]).strip())
+    # Unpaired surrogates come only from the text itself or from \\u escapes: look once.
+    maybe_surrogates = "\\u" in answer or _LONE_SURROGATE.search(answer) is not None
+    _read_entities(found.value, schema, result, _clean if maybe_surrogates else str)
+    result.issues[:] = list(dict.fromkeys(result.issues))
     return result
+
+
+def _clean(text: str) -> str:
+    """Text without unpaired surrogates (from ``\\ud800`` escapes), which UTF-8 cannot write."""
+    return _LONE_SURROGATE.sub("\ufffd", text) if _LONE_SURROGATE.search(text) else text
+
+
+@dataclass
+class _Found:
+    """A JSON object found in an answer: its value, where it is, how it was read."""
+
+    value: dict[str, Any]
+    start: int
+    end: int
+    issues: list[str]
+
+
+_NOTHING, _OTHER_OBJECT, _CUT_ANSWER, _COMPLETE = range(4)
+
+
+def _rank(found: _Found | None) -> int:
+    if found is None:
+        return _NOTHING
+    if "entities" not in found.value:
+        return _OTHER_OBJECT
+    cut = ISSUE_TRUNCATED in found.issues or ISSUE_TOO_LONG in found.issues
+    return _CUT_ANSWER if cut else _COMPLETE
+
+
+def _find_answer(answer: str, inside_tags: Sequence[int] = ()) -> _Found | None:
+    """The answer object of ``answer``: the first one holding entities (one inside an
+    ``<answer>`` tag, then one inside a fence, preferred), else the first object holding
+    entities anywhere, else the first object. With ``inside_tags``, only an answer object
+    containing one of those positions."""
+    search = _ObjectSearch(answer)
+    regions = [_Regions(_ANSWER_TAG, answer), _Regions(_FENCE, answer)]  # best first
+    best, best_level = None, -1
+    for found in search.objects(_ANSWER_START):
+        if inside_tags and not _contains_any(found, inside_tags):
+            continue
+        level = next((2 - i for i, r in enumerate(regions) if r.contain(found.start)), 0)
+        if level > best_level:
+            best, best_level = found, level
+        if best_level == 2 or (best_level == 1 and not regions[0]) or not any(regions):
+            break
+    if best is not None or inside_tags:
+        return best
+    first = None
+    for found in search.objects(_OBJECT_START):
+        if "entities" in found.value:
+            return found
+        first = first or found
+    return first
+
+
+class _Regions:
+    """The spans of a pattern's matches in a text, for 'does this position lie inside one'."""
+
+    def __init__(self, pattern: re.Pattern[str], text: str):
+        spans = [m.span() for m in pattern.finditer(text)]
+        self.starts = [s for s, _ in spans]
+        self.ends = [e for _, e in spans]
+
+    def __bool__(self) -> bool:
+        return bool(self.starts)
+
+    def contain(self, position: int) -> bool:
+        index = bisect.bisect_right(self.starts, position) - 1
+        return index >= 0 and position < self.ends[index]
+
+
+def _contains_any(found: _Found, positions: Sequence[int]) -> bool:
+    index = bisect.bisect_right(positions, found.start)
+    return index < len(positions) and positions[index] < found.end
+
+
+def _answer_around_tags(
+    completion: str, reasoning: str | None
+) -> tuple[str, str, _Found | None] | None:
+    """(reasoning, answer, object) when a think tag sits inside the answer's JSON (in a
+    mention), so the split at the tags cut the answer; None when no object contains a tag
+    outside an unclosed think block."""
+    tags = [m.start() for m in re.finditer(re.escape(THINK_CLOSE), completion)]
+    tags += [m.start() for m in re.finditer(re.escape(THINK_OPEN), completion)]
+    found = _find_answer(completion, sorted(tags))
+    if found is None:
+        return None
+    before = completion[: found.start]
+    if before.rfind(THINK_OPEN) > before.rfind(THINK_CLOSE):
+        return None  # the object is a draft inside a think block that never closed
+    close = before.rfind(THINK_CLOSE)
+    offset = close + len(THINK_CLOSE) if close >= 0 else 0
+    thought = before[: max(close, 0)].replace(THINK_OPEN, "").replace(THINK_CLOSE, "")
+    answer = completion[offset:]
+    found.start, found.end = found.start - offset, found.end - offset
+    return _join_reasoning(reasoning, thought), answer, found
 
 
 _DECODER = json.JSONDecoder()  # stateless: one instance serves every call
 
 
-def _load_answer_object(body: str) -> tuple[Any, list[str]]:
-    """The first JSON object in ``body`` holding entities, strict JSON first, then repaired."""
-    start = body.find("{")
-    if start < 0:
-        return None, []
-    first: Any = None
-    while start >= 0:
-        try:
-            value, end = _DECODER.raw_decode(body, start)
-            issues = []
-        except json.JSONDecodeError:
-            value, end, issues = _LenientJSON(body, start).parse_value()
-        if isinstance(value, dict):
-            if start > 0 or body[end:].strip():
-                issues.append(ISSUE_PROSE)
-            if "entities" in value:
-                return value, issues
-            if first is None:
-                first = (value, issues)
-        start = body.find("{", max(end, start + 1))
-    return first if first is not None else (None, [])
+class _ObjectSearch:
+    """Parses the objects starting at the matches of a pattern, left to right, skipping text
+    already read. Bounded so that any text costs linear time: a failed strict parse costs the
+    text before it (``JSONDecodeError`` counts its line number), so only a few are tried;
+    and objects read are capped (garbage, not an answer, past that)."""
+
+    MAX_STRICT_FAILURES = 4
+    MAX_ATTEMPTS = 1000
+    # Tokens the lenient reader may read per completion: far beyond any real answer (a
+    # 32k-token completion), and what keeps a megabyte of dense brackets well under a second.
+    MAX_LENIENT_TOKENS = 100_000
+
+    def __init__(self, text: str):
+        self.text = text
+        self.strict_failures = 0
+        self.attempts = 0
+        self.tokens_left = self.MAX_LENIENT_TOKENS
+
+    def objects(self, starts: re.Pattern[str]) -> Iterator[_Found]:
+        resume = 0
+        for match in starts.finditer(self.text):
+            start = match.start()
+            if start < resume:
+                continue
+            if self.attempts >= self.MAX_ATTEMPTS or self.tokens_left <= 0:
+                return
+            self.attempts += 1
+            value, end, issues = self._parse_at(start)
+            resume = max(end, start + 1)
+            if isinstance(value, dict):
+                yield _Found(value, start, end, issues)
+
+    def _parse_at(self, start: int) -> tuple[Any, int, list[str]]:
+        if self.strict_failures < self.MAX_STRICT_FAILURES:
+            try:
+                value, end = _DECODER.raw_decode(self.text, start)
+                return value, end, []
+            except (ValueError, RecursionError):  # bad JSON, too deep, over-long integers
+                self.strict_failures += 1
+        reader = _LenientJSON(self.text, start, self.tokens_left)
+        parsed = reader.parse()
+        self.tokens_left = reader.tokens_left
+        return parsed
 
 
-def _read_entities(value: dict[str, Any], schema: Schema, result: ParsedCompletion) -> None:
+def _read_entities(
+    value: dict[str, Any], schema: Schema, result: ParsedCompletion, clean: Callable[[str], str]
+) -> None:
     if "entities" in value:
         grouped = value["entities"]
     else:
         result.issues.append(ISSUE_NO_ENTITIES_KEY)
         grouped = value
+    pairs: list[tuple[str, Any]] = []
     if isinstance(grouped, list):  # [{"text": ..., "label": ...}, ...]
         result.issues.append(ISSUE_BAD_SHAPE)
-        pairs = []
         for item in grouped:
+            mention, label = item, None
             if isinstance(item, dict):
                 mention = next(
-                    (item[k] for k in ("text", "mention", "name", "entity") if k in item), None
+                    (item[k] for k in ("text", "mention", "name", "entity") if k in item), item
                 )
                 label = next((item[k] for k in ("label", "type") if k in item), None)
-                if isinstance(label, str):
-                    pairs.append((label, mention))
+            if isinstance(label, str):
+                pairs.append((label, mention))
+            elif mention is not None:
+                result.rejected.append(("", _item_text(mention), REJECTED_NO_LABEL))
     elif isinstance(grouped, dict):
-        pairs = []
         for label, items in grouped.items():
             if not isinstance(items, list):
                 result.issues.append(ISSUE_BAD_SHAPE)
                 items = [items]
-            pairs.extend((str(label), item) for item in items)
+            pairs.extend((label, item) for item in items)
     else:
         result.issues.append(ISSUE_BAD_SHAPE)
+        if grouped is not None:
+            result.rejected.append(("", _item_text(grouped), REJECTED_NO_LABEL))
         return
+    flags: dict[str, None] = {}  # issues, once each (an answer may hold many items)
     seen: set[tuple[str, str]] = set()
     for label, item in pairs:
-        if isinstance(item, (int, float)) and not isinstance(item, bool):
-            result.issues.append(ISSUE_NON_STRING)
-            item = str(item)
-        if not isinstance(item, str):
-            if item is not None:
-                result.issues.append(ISSUE_NON_STRING)
-            continue
-        mention = item.strip()
+        if item.__class__ is not str:
+            if (
+                isinstance(item, (int, float))
+                and not isinstance(item, bool)
+                and math.isfinite(item)
+            ):
+                item = str(item)
+            elif item is None:
+                continue
+            else:
+                result.rejected.append(
+                    (schema.canonical(label) or label, _item_text(item), REJECTED_NOT_A_STRING)
+                )
+            flags[ISSUE_NON_STRING] = None
+            if item.__class__ is not str:
+                continue
+        mention = clean(item.strip())
         if not mention:
             continue
         canonical = schema.canonical(label)
         if canonical is None:
-            result.issues.append(ISSUE_OUT_OF_SCHEMA)
-            result.out_of_schema.append((label, mention))
+            flags[ISSUE_OUT_OF_SCHEMA] = None
+            result.out_of_schema.append((clean(label), mention))
         elif (canonical, mention) not in seen:
             seen.add((canonical, mention))
             result.entities.setdefault(canonical, []).append(mention)
-    result.issues[:] = list(dict.fromkeys(result.issues))
+    result.issues.extend(flags)
 
 
-_SCALAR = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?|[A-Za-z]+")
+def _item_text(item: Any, limit: int = MAX_MENTION_CHARS) -> str:
+    """A non-mention item as short JSON, for reports."""
+    if isinstance(item, str):
+        text = item
+    else:
+        try:
+            text = json.dumps(item, ensure_ascii=False)
+        except (ValueError, RecursionError):  # nested too deep, or numbers too long to print
+            text = f"<{type(item).__name__}>"
+    return _clean(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][-+]?\d+)?")
+_WORD = re.compile(r"[A-Za-z]+")
 _BARE_KEY = re.compile(r"[A-Za-z_][\w ]*")
-
-
-_LITERALS = {
-    "true": True,
-    "false": False,
-    "null": None,
+_SPACE = re.compile(r"[ \t\r\n]*")
+_STRING = {
+    quote: re.compile(rf"{quote}([^{quote}\\]*(?:\\.[^{quote}\\]*)*){quote}", re.DOTALL)
+    for quote in "\"'"
+}
+_CONTROL = re.compile(r"[\x00-\x1f]")
+_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.DOTALL)
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "/": "/", "\\": "\\", '"': '"'}
+_LITERALS = {"true": True, "false": False, "null": None}
+_REPAIRED_LITERALS = {
     "True": True,
     "False": False,
     "None": None,
+    "NaN": float("nan"),
+    "Infinity": float("inf"),
 }
+_MAX_INT_DIGITS = 4000  # int() refuses longer digit strings (Python's conversion limit)
+
+# Reader states: what the next token may be.
+_VALUE, _VALUE_OR_CLOSE, _KEY_OR_CLOSE, _COLON, _COMMA_OR_CLOSE = range(5)
 
 
 class _LenientJSON:
-    """A forgiving JSON reader for model output: single quotes, trailing commas, Python
-    literals, and text cut off mid-way (complete items are kept, the cut one is dropped)."""
+    """A forgiving JSON reader for model output: single quotes, bare keys, trailing commas,
+    Python literals, raw control characters in strings, and text cut off mid-way (complete
+    items are kept, the cut one dropped). Iterative, so nesting depth costs memory, not
+    stack; every repair is recorded, so text that needs none reads as strict JSON."""
 
-    def __init__(self, text: str, pos: int):
-        self.text, self.pos, self.issues = text, pos, {ISSUE_REPAIRED}
+    def __init__(self, text: str, pos: int, tokens: int):
+        self.text, self.pos, self.issues = text, pos, set()
+        self.tokens_left = tokens
+        self.root: Any = None
 
-    def parse_value(self) -> tuple[Any, int, list[str]]:
+    def parse(self) -> tuple[Any, int, list[str]]:
+        """(value or None, position where reading stopped, issues)."""
         try:
-            value = self._value()
-        except _Truncated as cut:
-            self.issues.add(ISSUE_TRUNCATED)
-            value = cut.partial
+            value = self._read()
+        except _Truncated:
+            self.issues.add(ISSUE_TRUNCATED if self.tokens_left > 0 else ISSUE_TOO_LONG)
+            value = self.root
         except _Invalid:
             value = None
         return value, self.pos, sorted(self.issues)
 
-    def _skip(self) -> None:
-        while self.pos < len(self.text) and self.text[self.pos] in " \t\r\n":
-            self.pos += 1
-
-    def _peek(self) -> str:
-        self._skip()
-        if self.pos >= len(self.text):
-            raise _Truncated(None)
-        return self.text[self.pos]
-
-    def _value(self) -> Any:
-        char = self._peek()
-        if char == "{":
-            return self._container("}", {})
-        if char == "[":
-            return self._container("]", [])
-        if char in "\"'":
-            return self._string()
-        match = _SCALAR.match(self.text, self.pos)
-        if not match:
-            raise _Invalid
-        self.pos = match.end()
-        token = match.group()
-        if token in _LITERALS:
-            return _LITERALS[token]
-        if token[0].isalpha():
-            raise _Invalid
-        return float(token) if match.group(1) or match.group(2) else int(token)
-
-    def _string(self) -> str:
-        quote, self.pos = self.text[self.pos], self.pos + 1
-        chars: list[str] = []
-        while self.pos < len(self.text):
-            char = self.text[self.pos]
-            self.pos += 1
-            if char == quote:
-                return "".join(chars)
-            if char == "\\" and self.pos < len(self.text):
-                escaped = self.text[self.pos]
-                self.pos += 1
-                if escaped == "u" and re.fullmatch(
-                    r"[0-9a-fA-F]{4}", self.text[self.pos : self.pos + 4]
-                ):
-                    chars.append(chr(int(self.text[self.pos : self.pos + 4], 16)))
-                    self.pos += 4
-                else:
-                    chars.append({"n": "\n", "t": "\t", "r": "\r"}.get(escaped, escaped))
-            else:
-                chars.append(char)
-        raise _Truncated(None)
-
-    def _container(self, close: str, out: Any) -> Any:
-        self.pos += 1
-        while True:
-            key = None
-            try:
-                if self._peek() == close:
-                    self.pos += 1
-                    return out
-                if isinstance(out, dict):
-                    key = self._string() if self._peek() in "\"'" else self._bare_key()
-                    if self._peek() != ":":
+    def _read(self) -> Any:
+        text, size, pos = self.text, len(self.text), self.pos
+        skip_space = _SPACE.match
+        stack: list[Any] = []  # open containers, innermost last
+        keys: list[Any] = []  # per open container: the key awaiting its value (dicts)
+        state, after_comma = _VALUE, False
+        try:
+            while True:
+                self.tokens_left -= 1
+                if self.tokens_left < 0:
+                    raise _Truncated  # over budget: keep what was read, as for a cut text
+                if pos < size and text[pos] in " \t\r\n":
+                    pos = skip_space(text, pos).end()
+                if pos >= size:
+                    raise _Truncated
+                char = text[pos]
+                if state == _COLON:
+                    if char != ":":
                         raise _Invalid
-                    self.pos += 1
-                    out[key] = self._value()
-                else:
-                    out.append(self._value())
-                if self._peek() == ",":
-                    self.pos += 1
-                elif self._peek() != close:
+                    pos += 1
+                    state = _VALUE
+                    continue
+                top = stack[-1] if stack else None
+                if state == _COMMA_OR_CLOSE and char == ",":
+                    pos += 1
+                    state = _VALUE_OR_CLOSE if top.__class__ is list else _KEY_OR_CLOSE
+                    after_comma = True
+                    continue
+                if state != _VALUE and char == ("]" if top.__class__ is list else "}"):
+                    if after_comma:
+                        self.issues.add(ISSUE_REPAIRED)  # trailing comma
+                    pos += 1
+                    stack.pop()
+                    keys.pop()
+                elif state == _COMMA_OR_CLOSE:
                     raise _Invalid
-            except _Truncated as cut:
-                if isinstance(out, dict) and cut.partial is not None and key is not None:
-                    out[key] = cut.partial
-                elif isinstance(out, list) and cut.partial is not None:
-                    out.append(cut.partial)
-                raise _Truncated(out) from None
+                elif state == _KEY_OR_CLOSE:
+                    keys[-1], pos = self._string(pos) if char in "\"'" else self._bare_key(pos)
+                    state, after_comma = _COLON, False
+                    continue
+                elif char == "{" or char == "[":
+                    container: Any = {} if char == "{" else []
+                    pos += 1
+                    self._attach(top, keys, container)
+                    stack.append(container)
+                    keys.append(None)
+                    state = _KEY_OR_CLOSE if char == "{" else _VALUE_OR_CLOSE
+                    after_comma = False
+                    continue
+                else:
+                    value, pos = self._string(pos) if char in "\"'" else self._scalar(pos)
+                    self._attach(top, keys, value)
+                after_comma = False
+                if not stack:
+                    return self.root
+                state = _COMMA_OR_CLOSE
+        finally:
+            self.pos = pos
 
-    def _bare_key(self) -> str:
-        match = _BARE_KEY.match(self.text, self.pos)
+    def _attach(self, top: Any, keys: list[Any], value: Any) -> None:
+        # Containers are attached when opened, so a cut one is kept with its complete items.
+        if top is None:
+            self.root = value
+        elif top.__class__ is list:
+            top.append(value)
+        else:
+            top[keys[-1]] = value
+
+    def _string(self, pos: int) -> tuple[str, int]:
+        text = self.text
+        quote = text[pos]
+        close = text.find(quote, pos + 1)
+        if close >= 0 and text.find("\\", pos + 1, close) < 0:  # no escapes: the common case
+            body, end = text[pos + 1 : close], close + 1
+        else:
+            match = _STRING[quote].match(text, pos)
+            if match is None:
+                raise _Truncated  # no closing quote: the text was cut inside the string
+            body, end = match.group(1), match.end()
+        if quote == "'" or (not body.isprintable() and _CONTROL.search(body)):
+            self.issues.add(ISSUE_REPAIRED)
+        if "\\" not in body:
+            return body, end
+        body = _ESCAPE.sub(self._unescape, body)
+        if _LONE_SURROGATE.search(body):  # join \\ud83d\\ude00-style pairs as json does
+            body = body.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        return body, end
+
+    def _unescape(self, match: re.Match[str]) -> str:
+        escaped = match.group(1)
+        if len(escaped) == 5:  # uXXXX; surrogate pairs are joined by the caller
+            return chr(int(escaped[1:], 16))
+        if escaped not in _ESCAPES:
+            self.issues.add(ISSUE_REPAIRED)
+        return _ESCAPES.get(escaped, escaped)
+
+    def _scalar(self, pos: int) -> tuple[Any, int]:
+        number = _NUMBER.match(self.text, pos)
+        if number:
+            token = number.group()
+            if number.group(1) or number.group(2) or len(token) > _MAX_INT_DIGITS:
+                return float(token), number.end()
+            return int(token), number.end()
+        word = _WORD.match(self.text, pos)
+        if word is None:
+            raise _Invalid
+        if word.group() in _LITERALS:
+            return _LITERALS[word.group()], word.end()
+        if word.group() in _REPAIRED_LITERALS:
+            self.issues.add(ISSUE_REPAIRED)
+            return _REPAIRED_LITERALS[word.group()], word.end()
+        if word.end() >= len(self.text):
+            raise _Truncated  # a literal cut mid-word ("tr")
+        raise _Invalid
+
+    def _bare_key(self, pos: int) -> tuple[str, int]:
+        match = _BARE_KEY.match(self.text, pos)
         if not match:
             raise _Invalid
-        self.pos = match.end()
-        return match.group().strip()
+        self.issues.add(ISSUE_REPAIRED)
+        return match.group().strip(), match.end()
 
 
 class _Truncated(Exception):
-    def __init__(self, partial: Any):
-        self.partial = partial
+    pass
 
 
 class _Invalid(Exception):
@@ -520,17 +770,15 @@ class _Invalid(Exception):
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
-@functools.cache
-def _punctuation_table() -> dict[int, None]:
-    """Every Unicode punctuation character (categories P*), for ``str.translate``."""
-    return dict.fromkeys(
-        c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")
-    )
+# The reference removes ASCII punctuation only (Python's ``string.punctuation``): curly
+# quotes, dashes and other Unicode punctuation stay part of a mention.
+_ASCII_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def normalize_mention(text: str) -> str:
-    """The reference's normalization: lowercase, drop punctuation and articles, squash spaces."""
-    text = text.lower().translate(_punctuation_table())
+    """The reference's normalization: lowercase, drop ASCII punctuation and the articles
+    a/an/the, squash whitespace."""
+    text = text.lower().translate(_ASCII_PUNCTUATION)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
 
@@ -569,3 +817,68 @@ def string_prf(predicted: Iterable[tuple[str, str]], gold: Iterable[tuple[str, s
     """Counts of the paper's metric for one sentence, from (mention, label) pairs."""
     pred_set, gold_set = entity_set(predicted), entity_set(gold)
     return PRF(len(pred_set & gold_set), len(pred_set), len(gold_set))
+
+
+# --------------------------------------------------------------------------- the reference's reading
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_JSON_FENCE = re.compile(r"```json(.*?)```", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class ReferenceAnswer:
+    """A completion as the reference implementation (HuiResearch/ReasoningIE) reads it for
+    its string-level metric and its GRPO rewards.
+
+    ``loads``: ``json.loads`` accepted the answer text (think blocks removed, an
+    ``<answer>`` block or a json fence taken when present); prose around it, single quotes,
+    trailing commas or a cut answer fail, and nothing is repaired. ``readable``: reading the
+    entities from the value raised nothing in the reference either (``entities`` is not an
+    object, or a label holds a number, make the reference fail: no credit at all).
+    ``mentions``: (mention, label) pairs, mentions stripped, labels lowercased and
+    stripped, in the order written; only string items count.
+    """
+
+    loads: bool
+    readable: bool
+    mentions: tuple[tuple[str, str], ...] = ()
+
+    def in_schema(self, names: Iterable[str]) -> bool:
+        """The reference's schema check: the answer loads and every label is a schema name
+        (compared lowercased and stripped); an answer without entities passes."""
+        allowed = {name.strip().lower() for name in names}
+        return self.loads and self.readable and all(label in allowed for _, label in self.mentions)
+
+
+def reference_answer(completion: str) -> ReferenceAnswer:
+    """Read ``completion`` exactly as the reference does (see ``ReferenceAnswer``)."""
+    text = completion
+    if "<think>" in text or "</think>" in text:
+        text = _THINK_BLOCK.sub("", text).replace("<think>", "").replace("</think>", "")
+    if "<answer>" in text:
+        blocks = _ANSWER_BLOCK.findall(text)
+        text = blocks[0] if blocks else text.replace("<answer>", "").replace("</answer>", "")
+    if "```json" in text:
+        fenced = _JSON_FENCE.findall(text)
+        if not fenced:  # an unclosed fence: the reference fails on it
+            return ReferenceAnswer(loads=False, readable=False)
+        text = fenced[0]
+    try:
+        value = json.loads(text.strip())
+    except ValueError:
+        return ReferenceAnswer(loads=False, readable=False)
+    if not isinstance(value, dict):
+        return ReferenceAnswer(loads=True, readable=True)  # read as no entities
+    entities = value.get("entities", {})
+    if not isinstance(entities, dict):
+        return ReferenceAnswer(loads=True, readable=False)
+    mentions = []
+    for label, items in entities.items():
+        # The reference iterates whatever a label holds: list items, the characters of a
+        # string, the keys of an object; a number, true/false or null raise.
+        if not isinstance(items, (list, str, dict)):
+            return ReferenceAnswer(loads=True, readable=False)
+        label_name = label.strip().lower()
+        mentions.extend((item.strip(), label_name) for item in items if isinstance(item, str))
+    return ReferenceAnswer(loads=True, readable=True, mentions=tuple(mentions))

@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import random
+import tracemalloc
+import unicodedata
 
 import pytest
 import spacy
+from spacy.tokens import Span
 
 from spacy_reasoningner.alignment import (
     REASON_INSIDE_WORD,
+    REASON_NO_WORD,
     REASON_NOT_FOUND,
     dedupe_spans,
     find_occurrences,
     ground_mentions,
+    merge_entities,
     resolve_overlaps,
 )
+
+from ._timing import best_cpu_seconds, grows_linearly
 
 NLP = spacy.blank("en")
 
@@ -150,3 +157,83 @@ def test_dedupe_spans():
     doc = NLP("Ada and Ada")
     spans, _ = ground_mentions(doc, [("Ada", "per")])
     assert len(dedupe_spans([*spans, *spans])) == 2
+
+
+# --------------------------------------------------------------------------- hostile mentions
+
+
+@pytest.mark.parametrize(
+    ("text", "mention"),
+    [
+        ("It costs 3.14 in the U.S. today.", "."),
+        ("See https://example.com/a/b for more.", "/"),
+        ("Tea & cakes - at 5.", "&"),
+        ("Lists: - one - two", "- -"),
+    ],
+)
+def test_mentions_without_letters_or_digits_are_unaligned_with_a_reason(text, mention):
+    found, unaligned = spans_of(text, [(mention, "x")])
+    assert found == []
+    assert [(u.text, u.reason) for u in unaligned] == [(mention, REASON_NO_WORD)]
+
+
+@pytest.mark.parametrize("form", ["NFC", "NFD"])
+def test_accents_belong_to_their_word_in_either_normal_form(form):
+    text = unicodedata.normalize(form, "Amélie met Lie at the café.")
+    found, unaligned = spans_of(text, [("lie", "per"), ("caf", "org")])
+    assert found == [("Lie", "per", text.index("Lie"))]  # fuzzy, never the end of Amélie
+    assert [u.text for u in unaligned] == ["caf"]
+
+
+@pytest.mark.parametrize("mode", ["strict", "contract", "expand"])
+def test_entities_never_hold_whitespace_at_their_edges(mode):
+    text = "Ada Lovelace\n\nhttp://example.com is her page.\n\n  \n"
+    doc = NLP(text)
+    spans, _ = ground_mentions(
+        doc, [("Lovelace\n\nhttp", "x"), ("page.\n\n  \n", "y")], alignment_mode=mode
+    )
+    assert spans, mode
+    for span in spans:
+        assert span.text == span.text.strip() == text[span.start_char : span.end_char]
+
+
+def test_fuzzy_matching_folds_case_beyond_one_character():
+    found, _ = spans_of("Die STRASSE und die Straße.", [("straße", "loc"), ("strasse", "loc")])
+    assert sorted(set(found)) == [("STRASSE", "loc", 4), ("Straße", "loc", 20)]
+
+
+def test_long_unfound_mentions_cost_little_and_keep_no_memory():
+    doc = NLP("Ada Lovelace lived in London. " * 60)
+    text = doc.text
+    mentions = [(f"{i} " + "lorem ipsum " * 800, "x") for i in range(300)]  # 9.6 KB each
+    ground_mentions(doc, mentions[:5], text=text)  # warm up
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    seconds = best_cpu_seconds(lambda: ground_mentions(doc, mentions, text=text), repeats=1)
+    retained = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert retained < 1_000_000  # a regex per mention kept ~130 KB each
+    assert seconds < 2.0  # compiling a regex per mention took ~50 s
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_merging_with_existing_entities(overwrite):
+    doc = NLP("New York met Grace Hopper in Paris.")
+    existing = [Span(doc, 1, 2, label="ORG"), Span(doc, 6, 7, label="GPE")]
+    new = [Span(doc, 0, 2, label="loc"), Span(doc, 3, 5, label="per")]
+    merged = [(s.text, s.label_) for s in merge_entities(existing, new, overwrite=overwrite)]
+    if overwrite:
+        assert merged == [("New York", "loc"), ("Grace Hopper", "per"), ("Paris", "GPE")]
+    else:
+        assert merged == [("York", "ORG"), ("Grace Hopper", "per"), ("Paris", "GPE")]
+
+
+def test_merging_is_not_quadratic():
+    doc = NLP("word " * 40_000)
+
+    def merge(n: int) -> None:
+        existing = [Span(doc, 2 * i, 2 * i + 1, label="A") for i in range(n)]
+        new = [Span(doc, 2 * i + 1, 2 * i + 2, label="B") for i in range(n)]
+        assert len(merge_entities(existing, new, overwrite=False)) == 2 * n
+
+    assert grows_linearly(merge, 1_000, 16_000)

@@ -13,7 +13,7 @@ from spacy_reasoningner.backends import BackendError
 from spacy_reasoningner.benchmark.readers import NERRecord, read_ner_cot_jsonl
 from spacy_reasoningner.protocol import Schema, parse_completion, render_answer
 from spacy_reasoningner.registry import backends
-from training.build_data import DataConfig, plan, run
+from training.build_data import DataConfig, run
 from training.config import load_profile
 from training.quality import (
     AGREES,
@@ -25,12 +25,11 @@ from training.quality import (
     parse_judgement,
     structural_checks,
 )
-from training.teacher import Draft, gold_entities, template_draft
+from training.samples import gold_entities
+from training.teacher import Draft, template_draft
 
+from ._data import DATA, needs_data
 from ._scripted_backend import ScriptedBackend
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="needs ../shared/data")
 
 # Completions of the oracle teacher, by text, and the calls on which it fails; tests set them.
 ORACLE: dict[str, str] = {}
@@ -80,6 +79,7 @@ def oracle_completion(record: NERRecord, *, cover: bool = True) -> str:
     return f"<think>\nThe entities are {named}.\n</think>\n{render_answer(entities, schema)}"
 
 
+@needs_data
 def test_template_run_writes_dataset_ner_cot_and_report(tmp_path: Path) -> None:
     overrides = {
         "paths.data": str(DATA),
@@ -117,6 +117,7 @@ def test_template_run_writes_dataset_ner_cot_and_report(tmp_path: Path) -> None:
     assert 3 < report["reasoning_tokens"]["mean"] < 64
 
 
+@needs_data
 def test_runs_are_deterministic_under_the_seed(tmp_path: Path) -> None:
     first, second = config_for(tmp_path / "a"), config_for(tmp_path / "b")
     run(first), run(second)
@@ -127,9 +128,10 @@ def test_runs_are_deterministic_under_the_seed(tmp_path: Path) -> None:
     assert read(other) != read(first)
 
 
+@needs_data
 def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
     reference = config_for(tmp_path / "whole", mode="reannotate")
-    records = plan(reference).records
+    records = reference.plan().records
     ORACLE.update({r.text: oracle_completion(r) for r in records})
     reference.teacher = {"@reasoning_ner_backends": "tests.OracleTeacher.v1"}
     run(reference)
@@ -154,15 +156,17 @@ def test_interrupted_run_resumes_without_losing_or_duplicating(tmp_path: Path) -
     assert a == b and len(a) == len(records)
 
 
+@needs_data
 def test_rerun_with_another_configuration_is_refused(tmp_path: Path) -> None:
     run(config_for(tmp_path))
     with pytest.raises(ValueError, match="different \\[cg\\] configuration"):
         run(config_for(tmp_path, seed=5))
 
 
+@needs_data
 def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
     config = config_for(tmp_path, mode="reannotate")
-    records = plan(config).records
+    records = config.plan().records
     bad = {
         records[0].text: "I cannot find anything.",
         records[1].text: '<think>Hmm.</think>{"entities": {"weapon": ["gun"]}}',
@@ -180,11 +184,12 @@ def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
     assert report["dropped_by_reason"][PARSED] == 1
 
 
+@needs_data
 def test_forbidden_domain_is_refused(tmp_path: Path) -> None:
     config = config_for(tmp_path)
-    config.sources[0].name = "crossner_ai"
+    config.sources["conll2003"].name = "crossner_ai"
     with pytest.raises(ValueError, match="evaluation domains"):
-        plan(config)
+        config.plan()
 
 
 def _record() -> NERRecord:
@@ -222,6 +227,7 @@ def test_judge_replies_are_read_leniently() -> None:
 
 
 @pytest.mark.slow
+@needs_data
 def test_bundled_model_as_teacher_and_judge(tmp_path: Path) -> None:
     """SmolLM2 for real: drafts and judgements are produced and every decision recorded."""
     config = config_for(

@@ -15,6 +15,7 @@ import tests._scripted_backend  # noqa: F401 (registers tests.Scripted.v1 for sp
 from spacy_reasoningner import __version__, cli
 from spacy_reasoningner.cli import app
 from spacy_reasoningner.models import DEFAULT_MODEL
+from tests._data import DATA, needs_data
 
 OUTPUT_KEYS = ["text", "entities", "reasoning", "unaligned", "truncated"]
 SCRIPTED_ANSWER = (
@@ -167,8 +168,8 @@ def test_labels_file_with_definitions_reaches_the_component(
     [(_, component)] = built
     assert component.labels == ("person", "Medical Condition")
     assert component.schema.definitions == definitions
-    assert component.max_chars == 500
-    assert component.settings.max_new_tokens == 8
+    assert component.settings.max_chars == 500
+    assert component.generation.max_new_tokens == 8
     assert component.backend.reference == str(tiny_model_dir)
     assert len(lines_of(result.stdout)) == 1
 
@@ -280,9 +281,6 @@ def test_pipeline_without_reasoning_ner_is_an_error(tmp_path: Path):
 
 
 # --------------------------------------------------------------------------- evaluate
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"no benchmark data at {DATA}")
 
 
 @needs_data

@@ -5,14 +5,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import fields
+from pathlib import Path
 
 import pytest
 import spacy
+from confection import ConfigValidationError
 from spacy.tokens import Span
 from spacy.training import Example
 
-from spacy_reasoningner.backends import Completion
+from spacy_reasoningner.backends import Completion, GenerationSettings
 from spacy_reasoningner.protocol import render_completion
+from spacy_reasoningner.settings import ComponentSettings
 
 from ._scripted_backend import ScriptedBackend, prompt_text
 
@@ -43,6 +47,26 @@ def make_nlp(answer=oracle, **config):
     )
     pipe.backend = ScriptedBackend(answer)
     return nlp, pipe
+
+
+def test_readme_configuration_table_is_written_from_the_settings():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert ComponentSettings.markdown_table() in readme
+
+
+def test_settings_are_written_once_and_spacy_validates_them():
+    nlp = spacy.blank("en")
+    backend = {"@reasoning_ner_backends": "tests.Scripted.v1"}
+    nlp.add_pipe("reasoning_ner", config={"labels": ["person"], "backend": backend})
+    config = nlp.config["components"]["reasoning_ner"]
+    assert set(config) - {"factory"} == {f.name for f in fields(ComponentSettings)}
+    assert config["generation"]["max_new_tokens"] == GenerationSettings().max_new_tokens
+    with pytest.raises(ConfigValidationError, match="batch_size"):
+        spacy.blank("en").add_pipe(
+            "reasoning_ner", config={"labels": ["a"], "backend": backend, "batch_size": "many"}
+        )
+    with pytest.raises(ConfigValidationError, match="unexpected argument: 'overwrite'"):
+        spacy.blank("en").add_pipe("reasoning_ner", config={"backend": backend, "overwrite": True})
 
 
 def test_factory_is_found_through_the_entry_point_without_import():
@@ -160,19 +184,40 @@ def test_truncated_completion_is_flagged(caplog):
     assert "hit max_new_tokens" in caplog.text
 
 
-def test_existing_entities_are_kept_or_overwritten():
+@pytest.mark.parametrize(
+    ("ents_filter", "expected"),
+    [
+        (
+            "reasoning_ner.prefer_existing_ents.v1",
+            [("York", "ORG"), ("Grace Hopper", "person"), ("Lovelace", "ORG")],
+        ),
+        (
+            "reasoning_ner.prefer_new_ents.v1",
+            [("New York", "location"), ("Grace Hopper", "person"), ("Lovelace", "ORG")],
+        ),
+        # spaCy's own filters have the same signature and plug in alike.
+        (
+            "spacy.prioritize_new_ents_filter.v1",
+            [("New York", "location"), ("Grace Hopper", "person"), ("Lovelace", "ORG")],
+        ),
+    ],
+)
+def test_the_ents_filter_merges_with_earlier_entities(ents_filter, expected):
     def answer(text):
         return '{"entities": {"location": ["New York"], "person": ["Grace Hopper"]}}'
 
-    for overwrite, expected in [
-        (False, [("York", "ORG"), ("Grace Hopper", "person")]),
-        (True, [("New York", "location"), ("Grace Hopper", "person")]),
-    ]:
-        nlp, pipe = make_nlp(answer, overwrite_ents=overwrite)
-        doc = nlp.make_doc("New York met Grace Hopper.")
-        doc.ents = [Span(doc, 1, 2, label="ORG")]
-        doc = pipe(doc)
-        assert [(e.text, e.label_) for e in doc.ents] == expected
+    nlp, pipe = make_nlp(answer, ents_filter={"@misc": ents_filter})
+    doc = nlp.make_doc("New York met Grace Hopper and Ada Lovelace.")
+    doc.ents = [Span(doc, 1, 2, label="ORG"), Span(doc, 7, 8, label="ORG")]
+    doc = pipe(doc)
+    assert [(e.text, e.label_) for e in doc.ents] == expected
+
+
+def test_equal_spans_under_two_labels_follow_the_schema_order():
+    answer = '{"entities": {"location": ["Jordan"], "person": ["Jordan"]}}'
+    for labels, label in ((["person", "location"], "person"), (["location", "person"], "location")):
+        nlp, _ = make_nlp(lambda t: answer, labels=labels)
+        assert [e.label_ for e in nlp("Jordan won.").ents] == [label]
 
 
 def test_all_candidates_go_to_doc_spans_when_asked():
@@ -197,18 +242,49 @@ def test_keep_raw_and_custom_extension_names():
     assert (raw["start"], raw["end"], raw["finish_reason"]) == (0, len(doc.text), "stop")
 
 
-def test_reasoning_switch_changes_prompt_and_template_kwargs():
-    captured = {}
+class FormatSpy(ScriptedBackend):
+    """A scripted backend that also receives the answer format (a ``Constrainable``)."""
+
+    def __init__(self, answer):
+        super().__init__(answer)
+        self.formats = []
+
+    def generate_constrained(self, prompts, settings, answer_format):
+        self.formats.append((settings, answer_format))
+        return self.generate(prompts, settings)
+
+
+@pytest.mark.parametrize("reasoning", [True, False])
+def test_reasoning_and_answer_schemas_reach_backends_explicitly(reasoning):
+    nlp, pipe = make_nlp(reasoning=reasoning, max_chars=100, window_overlap=0)
+    pipe.backend = spy = FormatSpy(oracle)
+    seen = []
+    spy.generate = lambda prompts, settings: (
+        seen.extend(prompts) or [Completion(oracle(prompt_text(p))) for p in prompts]
+    )
+    nlp("Ada Lovelace wrote notes in London. " * 2 + "Grace Hopper wrote code in Paris. " * 2)
+    [(settings, answer_format)] = spy.formats
+    assert answer_format.reasoning is reasoning
+    assert settings.chat_template_kwargs == {}  # nothing smuggled through template kwargs
+    # One schema per prompt (windows), each the protocol's answer schema with the labels.
+    assert len(answer_format.schemas) == len(seen) > 1
+    for schema in answer_format.schemas:
+        assert set(schema["properties"]["entities"]["properties"]) == {"location", "person"}
+    direct = "Answer with the JSON only."
+    assert all((direct in p[0]["content"]) is not reasoning for p in seen)
+
+
+def test_a_plain_backend_gets_prompts_and_settings_only():
     nlp, pipe = make_nlp(reasoning=False)
+    captured = {}
 
-    def spy(prompts, settings):
-        captured["prompt"], captured["settings"] = prompts[0], settings
-        return [Completion('{"entities": {}}')]
+    def generate(prompts, settings):
+        captured["settings"] = settings
+        return [Completion('{"entities": {"person": ["Ada"]}}') for _ in prompts]
 
-    pipe.backend.generate = spy
-    nlp("Ada")
-    assert "Answer with the JSON only." in captured["prompt"][0]["content"]
-    assert captured["settings"].chat_template_kwargs == {"enable_thinking": False}
+    pipe.backend.generate = generate
+    assert [e.text for e in nlp("Ada came.").ents] == ["Ada"]
+    assert captured["settings"] == pipe.generation
 
 
 @pytest.mark.parametrize(
@@ -237,6 +313,26 @@ def test_missing_labels_error_names_the_fix():
     )
     with pytest.raises(ValueError, match="has no labels"):
         nlp("Ada")
+
+
+def test_pipe_routes_a_failing_batch_to_the_error_handler():
+    nlp, pipe = make_nlp()
+
+    def generate(prompts, settings):
+        if any("Atlantis" in prompt_text(p) for p in prompts):
+            raise ConnectionError("server down")
+        return [Completion(oracle(prompt_text(p))) for p in prompts]
+
+    pipe.backend.generate = generate
+    failures = []
+    nlp.set_error_handler(lambda name, proc, docs, error: failures.append((name, docs, error)))
+    texts = ["Ada Lovelace.", "Atlantis.", "Grace Hopper.", "Paris."]
+    docs = list(nlp.pipe(texts, batch_size=2))
+    assert [d.text for d in docs] == ["Grace Hopper.", "Paris."]
+    assert [e.text for e in docs[0].ents] == ["Grace Hopper"]
+    [(name, failed, error)] = failures
+    assert name == "reasoning_ner" and isinstance(error, ConnectionError)
+    assert [d.text for d in failed] == texts[:2] and all(d.ents == () for d in failed)
 
 
 def test_initialize_reads_labels_from_examples():
@@ -326,8 +422,8 @@ def test_a_sentence_longer_than_the_budget_is_cut_with_overlap():
 
 
 def test_sentences_set_by_an_earlier_component_are_used():
-    nlp, pipe = make_nlp(max_chars=120, window_overlap=0)
-    nlp.add_pipe("sentencizer", first=True)
+    """Boundaries no sentencizer would find (after "wrote", mid-sentence): windows follow them."""
+    nlp, pipe = make_nlp(max_chars=100, window_overlap=0)
     windows = []
     original = pipe.backend.generate
 
@@ -337,6 +433,12 @@ def test_sentences_set_by_an_earlier_component_are_used():
 
     pipe.backend.generate = spy
     text = "Ada Lovelace wrote notes. " * 3 + "Grace Hopper wrote code in New York. " * 3
-    nlp(text)
-    assert all(w.rstrip().endswith(".") for w in windows)
+    doc = nlp.make_doc(text)
+    cuts = {i + 1 for i, token in enumerate(doc[:-1]) if token.text == "wrote"}
+    for token in doc:
+        token.is_sent_start = token.i == 0 or token.i in cuts
+    pipe(doc)
+    assert all(w.split()[-1] == "wrote" for w in windows[:-1]), windows
     assert "".join(windows) == text
+    names = [e.text for e in doc.ents]
+    assert names == ["Ada Lovelace"] * 3 + ["Grace Hopper", "New York"] * 3

@@ -23,10 +23,8 @@ from spacy_reasoningner.benchmark import (
 from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import ChatMessages, render_completion
 
+from ._data import DATA, needs_data
 from ._scripted_backend import ScriptedBackend, prompt_text
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"no benchmark data at {DATA}")
 
 # Real crossner_ai dev sentences (file line numbers) that show what the metrics do.
 WITH_MISC = "dev.txt:16"  # "classification algorithms" is misc
@@ -83,6 +81,7 @@ def scripted_nlp(answer: Callable[[str], str]) -> spacy.language.Language:
     return nlp
 
 
+@needs_data
 def test_perfect_answers_score_100_with_each_datasets_labels():
     sets = [
         load_eval_set(DATA, name, limit=4, seed=1)
@@ -92,19 +91,35 @@ def test_perfect_answers_score_100_with_each_datasets_labels():
     result = evaluate(nlp, sets, limit=4, seed=1)
     for d in result.datasets:
         assert d.sentences == 4
-        assert (d.string.f1, d.offset.f1) == (100.0, 100.0), d.dataset
-        assert d.unaligned == d.unparsed == d.truncated == 0
+        assert (d.reference.f1, d.grounded.f1, d.offset.f1) == (100.0, 100.0, 100.0), d.dataset
+        assert d.unaligned == d.unparsed == d.truncated == d.not_json == 0
     ai, conll, restaurant = result.datasets
     # instructuie names, natural names for CoNLL (placeholders otherwise), misc-like dropped.
     assert "program language" in ai.labels and "else" not in ai.labels
     assert conll.labels == ["person", "organization", "location"]
     assert "Restaurant Name" in restaurant.labels
     assert "seeded slice of train.txt" in restaurant.note
-    assert result.averages()["all"]["string"]["f1"] == 100.0
+    assert result.averages()["all"]["reference"]["f1"] == 100.0
+    assert "| reference F1 | grounded P |" in result.to_markdown()
     assert set(result.averages()) == {"all", "zero-shot"}
     assert nlp.get_pipe("reasoning_ner").labels == ("person",)  # restored afterwards
 
 
+def test_labels_of_the_component_are_restored_after_evaluation(tmp_path: Path):
+    bio = tmp_path / "mine" / "test.bio"
+    bio.parent.mkdir()
+    bio.write_text("Alice\tB-PER\nvisited\tO\nParis\tB-LOC\n")
+    eval_set = eval_set_from_file(bio)
+    for labels in (["person"], None):
+        nlp = scripted_nlp(oracle([eval_set]))
+        pipe = nlp.get_pipe("reasoning_ner")
+        pipe.set_labels(labels)
+        [d] = evaluate(nlp, [eval_set]).datasets
+        assert d.labels == ["LOC", "PER"] and d.grounded.f1 == d.reference.f1 == 100.0
+        assert pipe.cfg["labels"] == labels  # none stays none
+
+
+@needs_data
 def test_sampling_is_seeded_and_keeps_file_order():
     first = load_eval_set(DATA, "crossner_music", limit=5, seed=3)
     again = load_eval_set(DATA, "crossner_music", limit=5, seed=3)
@@ -115,39 +130,46 @@ def test_sampling_is_seeded_and_keeps_file_order():
     assert lines == sorted(lines)
 
 
+@needs_data
 def test_misc_is_excluded_from_schema_gold_and_predictions(ai: EvalSet):
     misc = one(ai, WITH_MISC)
     assert not any(label in ("else", "misc") for label in misc.labels)
     assert [label for *_, label in misc.records[0].entities].count("algorithm") == 3
-    # The model naming the misc mention under misc-like labels costs nothing.
+    # The model naming the misc mention under a misc-like label: not an entity (grounded and
+    # offset metrics), but an answered string outside the schema (the reference metric).
     nlp = scripted_nlp(oracle([misc], {"else": ["classification algorithms"]}))
     [result] = evaluate(nlp, [misc]).datasets
-    assert (result.string.f1, result.offset.f1) == (100.0, 100.0)
-    assert (result.string_counts.n_gold, result.string_counts.n_pred) == (3, 3)
+    assert (result.grounded.f1, result.offset.f1) == (100.0, 100.0)
+    assert (result.grounded_counts.n_gold, result.grounded_counts.n_pred) == (3, 3)
+    counts = result.reference_counts
+    assert (counts.tp, counts.n_pred, counts.n_gold) == (3, 4, 3)
     assert result.unaligned_reasons == {"label not in the schema": 1}
 
 
+@needs_data
 def test_duplicates_collapse_in_the_string_metric(ai: EvalSet):
     repeated = one(ai, REPEATED)
     assert len(repeated.records[0].entities) == 6
     nlp = scripted_nlp(oracle([repeated], {"product": ["Planner", "planner"]}))
     [result] = evaluate(nlp, [repeated]).datasets
     # ("planner", "product") counts once on each side; offsets keep both occurrences.
-    counts = result.string_counts
-    assert (counts.tp, counts.n_pred, counts.n_gold) == (5, 5, 5)
+    for counts in (result.grounded_counts, result.reference_counts):
+        assert (counts.tp, counts.n_pred, counts.n_gold) == (5, 5, 5)
     assert result.offset.f1 == 100.0
 
 
+@needs_data
 def test_an_unannotated_occurrence_costs_offset_precision_only(ai: EvalSet):
     india = one(ai, OTHER_OCCURRENCE)
     nlp = scripted_nlp(oracle([india]))
     [result] = evaluate(nlp, [india]).datasets
-    assert result.string.f1 == 100.0
+    assert result.grounded.f1 == result.reference.f1 == 100.0
     # "India" is grounded inside "Digital India" too: 3 of 4 predicted spans are gold.
     assert (result.offset.precision, result.offset.recall) == (75.0, 100.0)
     assert result.offset_per_type["country"].precision == pytest.approx(200 / 3)
 
 
+@needs_data
 def test_unaligned_rate_and_whitespace_reasoning_tokens(ai: EvalSet):
     sentences = dataclasses.replace(ai, records=ai.records[:2])
     pairs = [{(r.text[s:e], label) for s, e, label in r.entities} for r in sentences.records]
@@ -158,7 +180,10 @@ def test_unaligned_rate_and_whitespace_reasoning_tokens(ai: EvalSet):
     assert (d.mentions, d.unaligned) == (named, 2)
     assert d.unaligned_rate == pytest.approx(100 * 2 / named)
     assert d.unaligned_reasons == {"not found in the text": 2}
-    assert d.string.precision == 100.0  # unaligned mentions never become entities
+    assert d.grounded.precision == 100.0  # unaligned mentions never become entities
+    # ... but they are answered strings: the paper's metric counts them as false positives.
+    assert d.reference.precision == pytest.approx(100 * (named - 2) / named)
+    assert d.reference.recall == d.grounded.recall == 100.0
     assert (d.reasoning_tokens_mean, d.reasoning_tokens_p95) == (3.0, 3.0)
     assert result.reasoning_token_unit.startswith("whitespace")
 
@@ -172,15 +197,29 @@ class CutOff:
         return [Completion("<think>" + prompt_text(p), finish_reason="length") for p in prompts]
 
 
+@needs_data
 def test_parse_failures_and_truncated_completions_are_counted(ai: EvalSet):
     sentences = dataclasses.replace(ai, records=ai.records[:3])
     nlp = scripted_nlp(oracle([]))
     nlp.get_pipe("reasoning_ner").backend = CutOff()
     [d] = evaluate(nlp, [sentences]).datasets
-    assert (d.unparsed, d.truncated, d.mentions) == (3, 3, 0)
-    assert d.unaligned_rate is None and d.string.f1 == 0.0
+    assert (d.unparsed, d.truncated, d.mentions, d.not_json) == (3, 3, 0, 3)
+    assert d.unaligned_rate is None and d.grounded.f1 == d.reference.f1 == 0.0
 
 
+def test_repaired_answers_count_for_the_grounded_metric_only(ai: EvalSet):
+    sentences = dataclasses.replace(ai, records=ai.records[:3])
+    answer = oracle([sentences])
+
+    def single_quoted(text: str) -> str:
+        return answer(text).replace('"', "'")  # our parser repairs it, json.loads refuses it
+
+    [d] = evaluate(scripted_nlp(single_quoted), [sentences]).datasets
+    assert d.grounded.f1 == 100.0 and d.unparsed == 0
+    assert d.reference.f1 == 0.0 and d.not_json == 3
+
+
+@needs_data
 def test_any_pipeline_setting_ents_is_evaluated(ai: EvalSet):
     misc = one(ai, WITH_MISC)
     nlp = spacy.blank("en")
@@ -191,12 +230,15 @@ def test_any_pipeline_setting_ents_is_evaluated(ai: EvalSet):
             {"label": "misc", "pattern": "classification algorithms"},
         ]
     )
-    [d] = evaluate(nlp, [misc]).datasets
-    assert (d.string_counts.tp, d.string_counts.n_pred, d.string_counts.n_gold) == (1, 1, 3)
+    result = evaluate(nlp, [misc])
+    [d] = result.datasets
+    assert (d.grounded_counts.tp, d.grounded_counts.n_pred, d.grounded_counts.n_gold) == (1, 1, 3)
+    assert d.reference is None and result.metrics() == ["grounded", "offset"]
     assert d.offset.recall == pytest.approx(100 / 3)
     assert d.mentions is None and d.reasoning_tokens_mean is None
 
 
+@needs_data
 def test_overlap_guard_refuses_then_reports_when_allowed(ai: EvalSet, tmp_path: Path):
     sentences = dataclasses.replace(ai, records=ai.records[:3])
     seen = sentences.records[1].text
@@ -229,17 +271,21 @@ def test_file_without_labels_json_and_outputs(tmp_path: Path):
     assert [p.name for p in paths] == ["results.json", "results.md", "f1.png"]
     saved = json.loads(paths[0].read_text())
     assert saved["pipeline"] == "scripted"
-    assert saved["datasets"][0]["string"]["f1"] == 100.0
+    assert (
+        saved["datasets"][0]["reference"]["f1"] == saved["datasets"][0]["grounded"]["f1"] == 100.0
+    )
     assert saved["average"]["all"]["offset"]["f1"] == 100.0
     assert "| mine | 2 | 100.0 |" in paths[1].read_text()
     assert paths[2].read_bytes().startswith(b"\x89PNG")
 
 
+@needs_data
 def test_naming_with_placeholder_names_is_refused():
     with pytest.raises(ValueError, match="same name"):
         load_eval_set(DATA, "conll2003", naming="instructuie_name", limit=1)
 
 
+@needs_data
 def test_tiny_model_end_to_end(tiny_model_dir: Path):
     nlp = spacy.blank("en")
     nlp.add_pipe(
@@ -255,15 +301,19 @@ def test_tiny_model_end_to_end(tiny_model_dir: Path):
     result = evaluate(nlp, sets)
     [d] = result.datasets
     assert d.sentences == 3 and d.seconds_per_sentence > 0
-    assert 0.0 <= d.string.f1 <= 100.0 and 0.0 <= d.offset.f1 <= 100.0
-    assert d.unparsed is not None and d.truncated is not None
-    assert "tokenizer" in result.reasoning_token_unit
+    # Eight tokens of a random model: never JSON, always cut; gold still counted.
+    assert (d.unparsed, d.truncated, d.mentions, d.not_json) == (3, 3, 0, 3)
+    for counts in (d.grounded_counts, d.reference_counts):
+        assert (counts.tp, counts.n_pred, counts.n_gold) == (0, 0, 16)
+    assert (d.grounded.f1, d.reference.f1, d.offset.f1) == (0.0, 0.0, 0.0)
+    assert result.reasoning_token_unit == f"tokens of the backend's tokenizer ({tiny_model_dir})"
     assert d.reasoning_tokens_mean is not None
 
 
+@needs_data
 def test_stage_reads_its_profile_section(tmp_path: Path):
     from training.config import load_profile
-    from training.evaluate import evaluate_profile
+    from training.evaluate import EvaluateConfig, evaluate_profile
 
     pipeline = tmp_path / "pipeline"
     nlp = spacy.blank("en")
@@ -282,7 +332,7 @@ def test_stage_reads_its_profile_section(tmp_path: Path):
         "evaluate.output": str(tmp_path / "out"),
         "evaluate.training_data": [str(log)],
     }
-    result, paths = evaluate_profile(load_profile("cpu", overrides))
+    result, paths = evaluate_profile(EvaluateConfig.from_profile(load_profile("cpu", overrides)))
     assert [d.dataset for d in result.datasets] == ["crossner_science", "mit_movie"]
     assert all(p.is_file() for p in paths)
     assert "mit_movie: no dev split" in paths[1].read_text()

@@ -28,6 +28,8 @@ from spacy_reasoningner.protocol import (
     string_prf,
 )
 
+from ._timing import best_cpu_seconds, grows_linearly
+
 SCHEMA = Schema.from_config(["Person", "location", "organisation"])
 
 
@@ -328,3 +330,92 @@ def test_answer_json_schema_allows_only_schema_labels():
     assert entities["additionalProperties"] is False and json_schema["required"] == ["entities"]
     item = {"type": "string", "minLength": 1, "maxLength": 100}
     assert entities["properties"]["person"] == {"type": "array", "items": item, "maxItems": 32}
+
+
+# --------------------------------------------------------------------------- hostile output
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"entities": {"person": ' + "[" * 500,  # the reader used to recurse per bracket
+        '{"entities": {"person": ["Ada", ' + "[" * 5000 + "]" * 5000 + "]}}",  # valid, deep
+        '{"entities": {"person": [' + "1" * 5000 + "]}}",  # int() refuses 4300+ digits
+        '{"entities": {"person": [1e999, NaN]}}',
+    ],
+)
+def test_deep_nesting_and_huge_numbers_never_raise(text):
+    parsed = parse(text)
+    assert parsed.entities in ({}, {"Person": ["Ada"]})
+    assert ISSUE_NON_STRING in parsed.issues or ISSUE_TRUNCATED in parsed.issues
+
+
+@pytest.mark.parametrize("unit", ["{", "[", '{"a":[', '{"entities":1 ', '{"', "{'a':1}", "```"])
+def test_parse_time_grows_linearly(unit):
+    # Linear: about 16x the time for 16x the text; the quadratic reader took 250x.
+    assert grows_linearly(lambda size: parse(unit * (size // len(unit))), 8_000, 128_000)
+
+
+def test_a_megabyte_of_braces_parses_in_well_under_a_second():
+    assert best_cpu_seconds(lambda: parse("{" * 1_000_000), repeats=1) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "entities"),
+    [
+        ('{"entities": {"person": ["Ada"]}}\nUse ```json next time.', {"Person": ["Ada"]}),
+        ('{"entities": {"person": ["Ada"]}} <answer> is the tag', {"Person": ["Ada"]}),
+        ('<think>x</think>{"entities": {"person": ["a</think>b"]}}', {"Person": ["a</think>b"]}),
+        ('{"entities": {"person": ["<think>x", "Ada"]}}', {"Person": ["<think>x", "Ada"]}),
+        ('```json\n{"entities": {"person": ["a```b", "Ada"]}}\n```', {"Person": ["a```b", "Ada"]}),
+        ('<answer>{"entities": {"person": ["a</answer>b"]}}</answer>', {"Person": ["a</answer>b"]}),
+    ],
+)
+def test_tags_and_fences_never_cut_the_answer_that_is_there(text, entities):
+    assert parse(text).entities == entities
+
+
+def test_a_think_tag_inside_a_mention_keeps_the_reasoning_apart():
+    parsed = parse('<think>Ada is named.</think>{"entities": {"person": ["a</think>b"]}}')
+    assert parsed.reasoning == "Ada is named." and parsed.valid
+
+
+def test_a_draft_inside_the_reasoning_is_not_the_answer():
+    parsed = parse('<think>maybe {"entities": {"person": ["Bob"]}}</think> no answer')
+    assert parsed.entities == {} and ISSUE_NO_JSON in parsed.issues
+
+
+def test_an_answer_tag_wins_over_an_echoed_format():
+    parsed = parse(
+        'Format: {"entities": {"<type>": ["<mention>"]}}\n'
+        '<answer>{"entities": {"person": ["Ada"]}}</answer>'
+    )
+    assert parsed.entities == {"Person": ["Ada"]} and parsed.out_of_schema == []
+
+
+def test_items_that_are_not_mentions_are_reported():
+    parsed = parse('{"entities": {"person": [["Ada Lovelace"], {"text": "Bob"}, true, null]}}')
+    assert parsed.entities == {}
+    assert parsed.rejected == [
+        ("Person", '["Ada Lovelace"]', "not a string mention"),
+        ("Person", '{"text": "Bob"}', "not a string mention"),
+        ("Person", "true", "not a string mention"),
+    ]
+    listed = parse('{"entities": [{"text": "Ada"}, "Bob"]}')
+    assert [(label, reason) for label, _, reason in listed.rejected] == [
+        ("", "no label given"),
+        ("", "no label given"),
+    ]
+
+
+def test_escapes_and_surrogates_read_as_json_does():
+    strict = parse(r'{"entities": {"person": ["\ud83d\ude00 Zo\u00eb", "a\/b\tc"]}}')
+    lenient = parse(r"{'entities': {'person': ['\ud83d\ude00 Zo\u00eb', 'a\/b\tc']}}")
+    assert strict.entities == lenient.entities == {"Person": ["😀 Zoë", "a/b\tc"]}
+    lone = parse(r'{"entities": {"person": ["\ud800x"]}}')
+    assert lone.entities == {"Person": ["\ufffdx"]}  # writable as UTF-8
+
+
+def test_repairs_are_flagged_only_when_made():
+    assert parse('{"entities": {"person": ["Ada"]}} trailing {').issues == [ISSUE_PROSE]
+    assert ISSUE_REPAIRED in parse('{"entities": {"person": ["A\nda"]}}').issues

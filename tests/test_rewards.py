@@ -1,4 +1,5 @@
-"""GRPO rewards on hand-made completions, in TRL's call form."""
+"""GRPO rewards on hand-made completions, in TRL's call form: the reference implementation's
+rules by default, and each of our variants."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from training.rewards import f1_reward, length_penalty, schema_reward
 
 SCHEMA = ["location", "organization", "person"]
 GOLD = [{"text": "Angela Merkel", "label": "person"}, {"text": "Berlin", "label": "location"}]
+EXACT = '{"entities": {"person": ["Angela Merkel"], "location": ["Berlin"]}}'
 
 
 def chat(content: str) -> list[dict[str, str]]:
@@ -17,24 +19,29 @@ def chat(content: str) -> list[dict[str, str]]:
 
 
 def rewards(
-    contents: list[str], gold: list[dict[str, str]] = GOLD
+    contents: list[str], gold: list[dict[str, str]] = GOLD, **options: bool
 ) -> tuple[list[float], list[float]]:
     """(F1, schema) rewards of ``contents`` against one gold, as TRL would call them."""
     completions = [chat(c) for c in contents]
     columns = {"schema": [SCHEMA] * len(contents), "entities": [gold] * len(contents)}
-    return f1_reward(completions, **columns), schema_reward(completions, **columns)
+    strict = options.pop("strict_schema", False)
+    return (
+        f1_reward(completions, **columns, **options),
+        schema_reward(completions, **columns, strict_schema=strict),
+    )
 
 
 def test_exact_answer_scores_full_marks() -> None:
-    answer = '<think>\nMerkel is a person.\n</think>\n{"entities": {"person": ["Angela Merkel"], "location": ["Berlin"]}}'
-    assert rewards([answer]) == ([1.0], [1.0])
+    assert rewards([f"<think>\nMerkel is a person.\n</think>\n{EXACT}"]) == ([1.0], [1.0])
+    assert rewards([EXACT], strict_schema=True, repaired_json_credit=True) == ([1.0], [1.0])
 
 
-def test_string_level_matching_ignores_case_articles_and_punctuation() -> None:
+def test_string_level_matching_ignores_case_articles_and_ascii_punctuation() -> None:
     answer = '{"entities": {"Person": ["angela merkel."], "location": ["the Berlin"]}}'
-    f1, schema = rewards([answer])
-    assert f1 == [1.0]
-    assert schema == [1.0]  # label case does not leave the schema
+    assert rewards([answer]) == ([1.0], [1.0])  # label case does not leave the schema
+    # Unicode punctuation is part of the mention, as in the reference.
+    curly = '{"entities": {"person": ["Angela Merkel\u201d"], "location": ["Berlin"]}}'
+    assert rewards([curly])[0] == [pytest.approx(0.5)]
 
 
 def test_partial_answer_scores_f1() -> None:
@@ -42,31 +49,53 @@ def test_partial_answer_scores_f1() -> None:
     assert f1 == [pytest.approx(2 / 3)]
 
 
-def test_empty_gold_and_empty_answer_score_one() -> None:
-    assert rewards(['<think>none</think>\n{"entities": {}}'], gold=[]) == ([1.0], [1.0])
+def test_empty_gold_and_empty_answer() -> None:
+    empty = '<think>none</think>\n{"entities": {}}'
+    assert rewards([empty], gold=[]) == ([0.0], [1.0])  # the reference's 0/0
+    assert rewards([empty], gold=[], empty_answer_credit=True) == ([1.0], [1.0])
 
 
 def test_empty_gold_and_no_answer_scores_zero() -> None:
     # Otherwise rambling without JSON would earn full F1 on sentences without entities.
-    assert rewards(["I cannot find any entities here."], gold=[]) == ([0.0], [0.0])
+    for options in ({}, {"empty_answer_credit": True, "repaired_json_credit": True}):
+        assert rewards(["I cannot find any entities here."], gold=[], **options) == ([0.0], [0.0])
 
 
 def test_invalid_json() -> None:
     f1, schema = rewards(['{"entities": {"person": ["Angela Merkel" "Berlin"}}', "{not json"])
-    assert schema == [0.0, 0.0]
-    assert f1[1] == 0.0
+    assert (f1, schema) == ([0.0, 0.0], [0.0, 0.0])
 
 
-def test_repaired_json_keeps_f1_but_loses_schema_reward() -> None:
+def test_repaired_json_earns_f1_only_with_our_variant() -> None:
     answer = "{'entities': {'person': ['Angela Merkel'], 'location': ['Berlin'],},}"
-    assert rewards([answer]) == ([1.0], [0.0])
+    assert rewards([answer]) == ([0.0], [0.0])
+    assert rewards([answer], repaired_json_credit=True) == ([1.0], [0.0])
+    prose = f"Here you go: {EXACT}"
+    assert rewards([prose]) == ([0.0], [0.0])
+    assert rewards([prose], repaired_json_credit=True)[0] == [1.0]
+
+
+def test_fenced_json_with_prose_around_is_read_by_the_reference() -> None:
+    answer = f"Sure.\n```json\n{EXACT}\n```\nDone."
+    assert rewards([answer]) == ([1.0], [1.0])
+    assert rewards([answer], strict_schema=True)[1] == [0.0]  # ours: prose is a departure
 
 
 def test_label_outside_schema() -> None:
     answer = '{"entities": {"person": ["Angela Merkel"], "location": ["Berlin"], "date": ["1990"]}}'
     f1, schema = rewards([answer])
-    assert f1 == [1.0]  # the out-of-schema mention is not a prediction of a schema type
+    assert f1 == [pytest.approx(0.8)]  # the reference counts it as a false positive
     assert schema == [0.0]
+    # Our parser reads only schema labels: the stray mention costs the schema reward alone.
+    assert rewards([answer], repaired_json_credit=True)[0] == [1.0]
+
+
+def test_non_string_items() -> None:
+    numbers = '{"entities": {"person": ["Angela Merkel", 7], "location": ["Berlin"]}}'
+    assert rewards([numbers]) == ([1.0], [1.0])  # the reference skips them
+    assert rewards([numbers], strict_schema=True)[1] == [0.0]
+    broken = '{"entities": {"person": 7}}'  # the reference fails on it: no credit at all
+    assert rewards([broken]) == ([0.0], [0.0])
 
 
 def test_wrong_label_for_right_mention_is_a_miss() -> None:
@@ -85,10 +114,10 @@ def test_truncated_completion() -> None:
     inside_answer = (
         '<think>ok</think>\n{"entities": {"person": ["Angela Merkel"], "location": ["Ber'
     )
-    f1, schema = rewards([inside_reasoning, inside_answer])
+    assert rewards([inside_reasoning, inside_answer]) == ([0.0, 0.0], [0.0, 0.0])
+    f1, _ = rewards([inside_reasoning, inside_answer], repaired_json_credit=True)
     assert f1[0] == 0.0  # no answer at all
     assert f1[1] == pytest.approx(2 / 3)  # the complete mention counts, the cut one not
-    assert schema == [0.0, 0.0]
 
 
 def test_plain_string_completions() -> None:
@@ -99,14 +128,14 @@ def test_plain_string_completions() -> None:
 def test_combined_weighting_is_the_papers() -> None:
     """TRL sums reward_weights x rewards: 10 x F1 + 1 x schema."""
     contents = [
-        '{"entities": {"person": ["Angela Merkel"], "location": ["Berlin"]}}',  # 10 + 1
+        EXACT,  # 10 + 1
         '{"entities": {"person": ["Angela Merkel"]}}',  # 10 x 2/3 + 1
-        "{'entities': {'person': ['Angela Merkel'], 'location': ['Berlin']}}",  # 10 + 0
+        "{'entities': {'person': ['Angela Merkel'], 'location': ['Berlin']}}",  # 0 + 0
         "no answer",  # 0
     ]
     f1, schema = rewards(contents)
     totals = [10 * f + 1 * s for f, s in zip(f1, schema, strict=True)]
-    assert totals == pytest.approx([11.0, 10 * 2 / 3 + 1, 10.0, 0.0])
+    assert totals == pytest.approx([11.0, 10 * 2 / 3 + 1, 0.0, 0.0])
 
 
 class WordTokenizer:
@@ -127,7 +156,20 @@ def test_length_penalty_on_reasoning_beyond_the_budget() -> None:
         chat(answer),  # no reasoning
     ]
     assert penalty(completions, schema=[SCHEMA] * 5) == [0.0, -0.5, -1.0, -1.0, 0.0]
-    assert penalty.func.__name__ == "length_penalty"  # the name TRL logs it under
+
+
+def test_the_stage_binds_the_length_penalty_under_the_name_trl_logs() -> None:
+    from trl.trainer.utils import get_callable_name
+
+    from training.grpo import RewardConfig, reward_functions
+
+    rewards = RewardConfig(length_penalty=0.5, reasoning_budget=10)
+    functions, weights = reward_functions(rewards, WordTokenizer())
+    names = [get_callable_name(f) for f in functions]
+    assert names == ["f1_reward", "schema_reward", "length_penalty"]
+    assert weights == [10.0, 1.0, 0.5]
+    overrun = chat(f"<think>{' '.join(['w'] * 15)}</think>" + '{"entities": {}}')
+    assert functions[2]([overrun], schema=[SCHEMA]) == [-0.5]  # tokenizer and budget bound
 
 
 def test_length_penalty_needs_a_budget() -> None:

@@ -191,3 +191,60 @@ def test_labels_given_at_initialize_survive_saving_with_definitions(tmp_path):
     schema = spacy.load(tmp_path / "pipeline").get_pipe("reasoning_ner").schema
     assert schema.labels == ("person", "city")
     assert schema.definitions == {"person": "a human being", "city": "a town"}
+
+
+def test_labels_given_to_initialize_win_over_the_configs_after_saving(tmp_path):
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(
+        "reasoning_ner",
+        config={"labels": ["person"], "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}},
+    )
+    pipe.initialize(labels=["city", "river"])
+    nlp.to_disk(tmp_path / "pipeline")
+    assert spacy.load(tmp_path / "pipeline").get_pipe("reasoning_ner").labels == ("city", "river")
+
+
+def test_spacy_assemble_validates_and_builds_from_a_config_file(tmp_path):
+    """A config file naming registered parts (backend, ents filter, scorer) assembles with
+    spaCy's own CLI; a misspelt setting is refused by spaCy's config validation."""
+    config = """
+[nlp]
+lang = "en"
+pipeline = ["reasoning_ner"]
+
+[components]
+
+[components.reasoning_ner]
+factory = "reasoning_ner"
+labels = ["person", "city"]
+max_chars = 500
+
+[components.reasoning_ner.backend]
+@reasoning_ner_backends = "tests.Scripted.v1"
+completion = "{\\"entities\\": {\\"person\\": [\\"Ada\\"]}}"
+
+[components.reasoning_ner.ents_filter]
+@misc = "reasoning_ner.prefer_new_ents.v1"
+"""
+    code = str(Path(__file__).with_name("_scripted_backend.py"))
+    (tmp_path / "ok.cfg").write_text(config)
+    (tmp_path / "bad.cfg").write_text(config.replace("max_chars", "max_char"))
+    command = [sys.executable, "-m", "spacy", "assemble", "--code", code]
+    subprocess.run(
+        [*command, str(tmp_path / "ok.cfg"), str(tmp_path / "out")],
+        check=True,
+        capture_output=True,
+        env=OFFLINE_ENV,
+    )
+    nlp = spacy.load(tmp_path / "out")
+    pipe = nlp.get_pipe("reasoning_ner")
+    assert (pipe.labels, pipe.settings.max_chars) == (("person", "city"), 500)
+    assert [e.text for e in nlp("Ada met Bo.").ents] == ["Ada"]
+    refused = subprocess.run(
+        [*command, str(tmp_path / "bad.cfg"), str(tmp_path / "bad")],
+        capture_output=True,
+        text=True,
+        env=OFFLINE_ENV,
+    )
+    assert refused.returncode != 0
+    assert "max_char" in refused.stdout + refused.stderr

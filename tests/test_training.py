@@ -17,32 +17,28 @@ from transformers import AutoTokenizer, TrainerCallback
 
 from spacy_reasoningner.benchmark.readers import load_label_map, read_bio, relabel
 from spacy_reasoningner.protocol import DEFAULT_CHAT_TEMPLATE, parse_completion
-from training import grpo, sft
-from training.assemble import assemble
-from training.build_data import training_row
+from training import grpo, sft, trainers
+from training.assemble import AssembleConfig, assemble
 from training.chat_data import (
     answer_only,
     drop_overlong,
     gold_rows,
     grpo_dataset,
-    row_schema,
     sft_dataset,
     stratified_indices,
     stratified_sample,
 )
-from training.config import CONFIG_DIR, load_profile
+from training.config import CONFIG_DIR, ConfigError, from_block, load_profile
 from training.curves import CURVES_NAME, METRICS_NAME, plot_curves
+from training.samples import Sample
 from training.schemas import clean_types, with_schema
-from training.teacher import gold_entities
 
 DATA = Path(
     os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
 )
 CONLL = DATA / "conll2003"
-pytestmark = [
-    pytest.mark.skipif(not CONLL.is_dir(), reason=f"needs CoNLL-2003 under {DATA}"),
-    pytest.mark.usefixtures("one_thread"),
-]
+needs_conll = pytest.mark.skipif(not CONLL.is_dir(), reason=f"needs CoNLL-2003 under {DATA}")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
@@ -63,31 +59,19 @@ def conll_records(n: int) -> list:
     return [with_schema(r, types) for r in records if len(r.text) > 20]
 
 
-def rationale(record: Any) -> str:
+def rationale(sample: Sample) -> str:
     """A short reasoning naming every gold entity, as the CG stage's template mode writes."""
-    lines = [f'"{m}" is a {label}.' for label, ms in gold_entities(record).items() for m in ms]
+    lines = [f'"{m}" is a {label}.' for m, label in sample.entities]
     return " ".join(lines) or "The text names no entity of the schema."
 
 
 def cg_rows(n: int) -> list[dict[str, Any]]:
-    return [
-        training_row(
-            {
-                "guid": f"conll-{i}",
-                "dataset": record.dataset,
-                "source": record.source,
-                "text": record.text,
-                "schema": record.schema,
-                "definitions": {},
-                "entities": [
-                    {"text": m, "label": t} for t, ms in gold_entities(record).items() for m in ms
-                ],
-                "reasoning": rationale(record),
-                "generator": "test-template",
-            }
-        )
-        for i, record in enumerate(conll_records(n))
-    ]
+    rows = []
+    for i, record in enumerate(conll_records(n)):
+        sample = Sample.from_record(record, f"conll-{i}", generator="test-template")
+        sample.reasoning = rationale(sample)
+        rows.append(sample.to_row())
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -143,17 +127,19 @@ def logged(folder: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- rows
 
 
+@needs_conll
 def test_dataset_rows_follow_the_protocol(cg_dataset: Path) -> None:
     from datasets import load_from_disk
 
     row = load_from_disk(str(cg_dataset))[0]
     assert row["schema"] == ["location", "organization", "person"]  # misc dropped, sorted
     target = row["completion"][0]["content"]
-    parsed = parse_completion(target, row_schema(row))
+    parsed = parse_completion(target, Sample.from_row(row).task_schema)
     assert parsed.valid and parsed.reasoning
     assert sorted(parsed.mentions()) == sorted((e["text"], e["label"]) for e in row["entities"])
 
 
+@needs_conll
 def test_no_reasoning_rows_train_the_answer_alone(cg_dataset: Path) -> None:
     from datasets import load_from_disk
 
@@ -169,6 +155,7 @@ def test_no_reasoning_rows_train_the_answer_alone(cg_dataset: Path) -> None:
     assert sft_dataset(rows, reasoning=False)[0]["completion"] == row["completion"]
 
 
+@needs_conll
 def test_overlong_rows_are_dropped(cg_dataset: Path, tiny_model_dir: Path) -> None:
     from datasets import load_from_disk
 
@@ -194,6 +181,7 @@ def test_stratified_sampling_spreads_prompts_over_sources() -> None:
     assert picked != stratified_indices(groups, 12, seed=1)
 
 
+@needs_conll
 def test_gold_rows_become_grpo_prompts() -> None:
     records = conll_records(12)
     rows = gold_rows(records, [f"g{i}" for i in range(len(records))])
@@ -207,22 +195,30 @@ def test_unknown_trainer_settings_are_refused() -> None:
     from trl import SFTConfig
 
     with pytest.raises(ValueError, match=r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
-        sft.trainer_config(SFTConfig, {"learning_rat": 1e-4}, "sft.trainer")
+        trainers.trainer_config(SFTConfig, {"learning_rat": 1e-4}, "sft.trainer")
     with pytest.raises(ValueError, match=r"output_dir.*the stage's `output`"):
-        sft.trainer_config(SFTConfig, {"output_dir": "x"}, "sft.trainer")
+        trainers.trainer_config(SFTConfig, {"output_dir": "x"}, "sft.trainer")
     with pytest.raises(ValueError, match="'rank'"):
-        sft.lora_config({"enabled": True, "rank": 8}, "sft.lora")
-    assert sft.lora_config({"enabled": False, "r": 8}, "sft.lora") is None
+        trainers.lora_config({"enabled": True, "rank": 8}, "sft.lora")
+    with pytest.raises(ValueError, match="'rank'"):  # a disabled block is checked as well
+        trainers.lora_config({"enabled": False, "rank": 8}, "sft.lora")
+    assert trainers.lora_config({"enabled": False, "r": 8}, "sft.lora") is None
 
 
 def test_reward_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="unknown keys"):
-        grpo.reward_functions({"f1": 1.0, "format": 1.0}, None)
-    with pytest.raises(ValueError, match="reasoning_budget"):
-        grpo.reward_functions({"length_penalty": 1.0}, None)
-    functions, weights = grpo.reward_functions({}, None)
-    assert [f.__name__ for f in functions] == ["f1_reward", "schema_reward"]
+    with pytest.raises(ConfigError, match=r"'format'"):
+        from_block(grpo.RewardConfig, {"f1": 1.0, "format": 1.0}, "grpo.rewards")
+    with pytest.raises(ConfigError, match="reasoning_budget"):
+        grpo.RewardConfig(length_penalty=1.0)
+    with pytest.raises(ConfigError, match="every reward weight 0"):
+        grpo.RewardConfig(f1=0.0, schema=0.0)
+    functions, weights = grpo.reward_functions(grpo.RewardConfig(), None)
     assert weights == [10.0, 1.0]
+    empty = [[{"role": "assistant", "content": '{"entities": {}}'}]]
+    columns = {"schema": [["person"]], "entities": [[]]}
+    assert [f(empty, **columns) for f in functions] == [[0.0], [1.0]]  # the reference
+    ours = grpo.RewardConfig(empty_answer_credit=True)
+    assert [f(empty, **columns) for f in grpo.reward_functions(ours, None)[0]] == [[1.0], [1.0]]
 
 
 @pytest.mark.parametrize("name", ["cpu", "gpu-1.7b", "gpu-8b"])
@@ -230,9 +226,11 @@ def test_profiles_give_valid_trainer_settings(name: str) -> None:
     from trl import GRPOConfig, SFTConfig
 
     profile = load_profile(CONFIG_DIR / f"{name}.cfg")
-    args = sft.trainer_config(SFTConfig, dict(profile["sft"]["trainer"]), "sft.trainer")
-    rl = sft.trainer_config(GRPOConfig, dict(profile["grpo"]["trainer"]), "grpo.trainer")
-    sft.lora_config(profile["sft"]["lora"], "sft.lora")
+    stage = sft.SFTStageConfig.from_profile(profile)
+    args = trainers.trainer_config(SFTConfig, stage.trainer, "sft.trainer")
+    rl = trainers.trainer_config(
+        GRPOConfig, grpo.GRPOStageConfig.from_profile(profile).trainer, "grpo.trainer"
+    )
     assert rl.per_device_train_batch_size % rl.num_generations == 0
     if name.startswith("gpu"):  # the paper's recipe
         assert args.per_device_train_batch_size * args.gradient_accumulation_steps * 8 == 256
@@ -256,6 +254,7 @@ def test_launch_configs_parse() -> None:
 # --------------------------------------------------------------------------- SFT
 
 
+@needs_conll
 def test_sft_trains_checkpoints_and_resumes(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -280,7 +279,7 @@ def test_sft_trains_checkpoints_and_resumes(
     trainer, folder, resume = sft.build_trainer(longer)
     counter = StepCounter()
     trainer.add_callback(counter)
-    sft.train_and_save(trainer, folder, resume)
+    trainers.train_and_save(trainer, folder, resume)
     assert counter.steps == 1
     assert trainer.state.global_step == 3
     assert [e["step"] for e in logged(output) if "loss" in e] == [1, 2, 3]
@@ -292,10 +291,11 @@ def test_incomplete_checkpoints_are_skipped(tmp_path: Path) -> None:
         folder.mkdir()
         if complete:
             (folder / "trainer_state.json").write_text("{}")
-    assert sft.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
-    assert sft.last_checkpoint(tmp_path / "checkpoint-12") is None
+    assert trainers.last_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")
+    assert trainers.last_checkpoint(tmp_path / "checkpoint-12") is None
 
 
+@needs_conll
 def test_full_sft_without_reasoning_and_default_chat_template(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -322,6 +322,7 @@ def test_full_sft_without_reasoning_and_default_chat_template(
 # --------------------------------------------------------------------------- GRPO
 
 
+@needs_conll
 def test_grpo_two_steps_log_rewards_length_and_kl(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -344,6 +345,7 @@ def test_grpo_two_steps_log_rewards_length_and_kl(
     assert any("rewards/f1_reward/mean" in e for e in state["log_history"])
 
 
+@needs_conll
 def test_grpo_prompts_from_gold_sources(tmp_path: Path, tiny_model_dir: Path) -> None:
     profile = tiny_profile(
         tiny_model_dir,
@@ -351,13 +353,14 @@ def test_grpo_prompts_from_gold_sources(tmp_path: Path, tiny_model_dir: Path) ->
         tmp_path,
         **{"grpo.prompts.origin": "sources", "grpo.prompts.num_prompts": 6},
     )
-    rows = grpo.prompt_rows(profile)
+    rows = grpo.prompt_rows(grpo.GRPOStageConfig.from_profile(profile))
     counts = {name: rows["dataset"].count(name) for name in set(rows["dataset"])}
     assert counts == {"conll2003": 3, "pile_ner": 3}
     schema = rows[0]["schema"]
     assert schema == sorted(schema) and "misc" not in schema
 
 
+@needs_conll
 def test_grpo_refuses_evaluation_domains(tmp_path: Path, tiny_model_dir: Path) -> None:
     profile = tiny_profile(
         tiny_model_dir,
@@ -371,26 +374,38 @@ def test_grpo_refuses_evaluation_domains(tmp_path: Path, tiny_model_dir: Path) -
         },
     )
     with pytest.raises(ValueError, match="evaluation domains"):
-        grpo.prompt_rows(profile)
+        grpo.prompt_rows(grpo.GRPOStageConfig.from_profile(profile))
 
 
 # --------------------------------------------------------------------------- assembly
 
 
+@needs_conll
 def test_assembled_pipeline_loads_and_runs(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    output = assemble(
-        tiny_model_dir,
-        tmp_path / "not-yet" / "pipeline",  # parents are created
-        ["person", "location"],
-        component={"generation": {"max_new_tokens": 8}},
+    config = AssembleConfig(
+        model=tiny_model_dir,
+        output=tmp_path / "not-yet" / "pipeline",  # parents are created
+        labels=["person", "location"],
+        component={"generation": {"max_new_tokens": 8}, "keep_raw": True},
     )
+    output = assemble(config)
     assert (output / "reasoning_ner" / "model" / "model.safetensors").is_file()
     nlp = spacy.load(output)
-    assert nlp.get_pipe("reasoning_ner").labels == ("person", "location")
+    pipe = nlp.get_pipe("reasoning_ner")
+    assert pipe.labels == ("person", "location")
     doc = nlp("Angela Merkel visited Paris.")
-    assert doc._.ner_reasoning is not None
+    # The weights came from the pipeline folder, and the component ran them on the text
+    # under the assembled settings.
+    assert pipe.backend.source.path == str(output / "reasoning_ner" / "model")
+    assert (pipe.stats["docs"], pipe.stats["windows"]) == (1, 1)
+    [window] = doc._.ner_raw
+    assert '["location", "person"]' in window["prompt"] and "Angela Merkel" in window["prompt"]
+    assert doc._.ner_truncated  # greedy babble of the random model runs past 8 new tokens
+    assert doc._.ner_reasoning == parse_completion(window["completion"], pipe.schema).reasoning
+    with pytest.raises(ConfigError, match="must not set backend"):
+        AssembleConfig(model=tiny_model_dir, output=output, labels=["x"], component={"backend": {}})
 
 
 def test_curves_skip_panels_without_data(tmp_path: Path) -> None:
@@ -403,6 +418,7 @@ def test_curves_skip_panels_without_data(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@needs_conll
 def test_sft_of_smollm2_lowers_the_held_back_loss(bundled_model_dir: Path, tmp_path: Path) -> None:
     from datasets import Dataset
 
@@ -423,7 +439,7 @@ def test_sft_of_smollm2_lowers_the_held_back_loss(bundled_model_dir: Path, tmp_p
     )
     trainer, output, resume = sft.build_trainer(profile)
     before = trainer.evaluate()["eval_loss"]
-    sft.train_and_save(trainer, output, resume)
+    trainers.train_and_save(trainer, output, resume)
     after = trainer.evaluate()["eval_loss"]
     assert after < 0.8 * before, (before, after)
 
@@ -431,6 +447,7 @@ def test_sft_of_smollm2_lowers_the_held_back_loss(bundled_model_dir: Path, tmp_p
 # --------------------------------------------------------------------------- export
 
 
+@needs_conll
 def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: Path) -> None:
     """SFT's LoRA over the base, then GRPO's over the merged SFT model (other rank, rsLoRA,
     fewer modules), stack into one adapter whose merge gives the same weights."""
@@ -458,7 +475,8 @@ def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: P
         peft_model = get_peft_model(model, config)
         peft_model.save_pretrained(tmp_path / "out" / stage / "adapter")
         model = peft_model.merge_and_unload()
-    exported = export(profile, tmp_path / "exported", ["sft", "grpo"], dtype="float32")
+    profile["export"]["dtype"] = "float32"
+    exported = export(profile, tmp_path / "exported")
     assert json.loads((exported / "adapter_config.json").read_text())["r"] == 12
     assert "sft + grpo" in (exported / "PROVENANCE.md").read_text()
     merged = tmp_path / "merged"

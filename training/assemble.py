@@ -12,59 +12,63 @@ folder, the language and the default labels (a list, or a mapping label -> defin
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import spacy
 import typer
-from confection import Config
-from spacy.cli._util import parse_config_overrides
 
-from .config import load_profile, section
+from spacy_reasoningner.protocol import Schema
+
+from .config import StageConfig, load_profile, parse_overrides, require
 
 BACKEND = "reasoning_ner.Transformers.v1"
 
 
-def assemble(
-    model: str | Path,
-    output: str | Path,
-    labels: Any,
-    lang: str = "en",
-    component: dict[str, Any] | None = None,
-) -> Path:
-    """Write the pipeline to ``output`` and return it."""
-    model = Path(model)
-    if not (model / "config.json").is_file():
+@dataclass
+class AssembleConfig(StageConfig):
+    """``[assemble]``: the spaCy pipeline around the trained weights."""
+
+    SECTION: ClassVar[str] = "assemble"
+
+    model: Path  # a Hugging Face model folder (the GRPO or SFT stage's model/)
+    output: Path
+    # Default labels of the packaged component: a list, or a mapping label -> definition.
+    labels: Any
+    lang: str = "en"
+    # Further settings of the reasoning_ner component (reasoning, generation, max_chars, ...).
+    component: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        Schema.from_config(self.labels)  # a clear error for bad labels, before any work
+        for key in ("backend", "labels"):
+            require(
+                key not in self.component,
+                f"[assemble.component] must not set {key}: it is built from [assemble] "
+                f"{'model' if key == 'backend' else 'labels'}",
+            )
+
+
+def assemble(config: AssembleConfig) -> Path:
+    """Write the pipeline to ``config.output`` and return it."""
+    if not (config.model / "config.json").is_file():
         raise FileNotFoundError(
-            f"no model at {model}: train it first (python -m training sft/grpo <profile>) "
-            "or set assemble.model to a Hugging Face model folder"
+            f"no model at {config.model}: train it first (python -m training sft/grpo "
+            "<profile>) or set assemble.model to a Hugging Face model folder"
         )
-    settings = dict(component or {})
-    if "backend" in settings:
-        raise ValueError("[assemble.component] must not set backend: it is built from `model`")
-    nlp = spacy.blank(lang)
+    nlp = spacy.blank(config.lang)
     nlp.add_pipe(
         "reasoning_ner",
         config={
-            **settings,
-            "labels": labels,
-            "backend": {"@reasoning_ner_backends": BACKEND, "model": str(model)},
+            **config.component,
+            "labels": config.labels,
+            "backend": {"@reasoning_ner_backends": BACKEND, "model": str(config.model)},
         },
     )
-    Path(output).parent.mkdir(parents=True, exist_ok=True)  # to_disk makes the last level only
-    nlp.to_disk(output)
-    return Path(output)
-
-
-def assemble_profile(profile: Config) -> Path:
-    block = section(profile, "assemble")
-    return assemble(
-        block["model"],
-        block["output"],
-        block["labels"],
-        block.get("lang", "en"),
-        dict(block.get("component", {})),
-    )
+    config.output.parent.mkdir(parents=True, exist_ok=True)  # to_disk makes the last level only
+    nlp.to_disk(config.output)
+    return config.output
 
 
 def command(
@@ -72,5 +76,6 @@ def command(
     profile: str = typer.Argument(..., help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path."),
 ) -> None:
     """Package the trained model as a spaCy pipeline (weights inside the pipeline folder)."""
-    output = assemble_profile(load_profile(profile, parse_config_overrides(ctx.args)))
+    config = AssembleConfig.from_profile(load_profile(profile, parse_overrides(ctx.args)))
+    output = assemble(config)
     typer.echo(f"pipeline: {output}  (spacy.load({str(output)!r}))")

@@ -12,214 +12,119 @@ whatever the interruptions.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import random
 import statistics
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import typer
-from spacy.cli._util import parse_config_overrides
 from tqdm import tqdm
 
-from spacy_reasoningner.alignment import find_word_occurrences
 from spacy_reasoningner.backends.base import Backend
-from spacy_reasoningner.benchmark.readers import (
-    NERRecord,
-    load_definitions,
-    load_label_map,
-    ner_cot_record,
-    read_records,
-    relabel,
-)
+from spacy_reasoningner.benchmark.readers import NERRecord, ner_cot_record
 from spacy_reasoningner.cache import CachedBackend, ResponseCache
-from spacy_reasoningner.protocol import render_answer, render_completion, render_user_turn
 
-from .config import build_backend, build_settings, fingerprint, load_profile, section
-from .decontamination import decontaminate, evaluation_index, refuse_evaluation_domains
+from .config import (
+    StageConfig,
+    build_backend,
+    build_settings,
+    fingerprint,
+    load_profile,
+    parse_overrides,
+    require,
+)
 from .quality import AGREES, Check, gold_check, judge_checks, structural_checks
-from .schemas import SchemaSampling, clean_types, with_schema
-from .teacher import Draft, Mode, generate_drafts, gold_entities, record_schema
+from .samples import Sample
+from .sources import (
+    Plan,
+    SourceConfig,
+    default_drop_types,
+    default_forbidden_datasets,
+    plan,
+)
+from .teacher import Draft, Mode, generate_drafts
 
 LOG_NAME = "samples.jsonl"
 RUN_NAME = "run.json"
 
 
 @dataclass
-class Source:
-    """One training corpus: a file the readers accept, with its label map and definitions."""
+class QualityConfig:
+    """``[cg.quality]``: which drafts are kept."""
 
-    name: str
-    path: Path
-    format: str = "auto"
-    labels: Path | None = None  # a labels.json; None when the corpus names its own types
-    naming: str | None = None  # naming convention in labels.json (e.g. "natural_name")
-    definitions: str | None = None  # definition field in labels.json (e.g. "definition_gollie")
-    limit: int | None = None  # sentences sampled (seeded); None keeps all
-    # Types absent from a record added to its schema: a count or [fewest, most] per record,
-    # drawn from negative_pool (a JSON list of type names; None: the corpus's types) minus
-    # negative_exclude. schema_subsets: ask random subsets of a closed corpus's types.
-    negative_types: int | list[int] = 0
-    negative_pool: Path | None = None
-    negative_exclude: list[str] = field(default_factory=list)
-    schema_subsets: bool = False
+    # Minimum string-level F1 of the teacher's answer against gold, where gold exists.
+    min_gold_f1: float = 0.8
+    # Every final entity must be discussed in the reasoning.
+    require_coverage: bool = True
+    # A judge model scores coherence and factual accuracy 0-10; below the threshold is dropped.
+    judge: bool = False
+    judge_threshold: float = 9.0
 
-    def schema_sampling(self) -> SchemaSampling:
-        pool = None
-        if self.negative_pool is not None:
-            pool = tuple(json.loads(Path(self.negative_pool).read_text(encoding="utf-8")))
-        return SchemaSampling.from_counts(
-            self.negative_types,
-            pool=pool,
-            exclude=self.negative_exclude,
-            subsets=self.schema_subsets,
+    def __post_init__(self) -> None:
+        require(0.0 <= self.min_gold_f1 <= 1.0, "[cg.quality] min_gold_f1 must be in [0, 1]")
+        require(
+            0.0 <= self.judge_threshold <= 10.0, "[cg.quality] judge_threshold must be in [0, 10]"
         )
 
 
 @dataclass
-class DataConfig:
+class DataConfig(StageConfig):
+    """``[cg]``: the CG stage."""
+
+    SECTION: ClassVar[str] = "cg"
+
     output: Path
-    sources: list[Source]
+    sources: dict[str, SourceConfig]
+    # reannotate (the paper), rationalize (from gold) or template (no model).
     mode: Mode = Mode.reannotate
     seed: int = 0
     batch_size: int = 16
-    drop_types: list[str] = field(default_factory=list)
-    forbidden_datasets: list[str] = field(default_factory=list)
+    drop_types: list[str] = field(default_factory=default_drop_types)
+    forbidden_datasets: list[str] = field(default_factory=default_forbidden_datasets)
+    # Evaluation splits that training text must not overlap: {name: file}.
     decontaminate: dict[str, Path] = field(default_factory=dict)
+    # Cache of teacher and judge responses (a rerun after a crash regenerates nothing).
     cache: Path | None = None
-    min_gold_f1: float = 0.8
-    require_coverage: bool = True
-    judge: bool = False
-    judge_threshold: float = 9.0
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    # Backend blocks ({"@reasoning_ner_backends": ...}) and their generation settings.
     teacher: dict[str, Any] = field(default_factory=dict)
     teacher_generation: dict[str, Any] = field(default_factory=dict)
-    judge_backend: dict[str, Any] = field(default_factory=dict)
+    judge: dict[str, Any] = field(default_factory=dict)
     judge_generation: dict[str, Any] = field(default_factory=dict)
-    tokenizer: str | None = None  # counts reasoning tokens in the report
+    # Counts reasoning tokens in the report (a model reference); None: no counts.
+    tokenizer: str | None = None
 
-    @classmethod
-    def from_profile(cls, profile: dict[str, Any]) -> DataConfig:
-        cg = section(profile, "cg")
-        quality = dict(cg.get("quality", {}))
-        sources = [
-            Source(name=name, **{k: v for k, v in block.items()})
-            for name, block in dict(cg.get("sources", {})).items()
-        ]
-        if not sources:
-            raise ValueError("[cg.sources] is empty: add at least one training corpus")
-        config = cls(
-            output=Path(cg["output"]),
-            sources=sources,
-            mode=Mode(cg.get("mode", "reannotate")),
-            seed=int(cg.get("seed", 0)),
-            batch_size=int(cg.get("batch_size", 16)),
-            drop_types=list(cg.get("drop_types", [])),
-            forbidden_datasets=list(cg.get("forbidden_datasets", [])),
-            decontaminate={k: Path(v) for k, v in dict(cg.get("decontaminate", {})).items()},
-            cache=Path(cg["cache"]) if cg.get("cache") else None,
-            min_gold_f1=float(quality.get("min_gold_f1", 0.8)),
-            require_coverage=bool(quality.get("require_coverage", True)),
-            judge=bool(quality.get("judge", False)),
-            judge_threshold=float(quality.get("judge_threshold", 9)),
-            teacher=dict(cg.get("teacher", {})),
-            teacher_generation=dict(cg.get("teacher_generation", {})),
-            judge_backend=dict(cg.get("judge", {})),
-            judge_generation=dict(cg.get("judge_generation", {})),
-            tokenizer=profile.get("paths", {}).get("base_model"),
+    def __post_init__(self) -> None:
+        require(bool(self.sources), "[cg.sources] is empty: add at least one training corpus")
+        require(self.batch_size >= 1, "[cg] batch_size must be >= 1")
+        require(
+            self.mode is Mode.template or bool(self.teacher),
+            f"[cg] mode {self.mode.value!r} needs a teacher: add a [cg.teacher] backend block",
         )
-        for source in config.sources:
-            source.path = Path(source.path)
-            source.labels = Path(source.labels) if source.labels else None
-        return config
+        require(
+            not self.quality.judge or bool(self.judge),
+            "[cg.quality] judge = true needs a [cg.judge] backend block",
+        )
 
     def identity(self) -> str:
-        """What determines the samples (not batch size or cache location)."""
+        """What determines the samples (not batch size, cache location or token counts)."""
         data = asdict(self)
         for key in ("batch_size", "cache", "output", "tokenizer"):
             data.pop(key)
         return fingerprint(data)
 
-
-# --------------------------------------------------------------------------- planning
-
-
-def load_source(source: Source) -> tuple[list[NERRecord], list[str]]:
-    """The source's records (dataset id = source name) and every type of the corpus."""
-    if not source.path.exists():
-        raise FileNotFoundError(
-            f"training source {source.name!r}: {source.path} does not exist; fix its path in "
-            "[cg.sources] or pass --paths.data"
+    def plan(self) -> Plan:
+        return plan(
+            list(self.sources.values()),
+            seed=self.seed,
+            drop_types=self.drop_types,
+            forbidden_datasets=self.forbidden_datasets,
+            decontaminate_against=self.decontaminate,
         )
-    records = read_records(source.path, format=source.format)
-    if source.labels is not None:
-        naming = source.naming or "natural_name"
-        label_map = load_label_map(source.labels, naming)
-        records = relabel(records, label_map)
-        types = list(label_map.values())
-        if source.definitions:
-            definitions = load_definitions(source.labels, naming, source.definitions)
-            for record in records:
-                record.definitions = definitions
-    else:
-        types = sorted({t for r in records for t in (r.schema or [])} | _entity_types(records))
-    if len({r.dataset for r in records}) <= 1:  # not a mixed corpus such as NER-CoT
-        for record in records:
-            record.dataset = source.name
-    return records, types
-
-
-def _entity_types(records: list[NERRecord]) -> set[str]:
-    return {t for r in records for *_, t in r.entities}
-
-
-@dataclass
-class Plan:
-    """The records to process, in order, and what planning removed."""
-
-    records: list[NERRecord]
-    guids: list[str]
-    duplicates: Counter = field(default_factory=Counter)
-    contaminated: dict[str, dict[str, int]] = field(default_factory=dict)
-
-
-def plan(config: DataConfig) -> Plan:
-    loaded = [(source, *load_source(source)) for source in config.sources]
-    refuse_evaluation_domains((r for _, rs, _ in loaded for r in rs), config.forbidden_datasets)
-    index = evaluation_index(
-        {name: read_records(path) for name, path in config.decontaminate.items()}
-    )
-    records, guids, duplicates, contaminated = [], [], Counter(), {}
-    for source, source_records, types in loaded:
-        unique: dict[str, NERRecord] = {}
-        for record in source_records:
-            unique.setdefault(record.text, record)
-        duplicates[source.name] = len(source_records) - len(unique)
-        clean = decontaminate(list(unique.values()), index)
-        contaminated.update(clean.report())
-        rng = random.Random(f"{config.seed}:{source.name}")
-        chosen = clean.kept
-        if source.limit is not None and source.limit < len(chosen):
-            chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), source.limit))]
-        corpus_types = clean_types(types, config.drop_types)
-        sampling = source.schema_sampling()
-        for record in chosen:
-            final = with_schema(
-                record,
-                corpus_types,
-                sampling=sampling,
-                rng=rng,
-                drop=config.drop_types,
-            )
-            if not final.schema:
-                continue  # only misc-like types asked: nothing to learn from
-            records.append(final)
-            guids.append(f"{source.name}-{hashlib.sha1(record.text.encode()).hexdigest()[:12]}")
-    return Plan(records, guids, duplicates, contaminated)
 
 
 # --------------------------------------------------------------------------- running
@@ -238,18 +143,20 @@ def _model_name(backend: Backend) -> str:
 
 def process_batch(
     config: DataConfig,
-    records: list[NERRecord],
+    batch: list[tuple[str, NERRecord]],
     teacher: Backend | None,
     judge: Backend | None,
 ) -> list[dict[str, Any]]:
-    """Drafts, checks and judgement for a batch; one log entry per record."""
+    """Drafts, checks and judgement for a batch of (guid, record); one log entry each."""
+    records = [record for _, record in batch]
     settings = build_settings(config.teacher_generation)
     name = _model_name(teacher) if teacher is not None else ""
     drafts = generate_drafts(records, config.mode, teacher, settings, name)
+    quality = config.quality
     checks: list[list[Check]] = [
         [
-            *structural_checks(r, d, require_coverage=config.require_coverage),
-            gold_check(r, d, config.min_gold_f1),
+            *structural_checks(r, d, require_coverage=quality.require_coverage),
+            gold_check(r, d, quality.min_gold_f1),
         ]
         for r, d in zip(records, drafts, strict=True)
     ]
@@ -262,35 +169,28 @@ def process_batch(
                 [drafts[i] for i in passing],
                 judge,
                 build_settings(config.judge_generation),
-                config.judge_threshold,
+                quality.judge_threshold,
             )
             for i, (check, judgement) in zip(passing, verdicts, strict=True):
                 checks[i].append(check)
                 judgements[i] = judgement
     return [
-        log_entry(r, d, cs, j)
-        for r, d, cs, j in zip(records, drafts, checks, judgements, strict=True)
+        log_entry(g, r, d, cs, j)
+        for (g, r), d, cs, j in zip(batch, drafts, checks, judgements, strict=True)
     ]
 
 
-def _pairs(entities: dict[str, list[str]]) -> list[dict[str, str]]:
-    return [{"text": m, "label": t} for t, ms in entities.items() for m in ms]
-
-
 def log_entry(
-    record: NERRecord, draft: Draft, checks: list[Check], judgement: dict | None
+    guid: str, record: NERRecord, draft: Draft, checks: list[Check], judgement: dict | None
 ) -> dict[str, Any]:
+    """The sample the draft makes, with every decision about it."""
+    sample = Sample.from_record(
+        record, guid, answer=draft.entities, reasoning=draft.reasoning, generator=draft.generator
+    )
     failed = [c for c in checks if not c.passed]
     return {
-        "dataset": record.dataset,
-        "source": record.source,
-        "text": record.text,
-        "schema": record.schema,
-        "definitions": record.definitions or {},
-        "gold": _pairs(gold_entities(record)),
-        "reasoning": draft.reasoning,
-        "entities": _pairs(draft.entities),
-        "generator": draft.generator,
+        **sample.to_dict(),
+        "gold": [{"text": m, "label": t} for m, t in Sample.from_record(record, guid).entities],
         "kept": not failed,
         "drop_reason": failed[0].name if failed else None,
         "checks": [asdict(c) for c in checks],
@@ -340,17 +240,17 @@ def run(config: DataConfig) -> dict[str, Any]:
             "folder to start over, or set cg.output to a new folder"
         )
     run_file.write_text(json.dumps({"identity": identity, "mode": config.mode.value}))
-    planned = plan(config)
+    planned = config.plan()
     log_path = config.output / LOG_NAME
     done = read_log(log_path)
     pending = [(g, r) for g, r in zip(planned.guids, planned.records, strict=True) if g not in done]
     teacher = judge = None
     if pending and config.mode is not Mode.template:
         teacher = _with_cache(build_backend(config.teacher), config.cache)
-    if pending and config.judge:
+    if pending and config.quality.judge:
         # The same block as the teacher's shares its engine: one model load, one GPU pool.
-        same = teacher is not None and config.judge_backend == config.teacher
-        judge = teacher if same else _with_cache(build_backend(config.judge_backend), config.cache)
+        same = teacher is not None and config.judge == config.teacher
+        judge = teacher if same else _with_cache(build_backend(config.judge), config.cache)
     with tqdm(
         total=len(planned.records),
         initial=len(planned.records) - len(pending),
@@ -358,9 +258,7 @@ def run(config: DataConfig) -> dict[str, Any]:
         desc="reasoning data",
     ) as bar:
         for batch in _batches(pending, config.batch_size):
-            entries = process_batch(config, [r for _, r in batch], teacher, judge)
-            for (guid, _), entry in zip(batch, entries, strict=True):
-                entry["guid"] = guid
+            entries = process_batch(config, batch, teacher, judge)
             _append(log_path, entries)
             done.update((e["guid"], e) for e in entries)
             bar.update(len(batch))
@@ -375,59 +273,16 @@ def run(config: DataConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------- outputs
 
 
-def training_row(entry: dict[str, Any]) -> dict[str, Any]:
-    """A kept sample in TRL's conversational prompt-completion form, plus its fields."""
-    record = NERRecord(
-        entry["text"],
-        [],
-        entry["source"],
-        schema=entry["schema"],
-        definitions=entry["definitions"] or None,
-    )
-    schema = record_schema(record)
-    answer: dict[str, list[str]] = {}
-    for pair in entry["entities"]:
-        answer.setdefault(pair["label"], []).append(pair["text"])
-    completion = render_completion(entry["reasoning"] or None, render_answer(answer, schema))
-    return {
-        "guid": entry["guid"],
-        "dataset": entry["dataset"],
-        "text": entry["text"],
-        "schema": entry["schema"],
-        "definitions": json.dumps(entry["definitions"] or {}, ensure_ascii=False),
-        "entities": entry["entities"],
-        "reasoning": entry["reasoning"],
-        "generator": entry["generator"],
-        "prompt": [{"role": "user", "content": render_user_turn(entry["text"], schema)}],
-        "completion": [{"role": "assistant", "content": completion}],
-    }
-
-
 def write_outputs(output: Path, entries: list[dict[str, Any]]) -> None:
+    """The kept samples as a dataset (``save_to_disk``) and as NER-CoT JSONL."""
     from datasets import Dataset
 
-    kept = [e for e in entries if e["kept"]]
-    rows = [training_row(e) for e in kept]
-    Dataset.from_list(rows).save_to_disk(str(output / "dataset"))
+    kept = [Sample.from_dict(e) for e in entries if e["kept"]]
+    Dataset.from_list([sample.to_row() for sample in kept]).save_to_disk(str(output / "dataset"))
     with (output / "ner_cot.jsonl").open("w", encoding="utf-8") as handle:
-        for entry in kept:
-            record = read_entry_record(entry)
-            line = ner_cot_record(record, guid=entry["guid"], cot=entry["reasoning"])
+        for sample in kept:
+            line = ner_cot_record(sample.to_record(), guid=sample.guid, cot=sample.reasoning)
             handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-
-
-def read_entry_record(entry: dict[str, Any]) -> NERRecord:
-    """The sample's answer as a record (offsets of every occurrence), for NER-CoT output."""
-    spans = sorted(
-        {
-            (start, end, pair["label"])
-            for pair in entry["entities"]
-            for start, end in find_word_occurrences(entry["text"], pair["text"], fuzzy=True)
-        }
-    )
-    return NERRecord(
-        entry["text"], spans, entry["source"], dataset=entry["dataset"], schema=entry["schema"]
-    )
 
 
 def build_report(
@@ -494,7 +349,7 @@ def command(
     profile: str = typer.Argument(..., help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path."),
 ) -> None:
     """Build reasoning data (CG): read sources, generate, check, write dataset and report."""
-    config = DataConfig.from_profile(load_profile(profile, parse_config_overrides(ctx.args)))
+    config = DataConfig.from_profile(load_profile(profile, parse_overrides(ctx.args)))
     report = run(config)
     typer.echo(report_markdown(report))
     typer.echo(f"dataset: {config.output / 'dataset'}  report: {config.output / 'report.md'}")

@@ -1,17 +1,15 @@
 """Training rows in the forms the trainers read.
 
-The CG stage writes one dataset (``datasets.Dataset.save_to_disk``) whose rows hold the
-fields of a sample (``text``, ``schema``, ``definitions``, ``entities``, ``reasoning``, ...)
-and TRL's conversational prompt-completion form of it (``prompt``, ``completion``). SFT reads
-the latter as is, or re-renders it without reasoning for the paper's ablation; GRPO reads the
-prompt and keeps ``schema`` and ``entities`` for the rewards. GRPO prompts may also come from
-gold corpora: those are read exactly as the CG stage reads its sources and turned into the
-same rows, so every stage sees one format.
+The CG stage writes one dataset (``datasets.Dataset.save_to_disk``) of ``Sample`` rows: the
+sample's fields and TRL's conversational prompt-completion form of it (``prompt``,
+``completion``). SFT reads the latter as is, or re-renders it without reasoning for the
+paper's ablation; GRPO reads the prompt and keeps ``schema`` and ``entities`` for the rewards.
+GRPO prompts may also come from gold corpora: those are read exactly as the CG stage reads its
+sources and turned into the same rows, so every stage sees one format.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from collections import defaultdict
@@ -22,15 +20,8 @@ from typing import Any
 from datasets import Dataset, load_from_disk
 
 from spacy_reasoningner.benchmark.readers import NERRecord
-from spacy_reasoningner.protocol import (
-    Schema,
-    render_answer,
-    render_completion,
-    render_messages,
-)
 
-from .build_data import training_row
-from .teacher import gold_entities, record_schema
+from .samples import Sample
 
 logger = logging.getLogger(__name__)
 
@@ -50,35 +41,17 @@ def load_training_data(path: str | Path) -> Dataset:
     return load_from_disk(str(path))
 
 
-def row_schema(row: dict[str, Any]) -> Schema:
-    """The protocol schema of a row, definitions included (the CG stage's rule)."""
-    record = NERRecord(
-        row["text"],
-        [],
-        row["guid"],
-        schema=list(row["schema"]),
-        definitions=json.loads(row["definitions"] or "{}") or None,
-    )
-    return record_schema(record)
-
-
 def prompt_messages(row: dict[str, Any], reasoning: bool) -> list[dict[str, str]]:
     """The row's prompt; re-rendered when the model is to answer without reasoning."""
-    if reasoning:
-        return row["prompt"]
-    return render_messages(row["text"], row_schema(row), reasoning=False)
+    return row["prompt"] if reasoning else Sample.from_row(row).messages(reasoning=False)
 
 
 def answer_only(row: dict[str, Any]) -> dict[str, Any]:
     """The row as an SFT sample without reasoning: the JSON answer alone is the target."""
-    schema = row_schema(row)
-    grouped: dict[str, list[str]] = {}
-    for entity in row["entities"]:
-        grouped.setdefault(entity["label"], []).append(entity["text"])
-    answer = render_completion(None, render_answer(grouped, schema))
+    sample = Sample.from_row(row)
     return {
-        "prompt": prompt_messages(row, reasoning=False),
-        "completion": [{"role": "assistant", "content": answer}],
+        "prompt": sample.messages(reasoning=False),
+        "completion": [{"role": "assistant", "content": sample.completion(reasoning=False)}],
         "chat_template_kwargs": NO_THINKING,
     }
 
@@ -162,20 +135,5 @@ def stratified_sample(dataset: Dataset, n: int | None, seed: int) -> Dataset:
 
 def gold_rows(records: Sequence[NERRecord], guids: Sequence[str]) -> Dataset:
     """Rows of the CG format from gold records (schemas built), without reasoning."""
-    entries = [
-        {
-            "guid": guid,
-            "dataset": record.dataset,
-            "source": record.source,
-            "text": record.text,
-            "schema": record.schema,
-            "definitions": record.definitions or {},
-            "entities": [
-                {"text": m, "label": t} for t, ms in gold_entities(record).items() for m in ms
-            ],
-            "reasoning": "",
-            "generator": "gold",
-        }
-        for record, guid in zip(records, guids, strict=True)
-    ]
-    return Dataset.from_list([training_row(entry) for entry in entries])
+    rows = [Sample.from_record(r, g).to_row() for r, g in zip(records, guids, strict=True)]
+    return Dataset.from_list(rows)

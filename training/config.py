@@ -1,24 +1,38 @@
-"""Profiles: one spaCy-style ``.cfg`` file per hardware profile (``configs/cpu.cfg``, ...).
+"""Profiles and the typed configuration of each stage.
 
-Every stage reads its own section. Values can be overridden on the command line the way
-``spacy train`` does it (``--paths.data ../shared/data``), and ``${...}`` references are
-interpolated. Inference engines are blocks of the ``reasoning_ner_backends`` registry, so the
-teacher and the judge of the data stage can be any backend the component can use.
+A profile is one spaCy-style ``.cfg`` file per hardware profile (``configs/cpu.cfg``, ...).
+Values can be overridden on the command line the way ``spacy train`` does it
+(``--paths.data ../shared/data``), and ``${...}`` references are interpolated. Inference
+engines are blocks of the ``reasoning_ner_backends`` registry, so the teacher and the judge of
+the data stage can be any backend the component can use.
+
+Every stage reads its own section into one dataclass (``StageConfig``), in the manner of TRL's
+``*_config.py``: the defaults are written once, in the dataclass; checks live in
+``__post_init__``; a key the dataclass does not have is an error that names the closest key
+it does have, so that a misspelt setting never passes silently.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import enum
 import hashlib
 import json
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar, Union
 
+import srsly
 from confection import Config
 
 from spacy_reasoningner.backends.base import Backend, GenerationSettings
 from spacy_reasoningner.registry import registry
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+T = TypeVar("T")
 
 
 def load_profile(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
@@ -32,30 +46,191 @@ def load_profile(path: str | Path, overrides: dict[str, Any] | None = None) -> C
     return Config().from_disk(path, overrides=overrides or {}, interpolate=True)
 
 
-def section(config: Config, name: str) -> dict[str, Any]:
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """``--section.key value`` (or ``--section.key=value``; a bare flag means true) pairs from
+    the command line, values read as JSON where they parse and as strings otherwise."""
+    overrides: dict[str, Any] = {}
+    pending = list(args)
+    while pending:
+        option = pending.pop(0)
+        if not option.startswith("--"):
+            raise ValueError(
+                f"unexpected argument {option!r}: overrides look like --section.key value"
+            )
+        key, has_value, value = option[2:].partition("=")
+        if "." not in key:
+            raise ValueError(
+                f"{option!r} names no setting: overrides look like --section.key value "
+                "(a whole section cannot be replaced)"
+            )
+        if not has_value:
+            value = pending.pop(0) if pending and not pending[0].startswith("--") else "true"
+        try:
+            overrides[key] = srsly.json_loads(value)
+        except ValueError:
+            overrides[key] = value
+    return overrides
+
+
+def section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
     """A dotted section (``cg.sources``) as a plain dict; a clear error when it is missing."""
     node: Any = config
     for part in name.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if not isinstance(node, Mapping) or part not in node:
             raise KeyError(f"the profile has no [{name}] section; see configs/cpu.cfg for one")
         node = node[part]
     return dict(node)
 
 
-def build_backend(block: dict[str, Any]) -> Backend:
+def build_backend(block: Mapping[str, Any]) -> Backend:
     """A backend from a ``[...]`` block holding ``@reasoning_ner_backends = "..."``."""
     if "@reasoning_ner_backends" not in block:
         raise ValueError(
             'a backend block needs @reasoning_ner_backends = "reasoning_ner.Transformers.v1" '
             f"(or VLLM.v1, OpenAI.v1), got keys {sorted(block)}"
         )
-    return registry.resolve({"backend": block})["backend"]
+    return registry.resolve({"backend": dict(block)})["backend"]
 
 
-def build_settings(block: dict[str, Any] | None) -> GenerationSettings:
+def build_settings(block: Mapping[str, Any] | None) -> GenerationSettings:
     return GenerationSettings.from_config(dict(block or {}))
 
 
 def fingerprint(value: Any) -> str:
     """Short stable hash of a JSON-able value (a config section), to detect changed reruns."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- typed sections
+
+
+class ConfigError(ValueError):
+    """A profile section that does not fit its stage's configuration."""
+
+
+def unknown_keys_message(keys: Sequence[str], known: Sequence[str], where: str, what: str) -> str:
+    """``[where] has settings <what> does not take: 'x' (did you mean 'y'?); ...``."""
+    problems = []
+    for key in sorted(keys):
+        close = difflib.get_close_matches(key, known, n=1)
+        problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"[{where}] has settings {what} does not take: {'; '.join(problems)}"
+
+
+def from_block(cls: type[T], block: Mapping[str, Any], where: str) -> T:
+    """An instance of the dataclass ``cls`` from the section ``block`` found at ``where``.
+
+    Values are converted to the field types (``Path``, enums, nested dataclasses, lists and
+    mappings of them); ``dict[str, SomeDataclass]`` fields take one sub-section per entry, and
+    the entry's key fills that dataclass's ``name`` field when it has one.
+    """
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"[{where}] must be a section, got {type(block).__name__} {block!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = [key for key in block if key not in fields]
+    if unknown:
+        raise ConfigError(unknown_keys_message(unknown, list(fields), where, cls.__name__))
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in block
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"[{where}] needs {', '.join(repr(m) for m in missing)}")
+    hints = typing.get_type_hints(cls)
+    values = {key: _convert(hints[key], value, f"{where}.{key}") for key, value in block.items()}
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"[{where}] {error}") from error
+
+
+def _convert(kind: Any, value: Any, where: str) -> Any:
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        options = [a for a in args if a is not type(None)]
+        errors = []
+        for option in options:
+            try:
+                return _convert(option, value, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{where}: {value!r} fits none of {options}"
+        )
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where} = {value!r} is not one of {list(args)}")
+        return value
+    if origin in (list, tuple, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        item = args[0] if args else Any
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a section or mapping, got {value!r}")
+        item = args[1] if args else Any
+        converted = {}
+        for key, entry in value.items():
+            if dataclasses.is_dataclass(item) and isinstance(entry, Mapping):
+                names = {f.name for f in dataclasses.fields(item)}
+                entry = {"name": key, **entry} if "name" in names else entry
+            converted[key] = _convert(item, entry, f"{where}.{key}")
+        return converted
+    if dataclasses.is_dataclass(kind):
+        return from_block(kind, value, where)
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        try:
+            return kind(value)
+        except ValueError:
+            raise ConfigError(
+                f"{where} = {value!r} is not one of {[m.value for m in kind]}"
+            ) from None
+    if kind in _SCALARS:
+        fits, name, make = _SCALARS[kind]
+        if not fits(value):
+            raise ConfigError(f"{where} must be {name}, got {value!r}")
+        return make(value)
+    return value
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+
+
+# Scalar field types: (does a value fit, the type in words, conversion). bool is an int in
+# Python, so the number types refuse it explicitly.
+_SCALARS: dict[type, tuple[Callable[[Any], bool], str, Callable[[Any], Any]]] = {
+    bool: (lambda v: isinstance(v, bool), "true or false", bool),
+    int: (lambda v: not isinstance(v, bool) and _whole(v), "a whole number", int),
+    float: (lambda v: not isinstance(v, bool) and isinstance(v, (int, float)), "a number", float),
+    str: (lambda v: isinstance(v, str), "a string", str),
+    Path: (lambda v: isinstance(v, (str, Path)), "a path", Path),
+}
+
+
+class StageConfig:
+    """Base of the stage configurations (dataclasses): ``from_profile`` reads the stage's
+    section (``SECTION``) of a profile, refusing keys the stage does not know."""
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def from_profile(cls: type[T], profile: Mapping[str, Any]) -> T:
+        name = cls.SECTION  # type: ignore[attr-defined]
+        return from_block(cls, section(profile, name), name)
+
+
+def require(condition: bool, message: str) -> None:
+    """A ``__post_init__`` check: raise ``ConfigError(message)`` unless ``condition``."""
+    if not condition:
+        raise ConfigError(message)

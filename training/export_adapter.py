@@ -23,23 +23,49 @@ import hashlib
 import json
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import typer
 from confection import Config
-from spacy.cli._util import parse_config_overrides
 
 from spacy_reasoningner.models import ADAPTER_CONFIG as CONFIG
 from spacy_reasoningner.models import ADAPTER_WEIGHTS as WEIGHTS
 from spacy_reasoningner.models import lora_scale
 
-from .config import load_profile, section
-from .sft import ADAPTER_NAME
+from .assemble import AssembleConfig
+from .build_data import DataConfig
+from .config import StageConfig, load_profile, parse_overrides, require
+from .evaluate import EvaluateConfig
+from .grpo import GRPOStageConfig
+from .sft import SFTStageConfig
+from .trainers import ADAPTER_NAME
 
 STAGES = ("sft", "grpo")
 # Adapter features the stacking does not express; the stages never set them.
 UNSUPPORTED = {"use_dora": False, "bias": "none", "modules_to_save": None, "rank_pattern": {}}
+
+
+@dataclass
+class ExportConfig(StageConfig):
+    """``[export]``: which stage adapters are stacked, over which base model."""
+
+    SECTION: ClassVar[str] = "export"
+
+    base_model: str  # the model the first stage trained its adapter over
+    # Stage adapters to stack, in training order.
+    stages: list[str] = field(default_factory=lambda: list(STAGES))
+    # float16 halves the size; the merge at load time computes in float32.
+    dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    seed: int = 0  # the profile's seed, recorded in the provenance
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.stages) - set(STAGES))
+        require(
+            bool(self.stages) and not unknown,
+            f"[export] stages {unknown or self.stages} are not a non-empty subset of {STAGES}",
+        )
 
 
 def read_adapter(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -102,42 +128,52 @@ def stack_adapters(
     return config, stacked
 
 
-def export(profile: Config, output: Path, stages: list[str], dtype: str = "float16") -> Path:
-    """Write the stacked adapter of ``stages`` and its provenance to ``output``."""
+def stage_outputs(profile: Config) -> dict[str, Path]:
+    """Output folders of the stages the provenance reports on, from their typed sections."""
+    return {
+        "cg": DataConfig.from_profile(profile).output,
+        "sft": SFTStageConfig.from_profile(profile).output,
+        "grpo": GRPOStageConfig.from_profile(profile).output,
+        "evaluate": EvaluateConfig.from_profile(profile).output,
+    }
+
+
+def export(profile: Config, output: Path) -> Path:
+    """Write the stacked adapter of the ``[export]`` stages and its provenance to ``output``."""
     from safetensors.torch import save_file
 
-    unknown = sorted(set(stages) - set(STAGES))
-    if unknown or not stages:
-        raise ValueError(f"stages {unknown or stages} are not a non-empty subset of {STAGES}")
-    folders = [Path(section(profile, stage)["output"]) / ADAPTER_NAME for stage in stages]
-    base_model = profile["paths"]["base_model"]
-    config, weights = stack_adapters([read_adapter(f) for f in folders], base_model, dtype)
+    config = ExportConfig.from_profile(profile)
+    outputs = stage_outputs(profile)
+    folders = [outputs[stage] / ADAPTER_NAME for stage in config.stages]
+    adapters = [read_adapter(f) for f in folders]
+    stacked, weights = stack_adapters(adapters, config.base_model, config.dtype)
     output.mkdir(parents=True, exist_ok=True)
-    (output / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (output / CONFIG).write_text(json.dumps(stacked, indent=2, sort_keys=True) + "\n")
     save_file(weights, output / WEIGHTS, metadata={"format": "pt"})
     for template in folders[0].glob("chat_template.*"):
         shutil.copyfile(template, output / template.name)
     (output / "profile.cfg").write_text(profile.to_str())
-    (output / "PROVENANCE.md").write_text(provenance(profile, output, stages, config))
+    (output / "PROVENANCE.md").write_text(provenance(profile, config, output, stacked))
     return output
 
 
 # --------------------------------------------------------------------------- provenance
 
 
-def provenance(profile: Config, output: Path, stages: list[str], config: dict[str, Any]) -> str:
+def provenance(profile: Config, config: ExportConfig, output: Path, adapter: dict[str, Any]) -> str:
     weights = output / WEIGHTS
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    outputs = stage_outputs(profile)
     lines = [
         f"# {output.name}: provenance",
         "",
-        f"A rank-{config['r']} LoRA adapter over `{config['base_model_name_or_path']}` "
-        f"({', '.join(config['target_modules'])}), stacked from the {' + '.join(stages)} "
-        f"stage adapters of the profile in `profile.cfg`.",
+        f"A rank-{adapter['r']} LoRA adapter over `{adapter['base_model_name_or_path']}` "
+        f"({', '.join(adapter['target_modules'])}), stacked from the "
+        f"{' + '.join(config.stages)} stage adapters of the profile in `profile.cfg`.",
         "",
         f"- weights: `{WEIGHTS}`, {weights.stat().st_size / 1e6:.1f} MB, sha256 `{digest}`",
         f"- exported: {datetime.date.today().isoformat()}, from git commit {git_commit()}",
-        f"- seed: {profile['system']['seed']}",
+        f"- seed: {config.seed}",
         "",
         "## Reproduce",
         "",
@@ -148,16 +184,16 @@ def provenance(profile: Config, output: Path, stages: list[str], config: dict[st
         "",
         "## Data (CG stage)",
         "",
-        *data_lines(Path(section(profile, "cg")["output"]) / "report.json"),
+        *data_lines(outputs["cg"] / "report.json"),
         "",
         "## Training",
         "",
-        *[line for stage in stages for line in stage_lines(stage, section(profile, stage))],
+        *[line for stage in config.stages for line in stage_lines(stage, outputs[stage])],
         "",
-        f"## Evaluation of the profile's pipeline (`{section(profile, 'assemble')['model']}`, "
-        "before the export's float16 rounding)",
+        f"## Evaluation of the profile's pipeline (`{AssembleConfig.from_profile(profile).model}`, "
+        f"before the export's {config.dtype} rounding)",
         "",
-        *evaluation_lines(Path(section(profile, "evaluate")["output"]) / "results.md"),
+        *evaluation_lines(outputs["evaluate"] / "results.md"),
     ]
     return "\n".join(lines) + "\n"
 
@@ -190,8 +226,8 @@ def data_lines(report_path: Path) -> list[str]:
     ]
 
 
-def stage_lines(stage: str, block: dict[str, Any]) -> list[str]:
-    state_path = Path(block["output"]) / "trainer_state.json"
+def stage_lines(stage: str, folder: Path) -> list[str]:
+    state_path = folder / "trainer_state.json"
     if not state_path.is_file():
         return [f"- {stage}: (no trainer_state.json in {state_path.parent})"]
     state = json.loads(state_path.read_text())
@@ -226,19 +262,9 @@ def command(
         str, typer.Argument(help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path.")
     ],
     output: Annotated[Path, typer.Argument(help="Folder to write the adapter to.")],
-    stage: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="A stage adapter to stack, in training order (repeatable; default: sft and grpo)."
-        ),
-    ] = None,
-    dtype: Annotated[
-        str, typer.Option(help="Weight dtype: float16, bfloat16 or float32.")
-    ] = "float16",
 ) -> None:
-    """Export the trained LoRA adapter(s) as one adapter over the base model + provenance."""
-    if dtype not in ("float16", "bfloat16", "float32"):
-        raise typer.BadParameter(f"dtype {dtype!r} is not float16, bfloat16 or float32")
-    profile_config = load_profile(profile, parse_config_overrides(ctx.args))
-    folder = export(profile_config, output, stage or list(STAGES), dtype)
+    """Export the trained LoRA adapter(s) as one adapter over the base model + provenance.
+
+    Which stages and the weight dtype come from [export] (e.g. --export.dtype float32)."""
+    folder = export(load_profile(profile, parse_overrides(ctx.args)), output)
     typer.echo(f"adapter: {folder}  (provenance: {folder / 'PROVENANCE.md'})")

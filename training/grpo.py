@@ -24,25 +24,20 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import typer
 from confection import Config
-from spacy.cli._util import parse_config_overrides
 
-from .build_data import DataConfig, plan
-from .chat_data import (
-    NO_THINKING,
-    gold_rows,
-    grpo_dataset,
-    load_training_data,
-    stratified_sample,
-)
-from .config import load_profile, section
+from .chat_data import NO_THINKING, gold_rows, grpo_dataset, load_training_data, stratified_sample
+from .config import StageConfig, load_profile, parse_overrides, require
 from .curves import MetricsLog
 from .rewards import f1_reward, length_penalty, schema_reward
-from .sft import (
+from .sources import SourceConfig, default_drop_types, default_forbidden_datasets, plan
+from .trainers import (
+    check_keys,
     check_lora_sharding,
     load_tokenizer,
     lora_config,
@@ -53,66 +48,135 @@ from .sft import (
 
 logger = logging.getLogger(__name__)
 
-# [grpo.rewards] weight keys and their defaults (the paper's 10 x F1 + 1 x schema).
-REWARD_WEIGHTS = {"f1": 10.0, "schema": 1.0, "length_penalty": 0.0}
-PROMPT_ORIGINS = ("sources", "dataset")
+
+@dataclass
+class RewardConfig:
+    """``[grpo.rewards]``: reward weights (the paper: 10 x F1 + 1 x schema) and rules. The
+    defaults are the reference implementation's; the flags are our variants (see
+    training/rewards.py and the README's deviations table)."""
+
+    f1: float = 10.0
+    schema: float = 1.0
+    # > 0 adds a penalty on reasoning beyond reasoning_budget tokens (0 at the budget, -1 at
+    # twice the budget); the paper has none.
+    length_penalty: float = 0.0
+    reasoning_budget: int | None = None
+    # F1 of what the component's tolerant parser reads (repaired JSON, prose around it);
+    # the reference credits only answers json.loads accepts.
+    repaired_json_credit: bool = False
+    # F1 = 1 for a correct empty answer on a sentence without entities (the reference: 0).
+    empty_answer_credit: bool = False
+    # Schema reward only for the protocol's exact form (the reference: JSON that loads, with
+    # labels in the schema).
+    strict_schema: bool = False
+
+    def __post_init__(self) -> None:
+        require(
+            any((self.f1, self.schema, self.length_penalty)),
+            "[grpo.rewards] gives every reward weight 0: nothing to optimise",
+        )
+        require(
+            not self.length_penalty or (self.reasoning_budget or 0) >= 1,
+            "[grpo.rewards] length_penalty needs reasoning_budget (tokens, >= 1)",
+        )
 
 
-def prompt_rows(profile: Config) -> Any:
+@dataclass
+class PromptConfig:
+    """``[grpo.prompts]``: where the GRPO prompts come from and how many."""
+
+    # "sources": the gold corpora of [grpo.sources]; "dataset": the CG stage's dataset.
+    origin: Literal["sources", "dataset"] = "sources"
+    dataset: Path | None = None
+    # Total prompts, spread over the source datasets; null: all.
+    num_prompts: int | None = None
+    seed: int = 0
+    drop_types: list[str] = field(default_factory=default_drop_types)
+    forbidden_datasets: list[str] = field(default_factory=default_forbidden_datasets)
+    decontaminate: dict[str, Path] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(
+            self.origin != "dataset" or self.dataset is not None,
+            '[grpo.prompts] origin = "dataset" needs dataset (the CG stage\'s dataset folder)',
+        )
+        require(
+            self.num_prompts is None or self.num_prompts >= 1,
+            "[grpo.prompts] num_prompts must be >= 1 or null",
+        )
+
+
+@dataclass
+class GRPOStageConfig(StageConfig):
+    """``[grpo]``: the RE stage."""
+
+    SECTION: ClassVar[str] = "grpo"
+
+    model: str  # the SFT stage's model folder
+    output: Path
+    reasoning: bool = True
+    resume: bool = True
+    lora: dict[str, Any] = field(default_factory=dict)
+    rewards: RewardConfig = field(default_factory=RewardConfig)
+    prompts: PromptConfig = field(default_factory=PromptConfig)
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    # Any GRPOConfig argument (TRL and transformers).
+    trainer: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        require(
+            self.prompts.origin != "sources" or bool(self.sources),
+            '[grpo.prompts] origin = "sources" needs [grpo.sources.*] blocks',
+        )
+        from trl import GRPOConfig
+
+        check_keys(GRPOConfig, self.trainer, "grpo.trainer")
+        lora_config(self.lora, "grpo.lora")
+
+
+def prompt_rows(config: GRPOStageConfig) -> Any:
     """The GRPO prompts with their gold, stratified over source datasets."""
-    block = section(profile, "grpo.prompts")
-    origin = block.get("origin", "sources")
-    if origin == "dataset":
-        rows = load_training_data(block["dataset"])
-    elif origin == "sources":
-        rows = gold_source_rows(profile, block)
+    prompts = config.prompts
+    if prompts.origin == "dataset":
+        rows = load_training_data(prompts.dataset)
     else:
-        raise ValueError(f"[grpo.prompts] origin {origin!r} is not one of {PROMPT_ORIGINS}")
-    num_prompts = block.get("num_prompts")
-    return stratified_sample(rows, None if num_prompts is None else int(num_prompts), block["seed"])
+        rows = gold_source_rows(config)
+    return stratified_sample(rows, prompts.num_prompts, prompts.seed)
 
 
-def gold_source_rows(profile: Config, block: dict[str, Any]) -> Any:
+def gold_source_rows(config: GRPOStageConfig) -> Any:
     """Rows of the CG format from ``[grpo.sources]``, read by the CG stage's own planner, so
     that label maps, schema rules, evaluation-domain refusal and decontamination are the same
     as for the SFT data."""
-    config = DataConfig.from_profile(
-        {
-            "cg": {
-                "output": section(profile, "grpo")["output"],
-                "sources": section(profile, "grpo.sources"),
-                "seed": block["seed"],
-                "drop_types": block.get("drop_types", []),
-                "forbidden_datasets": block.get("forbidden_datasets", []),
-                "decontaminate": block.get("decontaminate", {}),
-            }
-        }
+    prompts = config.prompts
+    planned = plan(
+        list(config.sources.values()),
+        seed=prompts.seed,
+        drop_types=prompts.drop_types,
+        forbidden_datasets=prompts.forbidden_datasets,
+        decontaminate_against=prompts.decontaminate,
     )
-    planned = plan(config)
     if not planned.records:
         raise ValueError("[grpo.sources] gave no prompts: check the sources' paths and limits")
     return gold_rows(planned.records, planned.guids)
 
 
-def reward_functions(block: dict[str, Any], tokenizer: Any) -> tuple[list[Callable], list[float]]:
-    """The reward functions with a non-zero weight in ``[grpo.rewards]``, and the weights."""
-    unknown = sorted(set(block) - {*REWARD_WEIGHTS, "reasoning_budget"})
-    if unknown:
-        raise ValueError(
-            f"[grpo.rewards] has unknown keys {unknown}: use weights {sorted(REWARD_WEIGHTS)} "
-            "and reasoning_budget (tokens)"
-        )
-    weights = {name: float(block.get(name, default)) for name, default in REWARD_WEIGHTS.items()}
-    functions: dict[str, Callable] = {"f1": f1_reward, "schema": schema_reward}
-    if weights["length_penalty"]:
-        if "reasoning_budget" not in block:
-            raise ValueError("[grpo.rewards] length_penalty needs reasoning_budget (tokens)")
+def reward_functions(rewards: RewardConfig, tokenizer: Any) -> tuple[list[Callable], list[float]]:
+    """The reward functions with a non-zero weight, and the weights."""
+    weights = {"f1": rewards.f1, "schema": rewards.schema, "length_penalty": rewards.length_penalty}
+    functions: dict[str, Callable] = {
+        "f1": functools.partial(
+            f1_reward,
+            repaired_json_credit=rewards.repaired_json_credit,
+            empty_answer_credit=rewards.empty_answer_credit,
+        ),
+        "schema": functools.partial(schema_reward, strict_schema=rewards.strict_schema),
+    }
+    if rewards.length_penalty:
         functions["length_penalty"] = functools.partial(
-            length_penalty, tokenizer=tokenizer, budget=int(block["reasoning_budget"])
+            length_penalty, tokenizer=tokenizer, budget=rewards.reasoning_budget
         )
     names = [name for name in functions if weights[name]]
-    if not names:
-        raise ValueError("[grpo.rewards] gives every reward weight 0: nothing to optimise")
     return [functions[n] for n in names], [weights[n] for n in names]
 
 
@@ -156,21 +220,18 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
     """The GRPO trainer of a profile, its output folder and whether to resume."""
     from trl import GRPOConfig, GRPOTrainer
 
-    block = section(profile, "grpo")
-    output = Path(block["output"])
-    reasoning = bool(block.get("reasoning", True))
-    trainer_kwargs = section(profile, "grpo.trainer")
-    path = model_path(block["model"])
-    tokenizer = load_tokenizer(path, bool(trainer_kwargs.get("trust_remote_code", False)))
-    functions, weights = reward_functions(dict(block.get("rewards", {})), tokenizer)
-    stage: dict[str, Any] = {"output_dir": str(output), "reward_weights": weights}
-    if not reasoning:
+    config = GRPOStageConfig.from_profile(profile)
+    path = model_path(config.model)
+    tokenizer = load_tokenizer(path, bool(config.trainer.get("trust_remote_code", False)))
+    functions, weights = reward_functions(config.rewards, tokenizer)
+    stage: dict[str, Any] = {"output_dir": str(config.output), "reward_weights": weights}
+    if not config.reasoning:
         stage["chat_template_kwargs"] = {
             **NO_THINKING,
-            **trainer_kwargs.get("chat_template_kwargs", {}),
+            **config.trainer.get("chat_template_kwargs", {}),
         }
-    args = trainer_config(GRPOConfig, trainer_kwargs, "grpo.trainer", **stage)
-    lora = lora_config(block.get("lora"), "grpo.lora")
+    args = trainer_config(GRPOConfig, config.trainer, "grpo.trainer", **stage)
+    lora = lora_config(config.lora, "grpo.lora")
     check_lora_sharding(args, lora)
     on_cpu_vllm = args.use_vllm and args.vllm_mode == "colocate" and args.use_cpu
     with vllm_on_cpu() if on_cpu_vllm else contextlib.nullcontext():
@@ -178,14 +239,14 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
             model=path,
             reward_funcs=functions,
             args=args,
-            train_dataset=grpo_dataset(prompt_rows(profile), reasoning),
+            train_dataset=grpo_dataset(prompt_rows(config), config.reasoning),
             processing_class=tokenizer,
             peft_config=lora,
-            callbacks=[MetricsLog(output)],
+            callbacks=[MetricsLog(config.output)],
         )
     if on_cpu_vllm:
         reload_weights_on_sync(trainer.vllm_generation)
-    return trainer, output, bool(block.get("resume", True))
+    return trainer, config.output, config.resume
 
 
 def train(profile: Config) -> Path:
@@ -198,5 +259,5 @@ def command(
     profile: str = typer.Argument(..., help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path."),
 ) -> None:
     """Reinforcement (RE): GRPO with F1 and schema rewards; writes <grpo.output>/model."""
-    model_dir = train(load_profile(profile, parse_config_overrides(ctx.args)))
+    model_dir = train(load_profile(profile, parse_overrides(ctx.args)))
     typer.echo(f"model: {model_dir}  curves: {model_dir.parent / 'curves.png'}")

@@ -9,14 +9,31 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import srsly
 import typer
 
+from .config import require
+
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "configs" / "labels"
+
+
+@dataclass
+class PrepareConfig:
+    """The prepare stage's one setting: the data folder (project.yml's ``vars.data``)."""
+
+    data: Path
+
+    def __post_init__(self) -> None:
+        self.data = Path(self.data)
+        require(
+            self.data.is_dir(),
+            f"no data folder {self.data}: run `spacy project assets` or pass --vars.data",
+        )
 
 
 def asset_checksums(data: Path) -> dict[Path, str]:
@@ -30,8 +47,9 @@ def asset_checksums(data: Path) -> dict[Path, str]:
     }
 
 
-def prepare(data: Path) -> list[str]:
+def prepare(config: PrepareConfig) -> list[str]:
     """Problems found (missing or changed files); copies missing label files."""
+    data = config.data
     problems = []
     for path, checksum in asset_checksums(data).items():
         if not path.is_file():
@@ -49,7 +67,7 @@ def command(
     data: Annotated[Path, typer.Option(help="The data folder (project.yml's vars.data).")],
 ) -> None:
     """Check the benchmark files and add label files to the data folder."""
-    problems = prepare(data)
+    problems = prepare(PrepareConfig(data))
     for problem in problems:
         typer.echo(problem, err=True)
     if problems:

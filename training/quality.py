@@ -16,7 +16,8 @@ from spacy_reasoningner.backends.base import Backend, GenerationSettings
 from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import ChatMessages, normalize_mention, render_answer, string_prf
 
-from .teacher import Draft, gold_entities, record_schema
+from .samples import gold_entities, record_schema
+from .teacher import Draft
 
 # Check names, as they appear in the per-sample log and the report.
 PARSED = "parsed"

@@ -18,175 +18,53 @@ tokenizer and chat template: what inference loads) and, for LoRA, ``adapter/``.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import importlib.util
-import logging
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import typer
 from confection import Config
-from spacy.cli._util import parse_config_overrides
-
-from spacy_reasoningner.models import resolve_model
-from spacy_reasoningner.protocol import DEFAULT_CHAT_TEMPLATE
 
 from .chat_data import drop_overlong, load_training_data, sft_dataset
-from .config import load_profile, section
+from .config import StageConfig, load_profile, parse_overrides, require
 from .curves import MetricsLog
-
-logger = logging.getLogger(__name__)
-
-MODEL_NAME = "model"
-ADAPTER_NAME = "adapter"
-# Set by the stage from other sections; a profile setting them in [*.trainer] is an error.
-STAGE_OWNED = {
-    "output_dir": "the stage's `output`",
-    "resume_from_checkpoint": "the stage's `resume`",
-    "reward_weights": "[grpo.rewards]",
-}
+from .trainers import (
+    check_keys,
+    check_lora_sharding,
+    load_tokenizer,
+    lora_config,
+    model_path,
+    train_and_save,
+    trainer_config,
+)
 
 
-# --------------------------------------------------------------------------- shared by GRPO
+@dataclass
+class SFTStageConfig(StageConfig):
+    """``[sft]``: the CT stage."""
 
+    SECTION: ClassVar[str] = "sft"
 
-def check_keys(cls: type, kwargs: dict[str, Any], where: str) -> None:
-    """Raise on keys that the dataclass ``cls`` does not take, suggesting close names."""
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    problems = []
-    for key in sorted(kwargs):
-        if key in STAGE_OWNED:
-            problems.append(f"{key!r} is set through {STAGE_OWNED[key]}")
-        elif key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            problems.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    if problems:
-        raise ValueError(
-            f"[{where}] has settings {cls.__name__} does not take: {'; '.join(problems)}"
-        )
+    model: str  # the model to fine-tune: a folder, hub id or bundled:NAME
+    dataset: Path  # the CG stage's dataset folder
+    output: Path
+    # false: train the JSON answer alone, without reasoning (the paper's ablation).
+    reasoning: bool = True
+    # Rows held back to measure the loss on (0: none).
+    eval_size: int = 0
+    # Continue from the last complete checkpoint in `output` after an interruption.
+    resume: bool = True
+    # peft LoraConfig arguments plus `enabled`; disabled: all weights are trained.
+    lora: dict[str, Any] = field(default_factory=dict)
+    # Any SFTConfig argument (TRL and transformers).
+    trainer: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        require(self.eval_size >= 0, "[sft] eval_size must be >= 0")
+        from trl import SFTConfig
 
-def importable(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
-
-
-def hardware_defaults() -> dict[str, Any]:
-    """Precision, attention and kernels for this machine: bf16 + FlashAttention-2 (+ Liger)
-    on a GPU that has them, float32 + SDPA on CPU (bf16 on CPU is slow and degrades
-    generation)."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return {
-            "use_cpu": True,
-            "bf16": False,
-            "fp16": False,
-            "model_init_kwargs": {"dtype": "float32", "attn_implementation": "sdpa"},
-        }
-    bf16 = torch.cuda.is_bf16_supported()
-    return {
-        "bf16": bf16,
-        "fp16": not bf16,
-        # The paper trains with Liger kernels; TRL 1.x deprecates them for Hub kernels
-        # (model_init_kwargs.use_kernels), which need the Hub: use Liger where installed.
-        "use_liger_kernel": importable("liger_kernel"),
-        "model_init_kwargs": {
-            "dtype": "bfloat16" if bf16 else "float16",
-            "attn_implementation": "flash_attention_2" if importable("flash_attn") else "sdpa",
-        },
-    }
-
-
-def trainer_config(cls: type, kwargs: dict[str, Any], where: str, **stage: Any) -> Any:
-    """``cls`` (SFTConfig, GRPOConfig) from the profile's ``kwargs`` over the hardware
-    defaults; ``stage`` holds the values the stage derives from its other settings."""
-    check_keys(cls, kwargs, where)
-    defaults = hardware_defaults()
-    model_init_kwargs = {**defaults.pop("model_init_kwargs"), **kwargs.get("model_init_kwargs", {})}
-    return cls(**{**defaults, **kwargs, **stage, "model_init_kwargs": model_init_kwargs})
-
-
-def model_path(reference: str) -> str:
-    """A folder or hub id that ``from_pretrained`` loads (bundled models are converted)."""
-    source = resolve_model(reference)
-    if source.gguf_file:
-        raise ValueError(
-            f"model {reference!r} is a GGUF file: training needs a safetensors folder; "
-            "convert it once (spacy_reasoningner.models.load_gguf, then save_pretrained)"
-        )
-    return source.path
-
-
-def load_tokenizer(path: str, trust_remote_code: bool = False) -> Any:
-    """The model's tokenizer; base models without a chat template get the protocol's ChatML
-    one, which is saved with the trained model so that inference renders prompts alike."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    if not tokenizer.chat_template:
-        tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
-    return tokenizer
-
-
-def lora_config(block: dict[str, Any] | None, where: str) -> Any:
-    """A peft ``LoraConfig`` from ``[<stage>.lora]`` when ``enabled``, else None."""
-    from peft import LoraConfig
-
-    kwargs = dict(block or {})
-    if not kwargs.pop("enabled", False):
-        return None
-    check_keys(LoraConfig, kwargs, where)
-    return LoraConfig(task_type="CAUSAL_LM", **kwargs)
-
-
-def last_checkpoint(folder: Path) -> str | None:
-    """The newest ``checkpoint-N`` in ``folder`` that was written completely (an
-    interruption during saving leaves one without ``trainer_state.json``)."""
-    complete = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    steps = [(int(p.name.split("-")[-1]), p) for p in complete if p.name.split("-")[-1].isdigit()]
-    return str(max(steps)[1]) if steps else None
-
-
-def check_lora_sharding(args: Any, lora: Any) -> None:
-    plugin = getattr(args, "deepspeed_plugin", None)
-    if lora is not None and plugin is not None and plugin.zero_stage == 3:
-        raise ValueError(
-            "LoRA under DeepSpeed ZeRO-3 is not supported by this stage (the adapter cannot be "
-            "merged into sharded weights): train all weights, or use ZeRO-2 / one GPU"
-        )
-
-
-def train_and_save(trainer: Any, output: Path, resume: bool) -> Path:
-    """Train (continuing from the last checkpoint if asked) and save the final model.
-
-    The model folder always holds full weights, a LoRA adapter merged in, so that the
-    pipeline's transformers backend and vLLM load it without peft; the adapter is kept
-    beside it.
-    """
-    from peft import PeftModel
-
-    checkpoint = last_checkpoint(output) if resume else None
-    if checkpoint:
-        logger.info("Resuming from %s", checkpoint)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_state()
-    model_dir = output / MODEL_NAME
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    # Training may switch the KV cache off in the config; generation wants it.
-    model.config.use_cache = True
-    if isinstance(model, PeftModel):
-        trainer.save_model(str(output / ADAPTER_NAME))
-        if trainer.accelerator.is_main_process:
-            model.merge_and_unload().save_pretrained(model_dir, safe_serialization=True)
-            trainer.processing_class.save_pretrained(model_dir)
-    else:
-        trainer.save_model(str(model_dir))
-    trainer.accelerator.wait_for_everyone()
-    return model_dir
-
-
-# --------------------------------------------------------------------------- the stage
+        check_keys(SFTConfig, self.trainer, "sft.trainer")
+        lora_config(self.lora, "sft.lora")
 
 
 def split_eval(dataset: Any, size: int, seed: int) -> tuple[Any, Any]:
@@ -203,25 +81,19 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
     """The SFT trainer of a profile, its output folder and whether to resume."""
     from trl import SFTConfig, SFTTrainer
 
-    block = section(profile, "sft")
-    output = Path(block["output"])
-    args = trainer_config(
-        SFTConfig,
-        section(profile, "sft.trainer"),
-        "sft.trainer",
-        output_dir=str(output),
-    )
-    lora = lora_config(block.get("lora"), "sft.lora")
+    config = SFTStageConfig.from_profile(profile)
+    args = trainer_config(SFTConfig, config.trainer, "sft.trainer", output_dir=str(config.output))
+    lora = lora_config(config.lora, "sft.lora")
     check_lora_sharding(args, lora)
-    path = model_path(block["model"])
+    path = model_path(config.model)
     tokenizer = load_tokenizer(path, args.trust_remote_code)
-    rows = sft_dataset(load_training_data(block["dataset"]), bool(block.get("reasoning", True)))
+    rows = sft_dataset(load_training_data(config.dataset), config.reasoning)
     rows = drop_overlong(rows, tokenizer, args.max_length, args.dataset_num_proc)
     if args.padding_free and not args.packing:
         # Every row fits by now; TRL refuses a max_length it would not enforce on
         # padding-free batches, so it gets none.
         args.max_length = None
-    train_rows, eval_rows = split_eval(rows, int(block.get("eval_size", 0)), args.seed)
+    train_rows, eval_rows = split_eval(rows, config.eval_size, args.seed)
     trainer = SFTTrainer(
         model=path,
         args=args,
@@ -229,9 +101,9 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
         eval_dataset=eval_rows,
         processing_class=tokenizer,
         peft_config=lora,
-        callbacks=[MetricsLog(output)],
+        callbacks=[MetricsLog(config.output)],
     )
-    return trainer, output, bool(block.get("resume", True))
+    return trainer, config.output, config.resume
 
 
 def train(profile: Config) -> Path:
@@ -244,5 +116,5 @@ def command(
     profile: str = typer.Argument(..., help="Profile name (cpu, gpu-1.7b, gpu-8b) or .cfg path."),
 ) -> None:
     """CoT fine-tuning (CT): SFT on the reasoning data; writes <sft.output>/model."""
-    model_dir = train(load_profile(profile, parse_config_overrides(ctx.args)))
+    model_dir = train(load_profile(profile, parse_overrides(ctx.args)))
     typer.echo(f"model: {model_dir}  curves: {model_dir.parent / 'curves.png'}")

@@ -20,12 +20,13 @@ from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import (
     ChatMessages,
     ParsedCompletion,
-    Schema,
     parse_completion,
     render_answer,
     render_messages,
     render_user_turn,
 )
+
+from .samples import gold_entities, record_schema
 
 
 class Mode(str, Enum):
@@ -44,27 +45,6 @@ class Draft:
     parsed: ParsedCompletion | None = None  # None for template drafts
     truncated: bool = False
     n_tokens: int | None = None
-
-
-def record_schema(record: NERRecord) -> Schema:
-    """The protocol schema of a record whose ``schema`` has been built (``with_schema``)."""
-    if not record.schema:
-        raise ValueError(f"{record.source}: record has no schema; build it with with_schema()")
-    definitions = record.definitions or {}
-    labels = {t: definitions.get(t, "") for t in record.schema} if definitions else record.schema
-    return Schema.from_config(labels)
-
-
-def gold_entities(record: NERRecord) -> dict[str, list[str]]:
-    """Gold mentions per type, in text order, duplicates (same type and string) once."""
-    answer: dict[str, list[str]] = {}
-    for start, end, label in sorted(record.entities):
-        mentions = answer.setdefault(label, [])
-        if record.text[start:end] not in mentions:
-            mentions.append(record.text[start:end])
-    for mention, label in record.unaligned:
-        answer.setdefault(label, []).append(mention)
-    return answer
 
 
 _RATIONALIZE = (

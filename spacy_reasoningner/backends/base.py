@@ -3,12 +3,25 @@
 A backend turns chat prompts into completions, one call per batch, so an engine can schedule
 the whole batch at once. It is created from a registered function (see ``registry``), which
 lets a config file swap engines and lets users plug in their own.
+
+The one required method is ``Backend.generate(prompts, settings)``. Everything else a backend
+can do is a small capability, a runtime-checkable Protocol the component tests with
+``isinstance``:
+
+* ``Loadable``: ``loaded`` and ``load()``, so ``initialize`` can load weights up front;
+* ``Identifiable``: ``identity``, what determines its answers (for the response cache);
+* ``SerializableBackend``: ``to_disk``/``from_disk``, weights inside a saved pipeline;
+* ``Constrainable``: ``generate_constrained(prompts, settings, answer_format)``, which also
+  receives the task's ``AnswerFormat``: whether the prompts ask for reasoning first, and per
+  prompt the JSON Schema its answer must follow (for constrained decoding);
+* ``TokenCounter``: ``count_tokens(text)`` with the model's tokenizer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -19,26 +32,34 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding settings shared by all backends; temperature 0 means greedy decoding."""
+    """Decoding settings shared by all backends; temperature 0 means greedy decoding.
 
-    max_new_tokens: int = 1024
+    ``max_new_tokens`` 512: enough for the default model's reasoning (about 130 tokens) and
+    answer with room to spare, while a small model that loops stops after seconds, not
+    minutes, on a CPU. Reasoning models write long chains: give them 2048-4096.
+    """
+
+    max_new_tokens: int = 512
     temperature: float = 0.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
     # Passed to the chat template, e.g. {"enable_thinking": False} for Qwen3.
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
-    # JSON Schema of the answer, set by the component from its labels; backends that can
-    # constrain decoding (and are asked to) use it.
-    answer_schema: dict[str, Any] | None = None
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> GenerationSettings:
-        known = set(cls.__dataclass_fields__) - {"answer_schema"}
+    def from_config(cls, config: Mapping[str, Any]) -> GenerationSettings:
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown generation setting(s) {unknown}: use only {sorted(known)}")
-        settings = cls(**{**config, "stop": tuple(config.get("stop", ()))})
+        settings = cls(
+            **{
+                **config,
+                "stop": tuple(config.get("stop", ())),
+                "chat_template_kwargs": dict(config.get("chat_template_kwargs") or {}),
+            }
+        )
         if not isinstance(settings.max_new_tokens, int) or settings.max_new_tokens < 1:
             raise ValueError(
                 f"generation.max_new_tokens must be a positive integer, got {settings.max_new_tokens!r}"
@@ -55,9 +76,35 @@ class GenerationSettings:
             )
         return settings
 
+    def to_config(self) -> dict[str, Any]:
+        """The ``generation`` config block of these settings (every field)."""
+        return {
+            f.name: list(value) if isinstance(value := getattr(self, f.name), tuple) else value
+            for f in fields(self)
+        }
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class AnswerFormat:
+    """What the task asks of the answers of one backend call, for ``Constrainable`` backends.
+
+    reasoning: the prompts ask for reasoning in a think block before the answer. Backends
+        whose chat template has a thinking switch (Qwen3's ``enable_thinking``) set it from
+        this, and constrained decoding lets the reasoning run free before the answer.
+    schemas: per prompt, the JSON Schema the answer must follow, or None for a free answer;
+        empty means no constraint for any prompt. Backends constrain decoding to it when
+        their ``structured_output`` setting says so.
+    """
+
+    reasoning: bool = True
+    schemas: tuple[Mapping[str, Any] | None, ...] = ()
+
+    def schema(self, index: int) -> Mapping[str, Any] | None:
+        return self.schemas[index] if self.schemas else None
 
 
 @dataclass
@@ -96,9 +143,90 @@ class Backend(Protocol):
 
 
 @runtime_checkable
-class SerializableBackend(Backend, Protocol):
+class Constrainable(Protocol):
+    """A backend that acts on the task's ``AnswerFormat``: the thinking switch of its chat
+    template, and constrained decoding of each prompt's answer to its JSON Schema."""
+
+    def generate_constrained(
+        self,
+        prompts: Sequence[ChatMessages],
+        settings: GenerationSettings,
+        answer_format: AnswerFormat,
+    ) -> list[Completion]:
+        """As ``Backend.generate``, with the answers shaped by ``answer_format``."""
+        ...
+
+
+class ConstrainableBackend(ABC):
+    """Base of the backends written around ``generate_constrained``: ``generate`` is that
+    call with the default answer format (reasoning first, no constraint)."""
+
+    def generate(
+        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    ) -> list[Completion]:
+        return self.generate_constrained(prompts, settings, AnswerFormat())
+
+    @abstractmethod
+    def generate_constrained(
+        self,
+        prompts: Sequence[ChatMessages],
+        settings: GenerationSettings,
+        answer_format: AnswerFormat,
+    ) -> list[Completion]: ...
+
+
+@runtime_checkable
+class Loadable(Protocol):
+    """A backend that loads its model on demand; ``initialize`` loads it up front."""
+
+    @property
+    def loaded(self) -> bool: ...
+
+    def load(self) -> None: ...
+
+
+@runtime_checkable
+class Identifiable(Protocol):
+    """A backend that can say what determines its answers (engine, model, options; never
+    credentials), so that a response cache can key them safely."""
+
+    @property
+    def identity(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A backend that counts tokens with its model's tokenizer."""
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+@runtime_checkable
+class SerializableBackend(Protocol):
     """A backend whose weights live inside the saved pipeline folder."""
 
     def to_disk(self, path: Path) -> None: ...
 
     def from_disk(self, path: Path) -> None: ...
+
+
+def generate(
+    backend: Backend,
+    prompts: Sequence[ChatMessages],
+    settings: GenerationSettings,
+    answer_format: AnswerFormat,
+) -> list[Completion]:
+    """Call ``backend`` with the answer format when it can act on it, plainly otherwise, and
+    check that it returned one completion per prompt."""
+    if not prompts:
+        return []
+    if isinstance(backend, Constrainable):
+        completions = backend.generate_constrained(prompts, settings, answer_format)
+    else:
+        completions = backend.generate(prompts, settings)
+    if len(completions) != len(prompts):
+        raise RuntimeError(
+            f"backend {type(backend).__name__} returned {len(completions)} completions "
+            f"for {len(prompts)} prompts"
+        )
+    return completions

@@ -1,45 +1,65 @@
 """OpenAI-compatible chat completions backend: vLLM serve, llama.cpp server, Ollama, hosted APIs.
 
 Requests of a batch run concurrently (bounded), each retried with exponential backoff on
-connection errors, timeouts, 429 and 5xx. The API key is read from a named environment
-variable at request time: it is never stored on the backend, in a saved pipeline or a cache
-key, and never logged.
+connection errors, timeouts, 429 and 5xx. Every attempt has a hard deadline (``timeout``
+seconds from its start, however slowly a server drips its bytes) and a size limit on the
+decoded answer (compressed bodies are inflated here, a bounded amount at a time). Answers
+are checked before they are returned (and so before any cache keeps them).
+
+The API key is read from a named environment variable at request time: it is never stored
+on the backend, in a saved pipeline or a cache key, and never logged; it and any ``Bearer``
+token are removed from everything the backend raises or logs (servers may echo headers).
 """
 
 from __future__ import annotations
 
+import email.utils
+import json
 import logging
+import math
 import os
 import random
+import re
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
+import httpcore
 import httpx
 
-from ..protocol import ChatMessages
+from ..protocol import ChatMessages, template_kwargs
 from ..registry import backends
-from .base import BackendError, Completion, GenerationSettings
+from .base import (
+    AnswerFormat,
+    BackendError,
+    Completion,
+    ConstrainableBackend,
+    GenerationSettings,
+)
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 30.0
+EXCERPT_CHARS = 200  # of a response body, in errors and warnings
 
 
 @backends.register("reasoning_ner.OpenAI.v1")
-class OpenAIBackend:
+class OpenAIBackend(ConstrainableBackend):
     """A server speaking the OpenAI chat completions API.
 
     model: the served model name (what ``vllm serve``, Ollama or the provider calls it).
     base_url: the API root, ending in /v1.
     api_key_env: environment variable holding the API key; unset or empty sends no key.
-    timeout: seconds per request (reasoning chains are long: be generous).
+    timeout: seconds per request attempt, from connecting to the last byte of the answer
+        (reasoning chains are long: be generous).
     max_concurrency: requests in flight at once.
     max_retries: retries per request after connection errors, timeouts, 429 and 5xx.
     backoff: first retry delay in seconds, doubled on each retry (plus jitter).
+    max_response_bytes: largest answer accepted (after decompression).
     send_chat_template_kwargs: send generation.chat_template_kwargs (vLLM reads them, e.g.
         enable_thinking for Qwen3); turn off for servers that reject unknown fields.
     extra_body: extra request fields, e.g. {"top_k": 20} or a provider's reasoning options.
@@ -54,6 +74,7 @@ class OpenAIBackend:
         max_concurrency: int = 8,
         max_retries: int = 4,
         backoff: float = 1.0,
+        max_response_bytes: int = 16 * 2**20,
         send_chat_template_kwargs: bool = True,
         extra_body: dict[str, Any] | None = None,
     ):
@@ -61,17 +82,21 @@ class OpenAIBackend:
             raise ValueError("backend.model is empty: set it to the model name the server serves")
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"backend.base_url {base_url!r} must start with http:// or https://")
-        if max_concurrency < 1 or max_retries < 0 or timeout <= 0 or backoff < 0:
+        if max_concurrency < 1 or max_retries < 0 or backoff < 0:
+            raise ValueError("backend needs max_concurrency >= 1, max_retries >= 0, backoff >= 0")
+        if not (0 < timeout < math.inf) or max_response_bytes < 1:
             raise ValueError(
-                "backend needs max_concurrency >= 1, max_retries >= 0, timeout > 0 and backoff >= 0"
+                "backend needs a finite timeout > 0 (seconds per request) and "
+                "max_response_bytes >= 1"
             )
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env
-        self.timeout = timeout
+        self.timeout = float(timeout)
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.backoff = backoff
+        self.max_response_bytes = max_response_bytes
         self.send_chat_template_kwargs = send_chat_template_kwargs
         self.extra_body = dict(extra_body or {})
         self._client: httpx.Client | None = None
@@ -91,18 +116,27 @@ class OpenAIBackend:
         with self._lock:
             if self._client is None:
                 limits = httpx.Limits(max_connections=self.max_concurrency)
-                self._client = httpx.Client(timeout=self.timeout, limits=limits)
+                transport = httpx.HTTPTransport(limits=limits)
+                _enforce_deadlines(transport)
+                self._client = httpx.Client(timeout=self.timeout, transport=transport)
             return self._client
 
-    def generate(
-        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    def generate_constrained(
+        self,
+        prompts: Sequence[ChatMessages],
+        settings: GenerationSettings,
+        answer_format: AnswerFormat,
     ) -> list[Completion]:
-        """All completions of the batch, or a ``BackendError`` carrying the ones that finished."""
+        """All completions of the batch, or a ``BackendError`` carrying the ones that finished.
+        Without reasoning the server's chat template gets ``enable_thinking=False``."""
         results: dict[int, Completion] = {}
+        template = template_kwargs(settings.chat_template_kwargs, reasoning=answer_format.reasoning)
         with ThreadPoolExecutor(
             max_workers=min(self.max_concurrency, max(len(prompts), 1))
         ) as pool:
-            futures = {pool.submit(self._complete, p, settings): i for i, p in enumerate(prompts)}
+            futures = {
+                pool.submit(self._complete, p, settings, template): i for i, p in enumerate(prompts)
+            }
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failure = next((f.exception() for f in done if f.exception()), None)
             if failure is not None:
@@ -112,11 +146,16 @@ class OpenAIBackend:
             for future in futures:
                 if future.done() and not future.cancelled() and future.exception() is None:
                     results[futures[future]] = future.result()
-        if failure is not None:
+        if isinstance(failure, BackendError):
             raise BackendError(str(failure), completed=results) from failure
+        if failure is not None:  # not ours: its message may quote a header, so no chaining
+            message = _redact(f"{type(failure).__name__}: {failure}", self._api_key())
+            raise BackendError(f"request to {self.base_url} failed: {message}", completed=results)
         return [results[i] for i in range(len(prompts))]
 
-    def _complete(self, messages: ChatMessages, settings: GenerationSettings) -> Completion:
+    def _complete(
+        self, messages: ChatMessages, settings: GenerationSettings, template: dict[str, Any]
+    ) -> Completion:
         body: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -128,32 +167,43 @@ class OpenAIBackend:
             body["stop"] = list(settings.stop)
         if settings.seed is not None:
             body["seed"] = settings.seed
-        if settings.chat_template_kwargs and self.send_chat_template_kwargs:
-            body["chat_template_kwargs"] = settings.chat_template_kwargs
+        if template and self.send_chat_template_kwargs:
+            body["chat_template_kwargs"] = template
         body.update(self.extra_body)
-        return _read_choice(self._post("/chat/completions", body))
+        content = self._post("/chat/completions", body)
+        return self._read_choice(self._json(content), content)
 
-    def _post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _api_key(self) -> str | None:
+        key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+        if key and not (key.isascii() and key.isprintable()):
+            raise BackendError(
+                f"the API key in ${self.api_key_env} holds characters that cannot go in an HTTP "
+                "header (non-ASCII or control characters): check how the variable is set"
+            )
+        return key or None
+
+    def _post(self, route: str, body: dict[str, Any]) -> bytes:
+        """The body of a 200 answer, after retries."""
         url = self.base_url + route
-        headers = {}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        key = self._api_key()
+        headers = {"Accept-Encoding": "gzip, deflate"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         for attempt in range(self.max_retries + 1):
             retry_after = None
             try:
-                response = self._http().post(url, json=body, headers=headers)
+                status, content, response_headers = self._exchange(url, body, headers)
             except httpx.TimeoutException:
-                cause = f"no answer within {self.timeout:g} s"
-            except httpx.TransportError as e:
-                cause = f"{type(e).__name__}: {e}"
+                cause = f"no complete answer within {self.timeout:g} s"
+            except httpx.HTTPError as e:  # transport errors; their text may quote headers
+                cause = _redact(f"{type(e).__name__}: {e}", key)
             else:
-                if response.status_code == 200:
-                    return response.json()
-                cause = f"HTTP {response.status_code}: {response.text[:300]}"
-                if response.status_code not in RETRY_STATUS:
+                if status == 200:
+                    return content
+                cause = f"HTTP {status}: {_excerpt(content, key)}"
+                if status not in RETRY_STATUS:
                     raise BackendError(f"server {self.base_url} refused the request ({cause})")
-                retry_after = _retry_after(response)
+                retry_after = _retry_after(response_headers.get("retry-after"))
             if attempt == self.max_retries:
                 break
             delay = retry_after if retry_after is not None else self.backoff * 2**attempt
@@ -166,32 +216,224 @@ class OpenAIBackend:
             f"server {self.base_url} failed after {self.max_retries + 1} attempts: {cause}"
         )
 
+    def _exchange(
+        self, url: str, body: dict[str, Any], headers: dict[str, str]
+    ) -> tuple[int, bytes, httpx.Headers]:
+        """One attempt: status, decoded body and headers, within the deadline and size limit."""
+        deadline = time.monotonic() + self.timeout
+        _DEADLINE.value = deadline
+        try:
+            with self._http().stream("POST", url, json=body, headers=headers) as response:
+                reader = _BodyReader(
+                    response.headers.get("content-encoding"), self.max_response_bytes
+                )
+                for chunk in response.iter_raw():
+                    reader.feed(chunk, self.base_url)
+                    if time.monotonic() > deadline:  # for transports without the wrapped backend
+                        raise httpx.ReadTimeout("deadline passed")
+                return response.status_code, reader.finish(self.base_url), response.headers
+        finally:
+            _DEADLINE.value = None
+
+    def _json(self, content: bytes) -> Any:
+        try:
+            return json.loads(content)
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
+            raise BackendError(
+                f"server {self.base_url} answered 200 with a body that is not JSON: "
+                f"{_excerpt(content, self._api_key())}"
+            ) from None
+
+    def _read_choice(self, payload: Any, content: bytes) -> Completion:
+        """A Completion from a chat completions response, checked field by field; reasoning
+        parsers put the think text in ``reasoning_content`` (vLLM, DeepSeek) or ``reasoning``
+        (newer vLLM, Ollama)."""
+        choices = payload.get("choices") if isinstance(payload, dict) else None
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if not isinstance(message, dict):
+            raise BackendError(
+                f"server {self.base_url} answered without choices[0].message: "
+                f"{_excerpt(content, self._api_key())}"
+            )
+        text = message.get("content")
+        if text is not None and not isinstance(text, str):
+            raise BackendError(
+                f"server {self.base_url} answered with message content of type "
+                f"{type(text).__name__}, not text: it is not serving a chat model the way "
+                "this backend expects"
+            )
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        reasoning = reasoning if isinstance(reasoning, str) else None
+        key = self._api_key()
+        if key:  # a server that echoes headers into its answer must not put the key in a Doc
+            text, reasoning = (
+                _redact_key(text or "", key),
+                reasoning and _redact_key(reasoning, key),
+            )
+        usage = payload.get("usage")
+        tokens = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        return Completion(
+            text=text or "",
+            finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            reasoning=reasoning,
+            n_tokens=tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None,
+        )
+
     def close(self) -> None:
         if self._client is not None:
             self._client.close()
             self._client = None
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    try:
-        return float(response.headers["retry-after"])
-    except (KeyError, ValueError):
+# --------------------------------------------------------------------------- deadlines
+
+
+class _Deadline(threading.local):
+    value: float | None = None
+
+
+_DEADLINE = _Deadline()  # per thread: the attempt running in that thread
+
+
+def _bounded(timeout: float | None) -> float | None:
+    """``timeout`` cut to what is left of the current thread's deadline."""
+    deadline = _DEADLINE.value
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise httpcore.ReadTimeout("deadline passed")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits no longer than the deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream):
+        self._stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, _bounded(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, _bounded(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._stream.start_tls(*args, **kwargs))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _DeadlineNetwork(httpcore.NetworkBackend):
+    def __init__(self, network: httpcore.NetworkBackend):
+        self._network = network
+
+    def connect_tcp(
+        self, host: str, port: int, timeout: float | None = None, *args: Any, **kwargs: Any
+    ) -> httpcore.NetworkStream:
+        stream = self._network.connect_tcp(host, port, _bounded(timeout), *args, **kwargs)
+        return _DeadlineStream(stream)
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, *args: Any, **kwargs: Any
+    ) -> httpcore.NetworkStream:
+        stream = self._network.connect_unix_socket(path, _bounded(timeout), *args, **kwargs)
+        return _DeadlineStream(stream)
+
+    def sleep(self, seconds: float) -> None:
+        self._network.sleep(seconds)
+
+
+def _enforce_deadlines(transport: httpx.HTTPTransport) -> None:
+    """Put the deadline on every socket operation of ``transport``'s connections: httpx's
+    timeouts are per read, so a server sending a byte a second would never time out. The
+    pool's network backend is not public in httpx; without it, the deadline is checked
+    between the chunks of the body only."""
+    pool = getattr(transport, "_pool", None)
+    network = getattr(pool, "_network_backend", None)
+    if isinstance(network, httpcore.NetworkBackend):
+        pool._network_backend = _DeadlineNetwork(network)  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- answers
+
+
+class _BodyReader:
+    """Collects a response body up to ``limit`` bytes after decompression, inflating gzip and
+    deflate here a bounded amount at a time (a small compressed body can inflate to GBs)."""
+
+    def __init__(self, encoding: str | None, limit: int):
+        encoding = (encoding or "identity").strip().lower()
+        if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
+            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}")
+        # wbits 32 + 15: a gzip or zlib header, detected.
+        self._inflate = None if encoding == "identity" else zlib.decompressobj(32 + 15)
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._limit = limit
+
+    def feed(self, chunk: bytes, server: str) -> None:
+        if self._inflate is not None:
+            try:  # at most one byte past the limit: enough to know it is passed
+                chunk = self._inflate.decompress(chunk, self._limit - self._size + 1)
+            except zlib.error as e:
+                raise httpx.DecodingError(f"compressed body is corrupt ({e})") from None
+        self._keep(chunk, server)
+
+    def finish(self, server: str) -> bytes:
+        if self._inflate is not None:  # all input is consumed by now: little or nothing left
+            self._keep(self._inflate.flush(), server)
+        return b"".join(self._parts)
+
+    def _keep(self, data: bytes, server: str) -> None:
+        self._size += len(data)
+        if self._size > self._limit:
+            raise BackendError(
+                f"server {server} sent an answer larger than max_response_bytes="
+                f"{self._limit}: stopped reading; raise the limit if the server is right"
+            )
+        self._parts.append(data)
+
+
+_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;\\]+")
+
+
+def _redact(text: str, key: str | None) -> str:
+    """``text`` without the API key and without any Bearer token."""
+    return _BEARER.sub(r"\1[redacted]", _redact_key(text, key))
+
+
+def _redact_key(text: str, key: str | None) -> str:
+    return text.replace(key, "[redacted]") if key else text
+
+
+def _excerpt(content: bytes, key: str | None) -> str:
+    """The start of a response body for a message: decoded, redacted, capped."""
+    text = content[: 4 * EXCERPT_CHARS].decode("utf-8", errors="replace")
+    text = _redact(" ".join(text.split()), key)  # whole, then capped: a key is never cut
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), clamped to
+    [0, MAX_BACKOFF_SECONDS]; None when absent or not a usable value (nan, inf, garbage)."""
+    if not value:
         return None
-
-
-def _read_choice(payload: dict[str, Any]) -> Completion:
-    """A Completion from a chat completions response; reasoning parsers put the think text
-    in ``reasoning_content`` (vLLM, DeepSeek) or ``reasoning`` (newer vLLM, Ollama)."""
     try:
-        choice = payload["choices"][0]
-        message = choice["message"]
-    except (KeyError, IndexError, TypeError):
-        raise BackendError(f"response has no choices[0].message: {str(payload)[:300]}") from None
-    reasoning = message.get("reasoning_content") or message.get("reasoning")
-    usage = payload.get("usage") or {}
-    return Completion(
-        text=message.get("content") or "",
-        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-        reasoning=reasoning if isinstance(reasoning, str) else None,
-        n_tokens=usage.get("completion_tokens"),
-    )
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_BACKOFF_SECONDS)

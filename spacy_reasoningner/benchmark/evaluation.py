@@ -1,10 +1,15 @@
 """Evaluate a spaCy pipeline that sets ``doc.ents`` on the benchmark datasets, as the paper does.
 
-Per dataset, and as the plain mean over datasets:
+Per dataset, and as the plain mean over datasets, three metrics:
 
-* the paper's string-level micro P/R/F1: per sentence, the set of (normalized mention,
-  lowercased label) pairs of ``doc.ents`` against gold, pooled over the dataset's sentences;
-* spaCy's offset-level P/R/F (``get_ner_prf``, what ``nlp.evaluate`` reports), per type too;
+* **reference string P/R/F1**, the paper's metric, exactly as the reference implementation
+  computes it: per sentence, the set of (normalized mention, lowercased label) pairs of every
+  string the model answered (``protocol.reference_answer``: strict JSON, nothing repaired,
+  labels outside the schema and mentions not in the text counted as well) against gold,
+  pooled over the dataset's sentences (for a ``reasoning_ner`` component only);
+* **grounded string P/R/F1** (ours): the same sets from ``doc.ents``, i.e. only mentions the
+  component could ground in the text, after its tolerant parsing (any pipeline);
+* **offset P/R/F** (spaCy's ``get_ner_prf``, what ``nlp.evaluate`` reports), per type too;
 * for a ``reasoning_ner`` component: the share of named mentions that could not be grounded
   (``doc._.ner_unaligned``), unparsable and truncated completions, and reasoning tokens per
   sentence (counted with the backend's tokenizer where it has one, else whitespace words);
@@ -36,9 +41,10 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import filter_spans
 
+from ..backends.base import Identifiable, TokenCounter
 from ..component import ReasoningNER
-from ..protocol import PRF, string_prf
-from .datasets import ZERO_SHOT_DATASETS, EvalSet, is_misc_like
+from ..protocol import PRF, is_misc_like, reference_answer, string_prf
+from .datasets import ZERO_SHOT_DATASETS, EvalSet
 from .overlap import OverlapError, find_overlap, overlap_message
 from .readers import NERRecord
 
@@ -77,11 +83,15 @@ class DatasetResult:
     source: str
     sentences: int
     labels: list[str]
-    string: Scores
-    string_counts: PRF  # the micro counts: pairs matched, predicted and gold
+    grounded: Scores  # string metric over doc.ents (ours)
+    grounded_counts: PRF  # the micro counts: pairs matched, predicted and gold
     offset: Scores
     offset_per_type: dict[str, Scores]
     seconds_per_sentence: float
+    # The paper's metric over every answered string (reasoning_ner pipelines only).
+    reference: Scores | None = None
+    reference_counts: PRF | None = None
+    not_json: int | None = None  # completions the reference's json.loads refuses
     mentions: int | None = None
     unaligned: int | None = None
     unaligned_reasons: dict[str, int] = field(default_factory=dict)
@@ -101,6 +111,12 @@ class DatasetResult:
 
 
 _MEAN_FIELDS = ("precision", "recall", "f1")
+# The metrics, headline first, with the names reports give them.
+METRICS = {
+    "reference": "reference string (paper)",
+    "grounded": "grounded string (ours)",
+    "offset": "offset (spaCy)",
+}
 
 
 @dataclass
@@ -113,10 +129,14 @@ class EvaluationResult:
     seed: int = 0
     reasoning_token_unit: str | None = None
 
+    def metrics(self) -> list[str]:
+        """The metrics every dataset has (the reference metric needs reasoning_ner)."""
+        return [m for m in METRICS if all(getattr(d, m) is not None for d in self.datasets)]
+
     def averages(self) -> dict[str, dict[str, dict[str, float]]]:
-        """``{group: {"string"|"offset": {precision, recall, f1}}}``, plain means over the
-        datasets of the group: all of them, and the paper's zero-shot sets where some of
-        them are evaluated beside others."""
+        """``{group: {metric: {precision, recall, f1}}}``, plain means over the datasets of
+        the group: all of them, and the paper's zero-shot sets where some of them are
+        evaluated beside others."""
         groups = {"all": self.datasets}
         zero_shot = [d for d in self.datasets if d.dataset in ZERO_SHOT_DATASETS]
         if zero_shot and len(zero_shot) < len(self.datasets):
@@ -127,7 +147,7 @@ class EvaluationResult:
                     key: statistics.fmean(getattr(getattr(d, metric), key) for d in members)
                     for key in _MEAN_FIELDS
                 }
-                for metric in ("string", "offset")
+                for metric in self.metrics()
             }
             for name, members in groups.items()
             if members
@@ -151,16 +171,26 @@ class EvaluationResult:
         return paths
 
     def to_markdown(self) -> str:
-        header = (
-            "| dataset | sentences | string P | string R | string F1 | offset P | offset R "
-            "| offset F1 | unaligned % | unparsed | truncated | reasoning tokens mean / p95 "
-            "| s / sentence |"
-        )
-        lines = [f"# Evaluation of {self.pipeline}", "", header, "|---" * 13 + "|"]
-        lines += [_markdown_row(d) for d in self.datasets]
+        metrics = self.metrics()
+        score_columns = [f"{m} {k}" for m in metrics for k in ("P", "R", "F1")]
+        columns = [
+            "dataset",
+            "sentences",
+            *score_columns,
+            "not JSON",
+            "unaligned %",
+            "unparsed",
+            "truncated",
+            "reasoning tokens mean / p95",
+            "s / sentence",
+        ]
+        lines = [f"# Evaluation of {self.pipeline}", "", "| " + " | ".join(columns) + " |"]
+        lines.append("|---" * len(columns) + "|")
+        lines += [_markdown_row(d, metrics) for d in self.datasets]
         for group, means in self.averages().items():
-            cells = [f"{means[m][k]:.1f}" for m in ("string", "offset") for k in _MEAN_FIELDS]
-            lines.append(f"| **mean ({group})** | | {' | '.join(cells)} | | | | | |")
+            cells = [f"{means[m][k]:.1f}" for m in metrics for k in _MEAN_FIELDS]
+            blanks = " |" * (len(columns) - 2 - len(cells))
+            lines.append(f"| **mean ({group})** | | {' | '.join(cells)} |{blanks}")
         lines += ["", *self._notes()]
         return "\n".join(lines) + "\n"
 
@@ -168,9 +198,13 @@ class EvaluationResult:
         sampled = "all sentences" if self.limit is None else f"at most {self.limit} sentences"
         notes = [
             f"- {sampled} per dataset (seed {self.seed}); scores in percent; means are plain "
-            "means over datasets. String: the paper's micro P/R/F1 over sets of (normalized "
-            "mention, label) per sentence. Offset: spaCy's ents_p/r/f. Misc-like types are "
-            "excluded from schema, gold and predictions.",
+            "means over datasets. Reference: the paper's string metric as its code computes "
+            "it, micro P/R/F1 over sets of (normalized mention, label) per sentence of every "
+            "string the model answered (strict JSON; mentions not in the text count). "
+            "Grounded (ours): the same over doc.ents (only mentions found in the text, after "
+            "our tolerant parsing). Offset: spaCy's ents_p/r/f. Not JSON: completions whose "
+            "answer the reference's json.loads refuses. Misc-like types are excluded from "
+            "schema and gold.",
         ]
         if self.reasoning_token_unit:
             notes.append(f"- reasoning tokens: {self.reasoning_token_unit}")
@@ -185,46 +219,49 @@ class EvaluationResult:
         return notes
 
     def plot_f1(self, path: str | Path) -> Path:
-        """Bar chart of per-dataset string and offset F1, means last."""
+        """Bar chart of per-dataset F1 under each metric, means last."""
         import matplotlib
 
         matplotlib.use("Agg")  # no display needed (servers, CI)
         import matplotlib.pyplot as plt
 
+        metrics = self.metrics()
         names = [d.dataset for d in self.datasets]
-        string = [d.string.f1 for d in self.datasets]
-        offset = [d.offset.f1 for d in self.datasets]
+        values = {m: [getattr(d, m).f1 for d in self.datasets] for m in metrics}
         for group, means in self.averages().items():
             names.append(f"mean ({group})")
-            string.append(means["string"]["f1"])
-            offset.append(means["offset"]["f1"])
+            for metric in metrics:
+                values[metric].append(means[metric]["f1"])
         positions = range(len(names))
-        width = 0.4
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(names)), 4.5))
-        for shift, values, label in (
-            (-1, string, "string F1 (paper)"),
-            (1, offset, "offset F1 (spaCy)"),
-        ):
-            bars = ax.bar([p + shift * width / 2 for p in positions], values, width, label=label)
-            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        width = 0.8 / len(metrics)
+        fig, ax = plt.subplots(figsize=(max(7.5, 1.2 * len(names)), 4.5))
+        for i, metric in enumerate(metrics):
+            shift = (i - (len(metrics) - 1) / 2) * width
+            bars = ax.bar(
+                [p + shift for p in positions], values[metric], width, label=METRICS[metric]
+            )
+            ax.bar_label(bars, fmt="%.0f", fontsize=6)
         ax.set_xticks(list(positions), names, rotation=30, ha="right")
         ax.set_ylabel("F1 (%)")
         # Headroom above 100 keeps the legend off the bars.
         ax.set_ylim(0, 120)
         ax.set_yticks(range(0, 101, 20))
         ax.set_title(f"F1 per dataset: {self.pipeline}")
-        ax.legend(loc="upper left", ncol=2)
+        ax.legend(loc="upper left", ncol=len(metrics), fontsize="small")
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
         return Path(path)
 
 
-def _markdown_row(d: DatasetResult) -> str:
+def _markdown_row(d: DatasetResult, metrics: Sequence[str]) -> str:
     def number(value: float | None, digits: int = 1) -> str:
         return "-" if value is None else f"{value:.{digits}f}"
 
-    scores = [number(getattr(s, k)) for s in (d.string, d.offset) for k in _MEAN_FIELDS]
+    def count(value: int | None) -> str:
+        return "-" if value is None else str(value)
+
+    scores = [number(getattr(getattr(d, m), k)) for m in metrics for k in _MEAN_FIELDS]
     tokens = (
         "-"
         if d.reasoning_tokens_mean is None
@@ -234,9 +271,10 @@ def _markdown_row(d: DatasetResult) -> str:
         d.dataset,
         str(d.sentences),
         *scores,
+        count(d.not_json),
         number(d.unaligned_rate),
-        "-" if d.unparsed is None else str(d.unparsed),
-        "-" if d.truncated is None else str(d.truncated),
+        count(d.unparsed),
+        count(d.truncated),
         tokens,
         number(d.seconds_per_sentence, 2),
     ]
@@ -300,37 +338,38 @@ def _evaluate_set(
 ) -> tuple[DatasetResult, list[str]]:
     """The set's result without reasoning-token statistics, and the reasoning texts."""
     labels = eval_set.labels
-    with _component_labels(component, labels):
+    with _evaluation_settings(component, labels):
         before = Counter(component.stats) if component else Counter()
         started = time.perf_counter()
         docs = list(nlp.pipe((_doc(nlp, r) for r in eval_set.records), batch_size=batch_size))
         seconds = time.perf_counter() - started
         stats = Counter(component.stats) - before if component else Counter()
-    string, examples = PRF(), []
-    for record, doc in zip(eval_set.records, docs, strict=True):
-        doc.ents = [e for e in doc.ents if not is_misc_like(e.label_)]
-        gold = [(record.text[s:e], label) for s, e, label in record.entities]
-        string += string_prf([(e.text, e.label_) for e in doc.ents], gold)
-        examples.append(Example(doc, _reference(nlp, record)))
-    offset = get_ner_prf(examples)
-    n = len(docs)
-    result = DatasetResult(
-        dataset=eval_set.name,
-        source=eval_set.source,
-        sentences=n,
-        labels=list(labels),
-        string=Scores.from_prf(string),
-        string_counts=string,
-        offset=Scores.from_spacy(offset, "ents_"),
-        offset_per_type={
-            label: Scores.from_spacy(values, "")
-            for label, values in sorted((offset["ents_per_type"] or {}).items())
-        },
-        seconds_per_sentence=seconds / n if n else 0.0,
-        note=eval_set.note,
-    )
-    if component is None:
-        return result, []
+        grounded, examples = PRF(), []
+        for record, doc in zip(eval_set.records, docs, strict=True):
+            doc.ents = [e for e in doc.ents if not is_misc_like(e.label_)]
+            gold = [(record.text[s:e], label) for s, e, label in record.entities]
+            grounded += string_prf([(e.text, e.label_) for e in doc.ents], gold)
+            examples.append(Example(doc, _reference(nlp, record)))
+        offset = get_ner_prf(examples)
+        n = len(docs)
+        result = DatasetResult(
+            dataset=eval_set.name,
+            source=eval_set.source,
+            sentences=n,
+            labels=list(labels),
+            grounded=Scores.from_prf(grounded),
+            grounded_counts=grounded,
+            offset=Scores.from_spacy(offset, "ents_"),
+            offset_per_type={
+                label: Scores.from_spacy(values, "")
+                for label, values in sorted((offset["ents_per_type"] or {}).items())
+            },
+            seconds_per_sentence=seconds / n if n else 0.0,
+            note=eval_set.note,
+        )
+        if component is None:
+            return result, []
+        _score_answers(result, component, eval_set.records, docs)
     unaligned = [u for doc in docs for u in doc._.get(component.ext["unaligned"]) or []]
     result.mentions = stats["mentions"]
     result.unaligned = len(unaligned)
@@ -340,21 +379,47 @@ def _evaluate_set(
     return result, [doc._.get(component.ext["reasoning"]) or "" for doc in docs]
 
 
+def _score_answers(
+    result: DatasetResult,
+    component: ReasoningNER,
+    records: Sequence[NERRecord],
+    docs: Sequence[Doc],
+) -> None:
+    """The paper's metric over what the model answered: each window's completion read as
+    the reference reads it, every answered string counted, nothing grounded. Gold labels are
+    compared in the form the prompt showed them (lowercased, as the reference's schema)."""
+    schema = component.schema
+    counts, not_json = PRF(), 0
+    for record, doc in zip(records, docs, strict=True):
+        answered: list[tuple[str, str]] = []
+        for window in doc._.get(component.ext["raw"]) or []:
+            answer = reference_answer(window["completion"])
+            not_json += not answer.loads
+            answered.extend(answer.mentions)
+        gold = [(record.text[s:e], schema.prompt_name(label)) for s, e, label in record.entities]
+        counts += string_prf(answered, gold)
+    result.reference, result.reference_counts = Scores.from_prf(counts), counts
+    result.not_json = not_json
+
+
 @contextlib.contextmanager
-def _component_labels(
+def _evaluation_settings(
     component: ReasoningNER | None, labels: list[str] | dict[str, str]
 ) -> Iterator[None]:
-    """Give the component ``labels`` for the duration (restoring its own afterwards)."""
+    """Give the component ``labels`` and keep its completions (``keep_raw``, read by the
+    reference metric) for the duration, then restore its labels (none if it had none) and
+    its own ``keep_raw``."""
     if component is None:
         yield
         return
-    previous = component.cfg.get("labels")
+    previous, keep_raw = component.cfg["labels"], component.settings.keep_raw
     component.initialize(labels=labels)
+    component.settings.keep_raw = True
     try:
         yield
     finally:
-        if previous is not None:
-            component.initialize(labels=previous)
+        component.settings.keep_raw = keep_raw
+        component.set_labels(previous)
 
 
 def _doc(nlp: Language, record: NERRecord) -> Doc:
@@ -374,18 +439,15 @@ def _reference(nlp: Language, record: NERRecord) -> Doc:
 
 
 def _token_counter(component: ReasoningNER) -> tuple[Callable[[str], int], str]:
-    """Count with the backend's tokenizer (transformers, vLLM), else whitespace words."""
+    """Count with the backend's tokenizer where it has one, else whitespace words."""
     backend = component.backend
-    tokenizer = getattr(backend, "tokenizer", None)
-    if tokenizer is None and getattr(backend, "engine", None) is not None:
-        tokenizer = backend.engine.get_tokenizer()
-    if tokenizer is None:
-        return (lambda text: len(text.split())), "whitespace-separated words (no tokenizer)"
-    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    return (
-        lambda text: len(tokenizer.encode(text, add_special_tokens=False)),
-        f"tokens of the backend's tokenizer ({name})",
-    )
+    if isinstance(backend, TokenCounter):
+        name = backend.identity.get("model") if isinstance(backend, Identifiable) else None
+        return (
+            backend.count_tokens,
+            f"tokens of the backend's tokenizer ({name or type(backend).__name__})",
+        )
+    return (lambda text: len(text.split())), "whitespace-separated words (no tokenizer)"
 
 
 def _p95(sorted_values: Sequence[int]) -> float:

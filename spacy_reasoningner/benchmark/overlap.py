@@ -8,13 +8,16 @@ tokenization or casing is still caught. The data stage removes overlapping train
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import re
+import sys
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..protocol import normalize_mention
 from .readers import NERRecord, read_records
 
 if TYPE_CHECKING:
@@ -25,10 +28,28 @@ CG_LOG_NAME = "samples.jsonl"  # the CG stage's log of every sample it produced
 MIN_PIECE_WORDS = 4  # shorter pieces of a passage ("Sharp", "v.") match by chance
 
 
+@functools.cache
+def _unicode_punctuation() -> dict[int, None]:
+    """Every Unicode punctuation character (categories P*), for ``str.translate``."""
+    return dict.fromkeys(
+        c for c in range(sys.maxunicode + 1) if unicodedata.category(chr(c)).startswith("P")
+    )
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_sentence(text: str) -> str:
+    """Lowercase, drop punctuation (Unicode punctuation of any script, so that curly and
+    straight quotes are alike) and the articles a/an/the, squash spacing."""
+    text = _ARTICLES.sub(" ", text.lower().translate(_unicode_punctuation()))
+    return " ".join(text.split())
+
+
 def sentence_hash(text: str) -> str:
-    """Hash of a sentence's normalized form: case, punctuation, articles and spacing do not
-    matter, as in the string-level metric, so re-tokenized or re-cased copies still match."""
-    return hashlib.sha1(normalize_mention(text).encode()).hexdigest()
+    """Hash of a sentence's normalized form (``normalize_sentence``), so that re-tokenized or
+    re-cased copies still match."""
+    return hashlib.sha1(normalize_sentence(text).encode()).hexdigest()
 
 
 def text_pieces(text: str) -> list[str]:

@@ -1,0 +1,197 @@
+"""What the in-process engines (transformers, vLLM) share: a model reference resolved at load
+time, an identity for caches, chat-template rendering with the thinking switch, token counts,
+and constrained answers.
+
+Constrained answers: the reasoning stays free; only the JSON answer is constrained, to the
+JSON Schema the task gives each prompt (``AnswerFormat.schemas``), so it always parses. Two
+passes: the model reasons until ``</think>`` (or its end of sequence; a chain cut by the
+budget is closed too, so every prompt gets an answer), then the answer is generated under the
+constraint after the closed think block. Without reasoning only the second pass runs.
+
+``structured_output = "auto"`` turns this on for models below ``AUTO_MAX_PARAMETERS``: small
+models are the ones that break the format, and the constraint costs them little.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from ..models import ModelSource, model_fingerprint, parameter_count, resolve_model
+from ..protocol import DEFAULT_CHAT_TEMPLATE, THINK_CLOSE, THINK_OPEN, ChatMessages, render_prompt
+from .base import AnswerFormat, Completion, ConstrainableBackend, GenerationSettings
+
+AUTO_MAX_PARAMETERS = 4_000_000_000
+StructuredOption = bool | str  # True, False or "auto"
+# A constrained answer stops at its closing brace; the budget only bounds a model that loops.
+# 512 tokens hold the answer for a full 2000-character window dense with entities.
+ANSWER_MAX_TOKENS = 512
+
+
+def check_option(value: StructuredOption) -> StructuredOption:
+    if value not in (True, False, "auto"):
+        raise ValueError(f'structured_output must be true, false or "auto", got {value!r}')
+    return value
+
+
+def structured_enabled(option: StructuredOption, source: ModelSource) -> bool:
+    """Resolve ``"auto"`` from the model's size (unknown size: off)."""
+    if option != "auto":
+        return bool(option)
+    count = parameter_count(source)
+    return count is not None and count < AUTO_MAX_PARAMETERS
+
+
+class LocalBackend(ConstrainableBackend):
+    """Base of the backends that run a model in this process.
+
+    Subclasses load the model (``load``, ``loaded``, ``tokenizer``) and generate from
+    rendered prompts: ``_generate_free`` without constraint, ``_generate_answers`` under one
+    JSON Schema per prompt. Everything else is written here once.
+    """
+
+    engine_name: str  # "transformers", "vllm": the first field of ``identity``
+
+    def __init__(
+        self,
+        model: str,
+        structured_output: StructuredOption,
+        answer_max_tokens: int,
+        trust_remote_code: bool,
+    ):
+        if answer_max_tokens < 1:
+            raise ValueError(f"answer_max_tokens must be >= 1, got {answer_max_tokens}")
+        self.reference = model
+        self.structured_output = check_option(structured_output)
+        self.answer_max_tokens = answer_max_tokens
+        self.trust_remote_code = trust_remote_code
+        self.source: ModelSource | None = None  # where the loaded weights came from
+
+    # ----------------------------------------------------------------- the engine
+
+    @property
+    @abstractmethod
+    def loaded(self) -> bool: ...
+
+    @abstractmethod
+    def load(self, source: str | None = None) -> None:
+        """Load the model from ``source`` (a folder) or the configured reference."""
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Any:
+        """The loaded model's tokenizer."""
+
+    @abstractmethod
+    def _generate_free(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
+        """Completions of rendered prompts, unconstrained."""
+
+    @abstractmethod
+    def _generate_answers(
+        self,
+        texts: list[str],
+        settings: GenerationSettings,
+        schemas: Sequence[Mapping[str, Any]],
+    ) -> list[Completion]:
+        """Completions of rendered prompts, each constrained to its JSON Schema."""
+
+    def _identity_details(self) -> dict[str, Any]:
+        """Engine-specific parts of ``identity``."""
+        return {}
+
+    # ----------------------------------------------------------------- shared
+
+    @property
+    def constrained(self) -> bool:
+        """Whether answers are constrained ("auto" resolved against the loaded model)."""
+        return self.source is not None and structured_enabled(self.structured_output, self.source)
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What determines the completions, for caches: engine, weights, options."""
+        source = self.source or resolve_model(self.reference)
+        return {
+            "backend": self.engine_name,
+            "model": source.path,
+            "weights": model_fingerprint(source),
+            "structured_output": self.structured_output,
+            "answer_max_tokens": self.answer_max_tokens,
+            **self._identity_details(),
+        }
+
+    def _ensure_loaded(self) -> None:
+        if not self.loaded:
+            self.load()
+
+    def chat_template_hash(self) -> str:
+        template = self.tokenizer.chat_template or DEFAULT_CHAT_TEMPLATE
+        return hashlib.sha256(str(template).encode()).hexdigest()[:16]
+
+    def count_tokens(self, text: str) -> int:
+        self._ensure_loaded()
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def render(
+        self, prompt: ChatMessages, settings: GenerationSettings, *, reasoning: bool = True
+    ) -> str:
+        self._ensure_loaded()
+        return render_prompt(
+            self.tokenizer, prompt, reasoning=reasoning, **settings.chat_template_kwargs
+        )
+
+    def generate_constrained(
+        self,
+        prompts: Sequence[ChatMessages],
+        settings: GenerationSettings,
+        answer_format: AnswerFormat,
+    ) -> list[Completion]:
+        """Free completions, or two passes for the prompts whose answer has a JSON Schema
+        when ``structured_output`` is on."""
+        reasoning = answer_format.reasoning
+        texts = [self.render(p, settings, reasoning=reasoning) for p in prompts]
+        constrained = self.constrained
+        schemas = [answer_format.schema(i) if constrained else None for i in range(len(texts))]
+        completions: list[Completion | None] = [None] * len(texts)
+        free = [i for i, schema in enumerate(schemas) if schema is None]
+        if free:
+            for i, c in zip(
+                free, self._generate_free([texts[i] for i in free], settings), strict=True
+            ):
+                completions[i] = c
+        bound = [i for i, schema in enumerate(schemas) if schema is not None]
+        if bound:
+            answers = self._two_pass(
+                [texts[i] for i in bound], settings, [schemas[i] for i in bound], reasoning
+            )
+            for i, c in zip(bound, answers, strict=True):
+                completions[i] = c
+        return completions  # type: ignore[return-value]
+
+    def _two_pass(
+        self,
+        texts: list[str],
+        settings: GenerationSettings,
+        schemas: list[Mapping[str, Any]],
+        reasoning: bool,
+    ) -> list[Completion]:
+        """Free reasoning up to ``</think>`` (when asked for), then the constrained answer
+        after the closed think block."""
+        heads = [""] * len(texts)
+        used = [0] * len(texts)
+        if reasoning:
+            free = replace(settings, stop=(THINK_CLOSE,))
+            for i, completion in enumerate(self._generate_free(texts, free)):
+                thought = completion.text.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
+                heads[i] = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n"
+                used[i] = completion.n_tokens or 0
+        answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
+        prompts = [t + h for t, h in zip(texts, heads, strict=True)]
+        completions = self._generate_answers(prompts, answer, schemas)
+        for text, head, n, completion in zip(texts, heads, used, completions, strict=True):
+            completion.text = head + completion.text
+            completion.n_tokens = (completion.n_tokens or 0) + n
+            completion.prompt = text
+        return completions

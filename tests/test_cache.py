@@ -1,0 +1,114 @@
+"""The response cache under damage: bad entries are misses, bad files are clear errors, a
+file failing mid-run is a warning and the run goes on without caching."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+
+import pytest
+
+from spacy_reasoningner.backends import Completion, GenerationSettings
+from spacy_reasoningner.cache import CachedBackend, CacheError, ResponseCache
+from spacy_reasoningner.protocol import Schema, render_messages
+
+SETTINGS = GenerationSettings()
+PROMPTS = [render_messages(f"Person{i} is here.", Schema.from_config(["person"])) for i in range(3)]
+
+
+IDENTITY = {"backend": "counting"}
+
+
+class CountingBackend:
+    def __init__(self, text="ok"):
+        self.calls, self.text, self.identity = 0, text, IDENTITY
+
+    def generate(self, prompts, settings):
+        self.calls += len(prompts)
+        return [Completion(text=self.text) for _ in prompts]
+
+
+def test_a_malformed_completion_is_never_stored(tmp_path):
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    backend = CountingBackend(text=5)
+    returned = CachedBackend(backend, cache).generate(PROMPTS, SETTINGS)
+    assert [c.text for c in returned] == [5, 5, 5]  # the component reports it (not the cache)
+    assert len(cache) == 0
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "not json",
+        json.dumps({"text": 5, "finish_reason": "stop"}),
+        json.dumps({"text": "x", "finish_reason": "maybe"}),
+        json.dumps({"text": "x", "unknown": 1}),
+        json.dumps(["x"]),
+        "[" * 100_000,
+    ],
+)
+def test_a_damaged_entry_is_a_miss_that_is_regenerated(tmp_path, caplog, stored):
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path)
+    key = cache.key(IDENTITY, PROMPTS[0], SETTINGS)
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO completions VALUES (?, ?)", (key, stored))
+    backend = CountingBackend()
+    (completion,) = CachedBackend(backend, cache).generate(PROMPTS[:1], SETTINGS)
+    assert completion.text == "ok" and backend.calls == 1
+    assert "1 damaged entries ignored" in caplog.text and str(path) in caplog.text
+    assert cache.get_many([key])[key].text == "ok"  # overwritten
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not a database at all" * 100, b"SQLite format 3\x00" + b"\xff" * 4000],
+)
+def test_a_file_that_is_not_a_cache_is_a_clear_error(tmp_path, content):
+    path = tmp_path / "responses.sqlite"
+    path.write_bytes(content)
+    with pytest.raises(CacheError) as error:
+        ResponseCache(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "delete or move that file" in message and "cache_path to null" in message
+
+
+def test_an_existing_file_without_suffix_is_the_cache_itself(tmp_path):
+    first = ResponseCache(tmp_path / "plain.sqlite")
+    first.put_many({"k": Completion("v")})
+    first.close()
+    (tmp_path / "plain.sqlite").rename(tmp_path / "plain")
+    assert ResponseCache(tmp_path / "plain").get_many(["k"])["k"].text == "v"
+    (tmp_path / "notes").write_text("my notes")
+    with pytest.raises(CacheError, match="notes cannot be used"):
+        ResponseCache(tmp_path / "notes")  # used to raise FileExistsError
+    assert (tmp_path / "notes").read_text() == "my notes"
+
+
+def test_another_programs_database_is_refused(tmp_path):
+    path = tmp_path / "other.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE completions (id INTEGER)")
+    with pytest.raises(CacheError, match="no such column"):
+        ResponseCache(path)
+
+
+def test_a_file_damaged_during_a_run_turns_the_cache_off_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path)
+    cache.put_many({f"key{i}": Completion("x" * 500) for i in range(2000)})
+    cache._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = path.stat().st_size
+    with open(path, "r+b") as handle:  # damage pages past the first ones
+        handle.seek(size // 2)
+        handle.write(b"\xa5" * (size // 2))
+    caplog.set_level(logging.WARNING)
+    backend = CountingBackend()
+    cached = CachedBackend(backend, ResponseCache(path))
+    completions = cached.generate(PROMPTS, SETTINGS)
+    cached.cache.get_many([f"key{i}" for i in range(2000)])
+    assert [c.text for c in completions] == ["ok"] * 3 and backend.calls == 3
+    assert f"response cache {path} failed" in caplog.text
+    assert "going on without it" in caplog.text

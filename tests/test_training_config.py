@@ -1,0 +1,135 @@
+"""Typed stage configurations: every profile section is read into one dataclass, defaults
+written once, misspelt keys and wrong types refused with a hint. Pure logic: the profiles
+are read, no data or model is needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spacy_reasoningner.benchmark.datasets import ZERO_SHOT_DATASETS
+from spacy_reasoningner.protocol import MISC_LIKE_LABELS
+from training.assemble import AssembleConfig
+from training.build_data import DataConfig
+from training.config import ConfigError, StageConfig, load_profile, parse_overrides
+from training.evaluate import EvaluateConfig
+from training.export_adapter import ExportConfig
+from training.grpo import GRPOStageConfig
+from training.sft import SFTStageConfig
+from training.sources import SourceConfig
+from training.teacher import Mode
+
+STAGES: list[type[StageConfig]] = [
+    DataConfig,
+    SFTStageConfig,
+    GRPOStageConfig,
+    AssembleConfig,
+    EvaluateConfig,
+    ExportConfig,
+]
+
+
+def build(stage: type[StageConfig], profile: str = "cpu", **overrides: Any) -> Any:
+    return stage.from_profile(load_profile(profile, overrides))
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu-1.7b", "gpu-8b"])
+def test_every_stage_reads_every_profile(profile: str) -> None:
+    configs = {stage: build(stage, profile) for stage in STAGES}
+    data = configs[DataConfig]
+    assert isinstance(data.mode, Mode) and isinstance(data.output, Path)
+    assert all(isinstance(s, SourceConfig) for s in data.sources.values())
+    assert all(name == s.name for name, s in data.sources.items())
+    assert configs[GRPOStageConfig].prompts.seed == data.seed
+
+
+@pytest.mark.parametrize(
+    ("stage", "key", "hint"),
+    [
+        (DataConfig, "cg.batch_sise", "batch_size"),
+        (DataConfig, "cg.quality.judge_treshold", "judge_threshold"),
+        (DataConfig, "cg.sources.conll2003.limt", "limit"),
+        (SFTStageConfig, "sft.eval_sise", "eval_size"),
+        (SFTStageConfig, "sft.trainer.learning_rat", "learning_rate"),
+        (GRPOStageConfig, "grpo.prompts.num_prompt", "num_prompts"),
+        (GRPOStageConfig, "grpo.rewards.lenght_penalty", "length_penalty"),
+        (GRPOStageConfig, "grpo.sources.pile_ner.negative_type", "negative_types"),
+        (AssembleConfig, "assemble.lnag", "lang"),
+        (EvaluateConfig, "evaluate.limt", "limit"),
+        (ExportConfig, "export.dtpye", "dtype"),
+    ],
+)
+def test_misspelt_keys_are_refused_with_the_closest_name(
+    stage: type[StageConfig], key: str, hint: str
+) -> None:
+    section, _, name = key.rpartition(".")
+    with pytest.raises(ConfigError, match=rf"\[{section}\].*'{name}' \(did you mean '{hint}'\?\)"):
+        build(stage, **{key: 1})
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("cg.batch_size", "many", r"cg.batch_size must be a whole number"),
+        ("cg.batch_size", 0, r"batch_size must be >= 1"),
+        ("cg.mode", "magic", r"cg.mode = 'magic' is not one of \['reannotate'"),
+        ("cg.quality.judge", "yes", r"cg.quality.judge must be true or false"),
+        ("cg.quality.min_gold_f1", 2, r"min_gold_f1 must be in \[0, 1\]"),
+        ("cg.sources.conll2003.format", "csv", r"format 'csv' is not one of"),
+        ("cg.sources", {}, r"\[cg.sources\] is empty"),
+        ("cg.decontaminate", ["a.txt"], r"cg.decontaminate must be a section"),
+    ],
+)
+def test_wrong_values_are_refused(key: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build(DataConfig, **{key: value})
+
+
+def test_model_modes_need_their_backends() -> None:
+    with pytest.raises(ConfigError, match=r"needs a teacher"):
+        DataConfig(
+            output=Path("x"), sources={"s": SourceConfig("s", Path("s"))}, mode=Mode.reannotate
+        )
+    with pytest.raises(ConfigError, match=r"judge = true needs a \[cg.judge\]"):
+        build(DataConfig, **{"cg.quality.judge": True, "cg.judge": {}})
+
+
+def test_defaults_are_written_once() -> None:
+    """The misc-like types and the zero-shot domains come from the package, not the profile."""
+    data = build(DataConfig)
+    grpo = build(GRPOStageConfig)
+    assert data.drop_types == grpo.prompts.drop_types == sorted(MISC_LIKE_LABELS)
+    assert data.forbidden_datasets == grpo.prompts.forbidden_datasets == list(ZERO_SHOT_DATASETS)
+    pile = data.sources["pile_ner"]
+    assert (pile.labels, pile.naming, pile.definitions) == (None, "natural_name", None)
+
+
+def test_grpo_prompt_origin_needs_its_input() -> None:
+    with pytest.raises(ConfigError, match=r'origin = "dataset" needs dataset'):
+        build(GRPOStageConfig, **{"grpo.prompts.origin": "dataset", "grpo.prompts.dataset": None})
+    with pytest.raises(ConfigError, match=r"origin = 'elsewhere' is not one of"):
+        build(GRPOStageConfig, **{"grpo.prompts.origin": "elsewhere"})
+
+
+def test_export_stages_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"not a non-empty subset"):
+        build(ExportConfig, **{"export.stages": ["sft", "dpo"]})
+    with pytest.raises(ConfigError, match=r"dtype = 'int8' is not one of"):
+        build(ExportConfig, **{"export.dtype": "int8"})
+
+
+def test_command_line_overrides() -> None:
+    args = ["--cg.seed", "3", "--sft.reasoning", "--x.y=abc", "--a.b", "[1, 2]", "--p.q", "a b"]
+    assert parse_overrides(args) == {
+        "cg.seed": 3,
+        "sft.reasoning": True,
+        "x.y": "abc",
+        "a.b": [1, 2],
+        "p.q": "a b",
+    }
+    with pytest.raises(ValueError, match="names no setting"):
+        parse_overrides(["--seed", "3"])
+    with pytest.raises(ValueError, match="unexpected argument 'stray'"):
+        parse_overrides(["stray"])
