@@ -105,6 +105,7 @@ class ReasoningNER(Pipe):
                 reasoning=s.reasoning,
                 fuzzy_match=s.fuzzy_match,
                 alignment_mode=s.alignment_mode,
+                grounded=s.grounded_answers,
             )
         )
 

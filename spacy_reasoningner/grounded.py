@@ -23,18 +23,10 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 from .protocol import MAX_MENTIONS_PER_LABEL, Schema
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
-
-
-@dataclass(frozen=True)
-class AnswerGrammar:
-    """An answer constraint in xgrammar's EBNF (GBNF-style) notation, root rule ``root``."""
-
-    ebnf: str
 
 
 def _is_word(token: str) -> bool:
@@ -79,8 +71,9 @@ def _span_rules(text: str) -> tuple[list[str], list[str]]:
 
 def grounded_answer_grammar(
     schema: Schema, text: str, max_items: int = MAX_MENTIONS_PER_LABEL
-) -> AnswerGrammar:
-    """The answer grammar of ``schema`` about ``text``: every mention a span of ``text``.
+) -> str:
+    """The answer grammar of ``schema`` about ``text`` in xgrammar's EBNF notation (root rule
+    ``root``): every mention a span of ``text``.
 
     A text without any word allows only ``{"entities": {}}``.
     """
@@ -89,7 +82,7 @@ def grounded_answer_grammar(
     rules = ['root ::= "{\\"entities\\": {" entities "}}"']
     if not starts:
         rules.append('entities ::= ""')
-        return AnswerGrammar("\n".join(rules) + "\n")
+        return "\n".join(rules) + "\n"
     # Types in schema order, each at most once: after type i, any later type may follow.
     for i, name in enumerate(names):
         later = " | ".join(f"t{j}" for j in range(i + 1, len(names)))
@@ -99,4 +92,4 @@ def grounded_answer_grammar(
     repeat = f"{{0,{max_items - 1}}}"
     rules.append(f'list ::= "[" (mention (", " mention){repeat})? "]"')
     rules.append('mention ::= "\\"" (' + " | ".join(starts) + ') "\\""')
-    return AnswerGrammar("\n".join(rules + span_rules) + "\n")
+    return "\n".join(rules + span_rules) + "\n"

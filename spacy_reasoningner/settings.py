@@ -62,6 +62,12 @@ class ComponentSettings:
         "template get `enable_thinking=False`, for Qwen3-style templates)",
         True,
     )
+    grounded_answers: bool = setting(
+        "when the backend constrains answers (`structured_output`, on by default for models "
+        "below 4B parameters), allow only mentions that are spans of the text, so that the "
+        "model cannot name what is not there",
+        True,
+    )
     lowercase_schema: bool = setting(
         "show type names lowercased and sorted, as the paper's models were trained; "
         "entities keep your spelling",

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from spacy_reasoningner.alignment import find_word_occurrences
-from spacy_reasoningner.grounded import AnswerGrammar, grounded_answer_grammar
+from spacy_reasoningner.grounded import grounded_answer_grammar
 from spacy_reasoningner.protocol import Schema, parse_completion, render_answer
 
 xgrammar = pytest.importorskip("xgrammar")
@@ -18,11 +18,11 @@ TEXT = 'Ada Lovelace met "Charles" Babbage of Apple Inc. in the U.S., then Züri
 SCHEMA = Schema.from_config(["person", "organization", "location"])
 
 
-def accepts(grammar: AnswerGrammar, answer: str) -> bool:
+def accepts(grammar: str, answer: str) -> bool:
     """Whether the grammar accepts ``answer`` as a complete answer."""
     # A token vocabulary is needed to compile; accept_string works on characters.
     info = xgrammar.TokenizerInfo(["<eos>", "a"], stop_token_ids=[0])
-    matcher = xgrammar.GrammarMatcher(xgrammar.GrammarCompiler(info).compile_grammar(grammar.ebnf))
+    matcher = xgrammar.GrammarMatcher(xgrammar.GrammarCompiler(info).compile_grammar(grammar))
     return matcher.accept_string(answer) and matcher.is_completed()
 
 
@@ -47,11 +47,11 @@ def spans_by_brute_force(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def grammar() -> AnswerGrammar:
+def grammar() -> str:
     return grounded_answer_grammar(SCHEMA, TEXT)
 
 
-def test_every_span_of_the_text_is_accepted_and_grounds(grammar: AnswerGrammar) -> None:
+def test_every_span_of_the_text_is_accepted_and_grounds(grammar: str) -> None:
     spans = sorted(spans_by_brute_force(TEXT))
     assert {"Ada Lovelace", "Apple Inc.", "U.S.", "Zürich", 'met "Charles'} <= set(spans)
     for mention in spans:
@@ -79,13 +79,13 @@ def test_every_span_of_the_text_is_accepted_and_grounds(grammar: AnswerGrammar) 
         "",  # empty
     ],
 )
-def test_mentions_that_are_not_spans_are_refused(grammar: AnswerGrammar, mention: str) -> None:
+def test_mentions_that_are_not_spans_are_refused(grammar: str, mention: str) -> None:
     expected = mention in spans_by_brute_force(TEXT)
     assert accepts(grammar, answer({"location": [mention]})) is expected
     assert expected == (mention in ("Babbage of", "Zürich."))
 
 
-def test_labels_in_schema_order_at_most_once(grammar: AnswerGrammar) -> None:
+def test_labels_in_schema_order_at_most_once(grammar: str) -> None:
     assert accepts(grammar, '{"entities": {}}')
     assert accepts(grammar, answer({"location": ["Zürich"], "person": ["Ada"]}))
     both = '{"entities": {"location": ["Zürich"], "organization": ["Apple Inc."], "person": []}}'
@@ -122,6 +122,19 @@ def test_text_without_words_allows_only_the_empty_answer() -> None:
 
 def test_grammar_grows_linearly_with_the_text() -> None:
     sentence = "Ada Lovelace worked with Charles Babbage in London on the Analytical Engine. "
-    one = len(grounded_answer_grammar(SCHEMA, sentence).ebnf)
-    twenty = len(grounded_answer_grammar(SCHEMA, sentence * 20).ebnf)
+    one = len(grounded_answer_grammar(SCHEMA, sentence))
+    twenty = len(grounded_answer_grammar(SCHEMA, sentence * 20))
     assert twenty < 25 * one
+
+
+def test_the_task_gives_each_text_its_grammar_when_grounded() -> None:
+    from spacy_reasoningner.task import NERTask
+
+    texts = ["Ada met Babbage.", "Grace Hopper."]
+    answer_format = NERTask(SCHEMA).answer_format(texts)
+    assert answer_format.grammars == tuple(grounded_answer_grammar(SCHEMA, t) for t in texts)
+    assert answer_format.constraint(1) == answer_format.grammar(1)
+    assert answer_format.select([1]).grammars == answer_format.grammars[1:]
+    plain = NERTask(SCHEMA, grounded=False).answer_format(texts)
+    assert plain.grammars == () and plain.constraint(0) == plain.schema(0)
+    assert "grammar" in answer_format.describe(0) and "grammar" not in plain.describe(0)

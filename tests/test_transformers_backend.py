@@ -261,6 +261,51 @@ def test_each_prompt_gets_its_own_answer_constraint(tiny_backend):
         assert answers == [f'"{word}"' for word in words]
 
 
+def test_grammar_of_a_prompt_overrides_its_schema(tiny_backend):
+    """A per-prompt grammar (grounded answers) is used instead of the prompt's JSON Schema;
+    prompts without one keep their schema."""
+    schemas = tuple({"enum": [word]} for word in ("Ada", "London", "Paris"))
+    grammars = ('root ::= "\\"Lovelace\\""', None, 'root ::= "\\"Seine\\""')
+    completions = tiny_backend.generate_constrained(
+        prompts(TEXTS),
+        GenerationSettings(max_new_tokens=6),
+        AnswerFormat(reasoning=False, schemas=schemas, grammars=grammars),
+    )
+    assert [c.text for c in completions] == ['"Lovelace"', '"London"', '"Seine"']
+
+
+def test_grounded_answers_name_only_spans_of_the_text(tiny_model_dir, nlp):
+    """A random model, constrained and sampling: with grounded answers every mention it names
+    is found in the text; without, what it names is not (the failure grounding removes)."""
+    texts = ["Ada Lovelace met Charles Babbage in London in 1833.", "Grace Hopper wrote code."]
+    texts = texts * 4
+    named = {}
+    for grounded in (True, False):
+        pipeline = spacy.blank("en")
+        pipeline.add_pipe(
+            "reasoning_ner",
+            config={
+                "labels": ["person", "location"],
+                "grounded_answers": grounded,
+                "reasoning": False,
+                "generation": {"temperature": 1.5, "seed": 0},
+                "backend": {
+                    "@reasoning_ner_backends": "reasoning_ner.Transformers.v1",
+                    "model": str(tiny_model_dir),
+                    "answer_max_tokens": 400,
+                },
+            },
+        )
+        component = pipeline.get_pipe("reasoning_ner")
+        docs = list(pipeline.pipe(texts))
+        named[grounded] = (component.stats["mentions"], component.stats["unaligned"])
+        if grounded:
+            assert component.stats["unparsed"] == 0
+            assert all(doc._.ner_unaligned == [] for doc in docs)
+    assert named[True][0] > 0 and named[True][1] == 0
+    assert named[False][1] > 0
+
+
 def test_capabilities_are_protocols(tiny_backend):
     for capability in (Loadable, Identifiable, TokenCounter, SerializableBackend, Constrainable):
         assert isinstance(tiny_backend, capability), capability.__name__

@@ -13,13 +13,13 @@ import importlib.util
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..models import DEFAULT_MODEL, load_gguf, resolve_model
 from ..registry import backends
-from .base import Completion, GenerationSettings
+from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import ANSWER_MAX_TOKENS, LocalBackend, StructuredOption
 
 logger = logging.getLogger(__name__)
@@ -161,13 +161,13 @@ class TransformersBackend(LocalBackend):
         self,
         texts: list[str],
         settings: GenerationSettings,
-        schemas: Sequence[Mapping[str, Any]],
+        constraints: Sequence[AnswerConstraint],
     ) -> list[Completion]:
         from xgrammar.contrib.hf import LogitsProcessor
 
         def constrained(batch: list[str], rows: list[int]) -> list[Completion]:
             # One processor per generate call (it keeps per-row matcher state).
-            grammars = [self._grammar(schemas[i]) for i in rows]
+            grammars = [self._grammar(constraints[i]) for i in rows]
             return self._generate_batch(batch, settings, logits_processor=LogitsProcessor(grammars))
 
         return self._in_batches(texts, constrained)
@@ -183,9 +183,11 @@ class TransformersBackend(LocalBackend):
                 completions[i] = completion
         return completions  # type: ignore[return-value]
 
-    def _grammar(self, answer_schema: Mapping[str, Any]) -> Any:
-        """The answer schema compiled for this tokenizer (kept: schemas repeat across calls)."""
-        key = json.dumps(answer_schema, sort_keys=True)
+    def _grammar(self, constraint: AnswerConstraint) -> Any:
+        """The answer constraint (JSON Schema or EBNF grammar) compiled for this tokenizer
+        (kept: schemas repeat across calls; grounded grammars when a text comes back)."""
+        grammar = isinstance(constraint, str)
+        key = constraint if grammar else json.dumps(constraint, sort_keys=True)
         if key in self._grammars:
             self._grammars.move_to_end(key)
             return self._grammars[key]
@@ -200,11 +202,15 @@ class TransformersBackend(LocalBackend):
             info = xgrammar.TokenizerInfo.from_huggingface(
                 self.tokenizer, vocab_size=self.model.config.vocab_size
             )
-            self._grammar_compiler = xgrammar.GrammarCompiler(info)
-        grammar = self._grammars[key] = self._grammar_compiler.compile_json_schema(key)
+            # Our LRU is the cache: xgrammar's own is unbounded, and grounded grammars differ
+            # per text.
+            self._grammar_compiler = xgrammar.GrammarCompiler(info, cache_enabled=False)
+        compiler = self._grammar_compiler
+        compiled = compiler.compile_grammar(key) if grammar else compiler.compile_json_schema(key)
+        self._grammars[key] = compiled
         if len(self._grammars) > MAX_GRAMMARS:
             self._grammars.popitem(last=False)
-        return grammar
+        return compiled
 
     def _generate_batch(
         self, texts: list[str], settings: GenerationSettings, logits_processor: Any = None

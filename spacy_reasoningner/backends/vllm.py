@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..models import DEFAULT_MODEL, resolve_model
 from ..registry import backends
-from .base import Completion, GenerationSettings
+from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import ANSWER_MAX_TOKENS, LocalBackend, StructuredOption
 
 logger = logging.getLogger(__name__)
@@ -154,13 +154,18 @@ class VLLMBackend(LocalBackend):
         self,
         texts: list[str],
         settings: GenerationSettings,
-        schemas: Sequence[Mapping[str, Any]],
+        constraints: Sequence[AnswerConstraint],
     ) -> list[Completion]:
         from vllm.sampling_params import StructuredOutputsParams
 
         params = [
-            self._sampling(settings, structured_outputs=StructuredOutputsParams(json=dict(s)))
-            for s in schemas
+            self._sampling(
+                settings,
+                structured_outputs=StructuredOutputsParams(grammar=c)
+                if isinstance(c, str)
+                else StructuredOutputsParams(json=dict(c)),
+            )
+            for c in constraints
         ]
         return self._run(texts, params)
 
