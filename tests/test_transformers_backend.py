@@ -22,6 +22,7 @@ from spacy_reasoningner.backends.base import (
     TokenCounter,
 )
 from spacy_reasoningner.backends.transformers import TransformersBackend
+from spacy_reasoningner.hardware import cpu_has_native_bfloat16
 from spacy_reasoningner.models import BUNDLED_MODELS, ModelSource, resolve_model
 from spacy_reasoningner.protocol import (
     Schema,
@@ -52,7 +53,8 @@ def prompts(texts=TEXTS):
 
 def test_cpu_defaults(tiny_backend):
     assert tiny_backend.model.device.type == "cpu"
-    assert tiny_backend.model.dtype == torch.float32
+    native = cpu_has_native_bfloat16()
+    assert tiny_backend.model.dtype == (torch.bfloat16 if native else torch.float32)
     assert tiny_backend.model.config._attn_implementation == "sdpa"
     assert tiny_backend.tokenizer.padding_side == "left"
 
@@ -105,6 +107,15 @@ def test_to_disk_writes_safetensors_and_tokenizer(tiny_backend, tmp_path):
     names = {p.name for p in tmp_path.iterdir()}
     assert "model.safetensors" in names and "tokenizer.json" in names
     assert not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_native_bfloat16.__wrapped__(cpuinfo)
+    cpuinfo.write_text("processor : 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert not cpu_has_native_bfloat16.__wrapped__(cpuinfo)
+    assert not cpu_has_native_bfloat16.__wrapped__(tmp_path / "missing")
 
 
 def test_unknown_dtype_is_rejected():

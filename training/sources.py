@@ -58,6 +58,10 @@ class SourceConfig:
     negative_pool: Path | None = None
     negative_exclude: list[str] = field(default_factory=list)
     schema_subsets: bool = False
+    # At most this share of the source's samples find no entity of their schema (others are
+    # dropped, seeded); null keeps them all. A small model trained on many empty answers
+    # learns to answer nothing.
+    empty_share: float | None = None
 
     def __post_init__(self) -> None:
         where = f"source {self.name!r}"
@@ -66,6 +70,10 @@ class SourceConfig:
             f"{where}: format {self.format!r} is not one of {['auto', *READ_FORMATS]}",
         )
         require(self.limit is None or self.limit >= 1, f"{where}: limit must be >= 1 or null")
+        require(
+            self.empty_share is None or 0.0 <= self.empty_share <= 1.0,
+            f"{where}: empty_share must be in [0, 1] or null",
+        )
         require(
             self.negative_pool is None or self.negative_pool.is_file(),
             f"{where}: negative_pool {self.negative_pool} is not a file (a JSON list of types)",
@@ -162,10 +170,28 @@ def plan(
             chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), source.limit))]
         corpus_types = clean_types(types, drop_types)
         sampling = source.schema_sampling()
-        for record in chosen:
-            final = with_schema(record, corpus_types, sampling=sampling, rng=rng, drop=drop_types)
-            if not final.schema:
-                continue  # only misc-like types asked: nothing to learn from
+        built = [
+            (record, with_schema(record, corpus_types, sampling=sampling, rng=rng, drop=drop_types))
+            for record in chosen
+        ]
+        # Only misc-like types asked: nothing to learn from.
+        built = [(record, final) for record, final in built if final.schema]
+        if source.empty_share is not None:
+            built = _bound_empty_share(built, source.empty_share, rng)
+        for record, final in built:
             result.records.append(final)
             result.guids.append(guid(source.name, record.text))
     return result
+
+
+def _bound_empty_share(
+    built: list[tuple[NERRecord, NERRecord]], share: float, rng: random.Random
+) -> list[tuple[NERRecord, NERRecord]]:
+    """``built`` (original, with schema) without randomly chosen records whose schema finds
+    nothing, so that at most ``share`` of what is left finds nothing; order kept."""
+    empty = [i for i, (_, final) in enumerate(built) if not final.entities and not final.unaligned]
+    keep = int(share * (len(built) - len(empty)) / (1 - share)) if share < 1 else len(empty)
+    if keep >= len(empty):
+        return built
+    dropped = set(rng.sample(empty, len(empty) - keep))
+    return [pair for i, pair in enumerate(built) if i not in dropped]

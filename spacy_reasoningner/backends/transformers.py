@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..hardware import cpu_has_native_bfloat16
 from ..models import DEFAULT_MODEL, load_gguf, resolve_model
 from ..registry import backends
 from .base import AnswerConstraint, Completion, GenerationSettings
@@ -33,7 +34,8 @@ class TransformersBackend(LocalBackend):
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model``.
     device: "auto" (CUDA when available, else CPU), or any torch device string.
-    dtype: "auto" (bfloat16 on GPU, float32 on CPU), "float32", "bfloat16" or "float16".
+    dtype: "auto" (bfloat16 on GPU and on CPUs with native bfloat16, see ``hardware``; else
+        float32), "float32", "bfloat16" or "float16".
     attn_implementation: "auto" (flash_attention_2 when importable on a GPU, else sdpa).
     batch_size: most prompts per ``generate`` call; larger batches are split (memory bound).
     structured_output: constrain the JSON answer to the protocol's shape and the schema's
@@ -133,6 +135,8 @@ class TransformersBackend(LocalBackend):
         if self.dtype_name != "auto":
             return getattr(torch, self.dtype_name)
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        if device.type == "cpu" and cpu_has_native_bfloat16():
             return torch.bfloat16
         return torch.float32
 
