@@ -96,6 +96,12 @@ def test_labels_in_schema_order_at_most_once(grammar: str) -> None:
     assert not accepts(grammar, '{"entities": {"person": "Ada"}}')
 
 
+def test_rendered_answers_are_accepted_whatever_order_the_entities_come_in(grammar: str) -> None:
+    entities = {"person": ["Ada Lovelace"], "location": ["Zürich"], "organization": ["Apple Inc."]}
+    assert accepts(grammar, answer(entities))
+    assert accepts(grammar, answer(dict(reversed(list(entities.items())))))
+
+
 def test_special_characters_are_escaped_as_json_escapes_them() -> None:
     text = 'He said "Ada\\Byron" and\tleft\nDr. Who\u2019s box'
     grammar = grounded_answer_grammar(SCHEMA, text)
