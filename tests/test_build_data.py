@@ -305,3 +305,20 @@ def test_template_reasoning_names_each_answered_mention_and_stops() -> None:
     assert template_draft(record).reasoning == '"IBM" is an organization.'
     record = NERRecord("Nothing here.", [], "test", schema=["person"])
     assert template_draft(record).reasoning == "The text names no entity of the schema's types."
+
+
+def test_empty_share_bounds_the_samples_that_find_nothing() -> None:
+    import random
+
+    from training.sources import _bound_empty_share
+
+    def record(i: int, entities: bool) -> tuple[NERRecord, NERRecord]:
+        built = NERRecord(f"text {i}", [(0, 4, "person")] if entities else [], "t", schema=["x"])
+        return built, built
+
+    built = [record(i, entities=i % 2 == 0) for i in range(40)]  # 20 with, 20 without
+    kept = _bound_empty_share(built, 0.2, random.Random(0))
+    empty = [r for r, final in kept if not final.entities]
+    assert len(kept) - len(empty) == 20 and len(empty) == 5  # 5 of 25 = 20%
+    assert [r.text for r, _ in kept] == sorted((r.text for r, _ in kept), key=lambda t: int(t[5:]))
+    assert _bound_empty_share(built, 0.6, random.Random(0)) == built  # already below
