@@ -196,11 +196,7 @@ class CachedBackend(ConstrainableBackend):
         repeats: Counter[str] = Counter()
         keys = []
         for i, prompt in enumerate(prompts):
-            answer = (
-                {"reasoning": answer_format.reasoning, "schema": answer_format.schema(i)}
-                if shaped
-                else None
-            )
+            answer = answer_format.describe(i) if shaped else None
             key = self.cache.key(identity, prompt, settings, answer)
             repeats[key] += 1
             if repeats[key] > 1:
@@ -214,14 +210,8 @@ class CachedBackend(ConstrainableBackend):
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
             subset = [prompts[i] for i in missing]
-            schemas = tuple(answer_format.schema(i) for i in missing)
             try:
-                fresh = generate(
-                    self.backend,
-                    subset,
-                    settings,
-                    AnswerFormat(answer_format.reasoning, schemas if answer_format.schemas else ()),
-                )
+                fresh = generate(self.backend, subset, settings, answer_format.select(missing))
             except BackendError as error:
                 self.cache.put_many({keys[missing[j]]: c for j, c in error.completed.items()})
                 raise

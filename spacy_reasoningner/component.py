@@ -123,6 +123,7 @@ class ReasoningNER(Pipe):
                 reasoning_instruction=s.reasoning_instruction,
                 fuzzy_match=s.fuzzy_match,
                 alignment_mode=s.alignment_mode,
+                grounded=s.grounded_answers,
             )
         )
 

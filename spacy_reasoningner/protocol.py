@@ -290,9 +290,16 @@ def render_prompt(
 
 
 def render_answer(entities: Mapping[str, Iterable[str]], schema: Schema) -> str:
-    """The JSON answer of the protocol, labels as the model sees them (for training targets)."""
+    """The JSON answer of the protocol, labels as the model sees them (for training targets),
+    in the schema's order (``prompt_names``), which constrained decoding enforces: a model
+    trained on another order could not write its later labels under the constraint."""
     grouped = {schema.prompt_name(label): list(dict.fromkeys(m)) for label, m in entities.items()}
-    return json.dumps({"entities": {k: v for k, v in grouped.items() if v}}, ensure_ascii=False)
+    rank = {name: i for i, name in enumerate(schema.prompt_names)}
+    ordered = sorted(grouped, key=lambda name: rank.get(name, len(rank)))  # stable
+    return json.dumps(
+        {"entities": {name: grouped[name] for name in ordered if grouped[name]}},
+        ensure_ascii=False,
+    )
 
 
 MAX_MENTION_CHARS = 100

@@ -68,6 +68,12 @@ class ComponentSettings:
         "line, so models trained as the paper's (the GPU profiles) want `false`",
         True,
     )
+    grounded_answers: bool = setting(
+        "when the backend constrains answers (`structured_output`, on by default for models "
+        "below 4B parameters), allow only mentions that are spans of the text, so that the "
+        "model cannot name what is not there",
+        True,
+    )
     lowercase_schema: bool = setting(
         "show type names lowercased and sorted, as the paper's models were trained; "
         "entities keep your spelling",

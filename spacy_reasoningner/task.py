@@ -4,8 +4,9 @@
 Doc, a training sentence):
 
 * ``prompt(text)``: the chat messages of the protocol;
-* ``answer_schema(text)`` / ``answer_format(texts)``: the JSON Schema the answer must
-  follow, per prompt, for backends that constrain decoding;
+* ``answer_schema(text)`` / ``answer_grammar(text)`` / ``answer_format(texts)``: the JSON
+  Schema the answer must follow, and the narrower grammar of grounded answers, per prompt,
+  for backends that constrain decoding;
 * ``parse(completion)``: reasoning and entities, never raising on model output;
 * ``ground(doc, parsed, window)``: mentions -> token spans of the Doc, plus every mention
   that could not be grounded and why;
@@ -31,6 +32,7 @@ from spacy.tokens import Doc, Span
 
 from .alignment import ALIGNMENT_MODES, REASON_NOT_IN_SCHEMA, Unaligned, ground_mentions
 from .backends.base import AnswerFormat, Completion
+from .grounded import grounded_answer_grammar
 from .protocol import (
     PRF,
     ChatMessages,
@@ -84,6 +86,8 @@ class NERTask:
     alignment_mode: snapping of matches off token boundaries (strict, contract, expand).
     examples: few-shot examples, shown as earlier turns (``FewShotExample``).
     instruction: replaces the first sentence of the prompt.
+    grounded: constrained answers (backends that constrain) may name only spans of the text
+        (``grounded.grounded_answer_grammar``), so a small model cannot name what is not there.
     """
 
     schema: Schema
@@ -93,6 +97,7 @@ class NERTask:
     alignment_mode: str = "expand"
     examples: tuple[FewShotExample, ...] = ()
     instruction: str | None = None
+    grounded: bool = True
     _answer_schema: dict[str, Any] = field(init=False, repr=False, compare=False)
     _label_rank: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -153,9 +158,17 @@ class NERTask:
 
     def answer_format(self, texts: Sequence[str]) -> AnswerFormat:
         """The answer format of one backend call about ``texts``, in prompt order."""
+        grammars = tuple(self.answer_grammar(t) for t in texts) if self.grounded else ()
         return AnswerFormat(
-            reasoning=self.reasoning, schemas=tuple(self.answer_schema(t) for t in texts)
+            reasoning=self.reasoning,
+            schemas=tuple(self.answer_schema(t) for t in texts),
+            grammars=grammars,
         )
+
+    def answer_grammar(self, text: str) -> str:
+        """The grammar of a grounded answer about ``text``: the answer schema's shape, every
+        mention a span of ``text``."""
+        return grounded_answer_grammar(self.schema, text)
 
     # ----------------------------------------------------------------- reading
 

@@ -94,19 +94,27 @@ def test_template_run_writes_dataset_ner_cot_and_report(tmp_path: Path) -> None:
     dataset = load_from_disk(str(config.output / "dataset"))
     assert len(dataset) == 9
     row = next(r for r in dataset if r["dataset"] == "conll2003")
-    assert row["schema"] == ["location", "organization", "person"]  # misc dropped
+    assert "miscellaneous" not in row["schema"]  # misc dropped
     assert row["generator"] == "template"
     assert row["prompt"][0]["role"] == "user" and row["prompt"][0]["content"].endswith(row["text"])
     parsed = parse_completion(row["completion"][0]["content"], Schema.from_config(row["schema"]))
     assert parsed.valid and parsed.reasoning == row["reasoning"]
     assert sorted(parsed.mentions()) == sorted((e["text"], e["label"]) for e in row["entities"])
-    # Pile-NER passages get two sampled negative types besides the ones asked.
-    pile = [json.loads(line) for line in (config.output / "samples.jsonl").open()]
-    assert all(len(e["schema"]) >= 3 for e in pile if e["dataset"] == "pile_ner")
+    # Pile-NER passages get at least two sampled negative types besides the ones asked.
+    samples = [json.loads(line) for line in (config.output / "samples.jsonl").open()]
+    assert all(len(e["schema"]) >= 3 for e in samples if e["dataset"] == "pile_ner")
+    # CoNLL's negative types come from Pile-NER's list, never an evaluation type or a type
+    # a sentence may hold unannotated.
+    profile = load_profile("cpu", overrides)
+    pool = set(json.loads(Path(profile["types"]["negative_pool"]).read_text()))
+    for entry in samples:
+        if entry["dataset"] == "conll2003":
+            negatives = set(entry["schema"]) - {"location", "organization", "person"}
+            assert negatives <= pool - set(profile["types"]["not_negative"])
     cot = read_ner_cot_jsonl(config.output / "ner_cot.jsonl")
     assert [r.text for r in cot] == [r["text"] for r in dataset]
     assert "# Reasoning data (template): 9 of 9 kept" in (config.output / "report.md").read_text()
-    assert report["reasoning_tokens"]["mean"] > 20
+    assert 3 < report["reasoning_tokens"]["mean"] < 64
 
 
 @needs_data
@@ -253,3 +261,72 @@ def test_a_hostile_judge_reply_never_raises_and_costs_linear_time():
     assert parse_judgement('{"x": ' + "[" * 5000) is None  # the decoder recursed per bracket
     assert parse_judgement('{"coherence": 1' + "0" * 5000 + ', "accuracy": 9}') is None
     assert grows_linearly(lambda size: parse_judgement("{" * size), 8_000, 128_000)
+
+
+def test_schema_sampling_varies_sizes_and_never_asks_present_or_excluded_types() -> None:
+    import random
+
+    from training.schemas import SchemaSampling, with_schema
+
+    record = NERRecord(
+        "Ada Lovelace met Babbage in London.",
+        [(0, 12, "person"), (17, 24, "person"), (28, 34, "location")],
+        "test",
+    )
+    pool = ("city", "disease", "gene", "person", "software", "sport", "vehicle")
+    sampling = SchemaSampling.from_counts(
+        [0, 3], pool=pool, exclude=["City", "sport"], subsets=True
+    )
+    rng = random.Random(0)
+    corpus = ["location", "organization", "person"]
+    schemas = [with_schema(record, corpus, sampling=sampling, rng=rng).schema for _ in range(200)]
+    sizes = {len(s) for s in schemas}
+    assert min(sizes) == 1 and max(sizes) == 6  # one asked type alone .. three plus three
+    for schema in schemas:
+        negatives = set(schema) - set(corpus)
+        assert negatives <= {"disease", "gene", "software", "vehicle"}  # not excluded/present
+        assert schema == sorted(schema) and len(set(schema)) == len(schema)
+    # Gold follows the subset asked.
+    only_location = next(s for s in schemas if set(s) & set(corpus) == {"location"})
+    rng = random.Random(0)
+    for _ in schemas:
+        built = with_schema(record, corpus, sampling=sampling, rng=rng)
+        if built.schema == only_location:
+            assert [t for *_, t in built.entities] == ["location"]
+            break
+    with pytest.raises(ValueError, match="fewest"):
+        SchemaSampling.from_counts([3, 1])
+    with pytest.raises(ValueError, match="rng"):
+        with_schema(record, corpus, sampling=sampling)
+
+
+def test_template_reasoning_names_each_answered_mention_and_stops() -> None:
+    record = NERRecord(
+        "Ada Lovelace met an engineer in London.",
+        [(0, 12, "person"), (32, 38, "location")],
+        "test",
+        schema=["organization", "location", "person", "event"],
+    )
+    draft = template_draft(record)
+    assert draft.reasoning == '"Ada Lovelace" is a person.\n"London" is a location.'
+    record = NERRecord("Ada met IBM.", [(8, 11, "organization")], "t", schema=["organization"])
+    assert template_draft(record).reasoning == '"IBM" is an organization.'
+    record = NERRecord("Nothing here.", [], "test", schema=["person"])
+    assert template_draft(record).reasoning == "The text names no entity of the schema's types."
+
+
+def test_empty_share_bounds_the_samples_that_find_nothing() -> None:
+    import random
+
+    from training.sources import _bound_empty_share
+
+    def record(i: int, entities: bool) -> tuple[NERRecord, NERRecord]:
+        built = NERRecord(f"text {i}", [(0, 4, "person")] if entities else [], "t", schema=["x"])
+        return built, built
+
+    built = [record(i, entities=i % 2 == 0) for i in range(40)]  # 20 with, 20 without
+    kept = _bound_empty_share(built, 0.2, random.Random(0))
+    empty = [r for r, final in kept if not final.entities]
+    assert len(kept) - len(empty) == 20 and len(empty) == 5  # 5 of 25 = 20%
+    assert [r.text for r, _ in kept] == sorted((r.text for r, _ in kept), key=lambda t: int(t[5:]))
+    assert _bound_empty_share(built, 0.6, random.Random(0)) == built  # already below

@@ -113,6 +113,17 @@ def test_render_prompt_uses_the_tokenizer_chat_template_or_chatml(tiny_model_dir
     )
 
 
+def test_rendered_answer_lists_labels_in_schema_order():
+    """The order constrained decoding enforces (xgrammar keeps a JSON Schema's property order;
+    grounded grammars do too), whatever order the entities come in."""
+    schema = Schema.from_config(["person", "organization", "location"])
+    answer = render_answer(
+        {"person": ["Ada"], "location": ["London"], "organization": ["IBM"]}, schema
+    )
+    assert list(json.loads(answer)["entities"]) == list(schema.prompt_names)
+    assert list(schema.prompt_names) == ["location", "organization", "person"]
+
+
 def test_rendered_answer_round_trips_through_the_parser():
     answer = render_answer({"Person": ["Ada", "Ada", "Bob"], "location": []}, SCHEMA)
     assert json.loads(answer) == {"entities": {"person": ["Ada", "Bob"]}}

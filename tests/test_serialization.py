@@ -28,6 +28,8 @@ def saved_pipeline(tmp_path, tiny_model_dir) -> Path:
             "backend": {
                 "@reasoning_ner_backends": "reasoning_ner.Transformers.v1",
                 "model": str(source),
+                # Free generation: 6 tokens always cut it (the truncation flag is checked).
+                "structured_output": False,
             },
             "generation": {"max_new_tokens": 6},
         },

@@ -521,6 +521,8 @@ def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: P
     exported = export(profile, tmp_path / "exported")
     assert json.loads((exported / "adapter_config.json").read_text())["r"] == 12
     assert "sft + grpo" in (exported / "PROVENANCE.md").read_text()
+    decontamination = (exported / "DECONTAMINATION.md").read_text()
+    assert "crossner_ai" in decontamination and "removed" in decontamination
     merged = tmp_path / "merged"
     merged.mkdir()
     merge_lora(tiny_model_dir, exported, merged)

@@ -23,6 +23,7 @@ from spacy_reasoningner.backends.base import (
     TokenCounter,
 )
 from spacy_reasoningner.backends.transformers import TransformersBackend
+from spacy_reasoningner.hardware import cpu_has_native_bfloat16
 from spacy_reasoningner.models import BUNDLED_MODELS, ModelSource, resolve_model
 from spacy_reasoningner.protocol import (
     Schema,
@@ -53,7 +54,8 @@ def prompts(texts=TEXTS):
 
 def test_cpu_defaults(tiny_backend):
     assert tiny_backend.model.device.type == "cpu"
-    assert tiny_backend.model.dtype == torch.float32
+    native = cpu_has_native_bfloat16()
+    assert tiny_backend.model.dtype == (torch.bfloat16 if native else torch.float32)
     assert tiny_backend.model.config._attn_implementation == "sdpa"
     assert tiny_backend.tokenizer.padding_side == "left"
 
@@ -154,6 +156,15 @@ def test_pipeline_pickles_before_and_after_constrained_generation(tiny_model_dir
         assert doc._.ner_usage["windows"][0]["completions"] == 1
     assert len(again.get_pipe("reasoning_ner").cache) == 2  # the copy shares the cache file
     assert first is None or isinstance(first, list)
+
+
+def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_native_bfloat16.__wrapped__(cpuinfo)
+    cpuinfo.write_text("processor : 0\nflags\t\t: fpu avx2 avx512f\n")
+    assert not cpu_has_native_bfloat16.__wrapped__(cpuinfo)
+    assert not cpu_has_native_bfloat16.__wrapped__(tmp_path / "missing")
 
 
 def test_unknown_dtype_is_rejected():
@@ -315,6 +326,51 @@ def test_each_prompt_gets_its_own_answer_constraint(tiny_backend):
         )
         answers = [c.text.rpartition("</think>\n")[2] for c in completions]
         assert answers == [f'"{word}"' for word in words]
+
+
+def test_grammar_of_a_prompt_overrides_its_schema(tiny_backend):
+    """A per-prompt grammar (grounded answers) is used instead of the prompt's JSON Schema;
+    prompts without one keep their schema."""
+    schemas = tuple({"enum": [word]} for word in ("Ada", "London", "Paris"))
+    grammars = ('root ::= "\\"Lovelace\\""', None, 'root ::= "\\"Seine\\""')
+    completions = tiny_backend.generate_constrained(
+        prompts(TEXTS),
+        GenerationSettings(max_new_tokens=6),
+        AnswerFormat(reasoning=False, schemas=schemas, grammars=grammars),
+    )
+    assert [c.text for c in completions] == ['"Lovelace"', '"London"', '"Seine"']
+
+
+def test_grounded_answers_name_only_spans_of_the_text(tiny_model_dir, nlp):
+    """A random model, constrained and sampling: with grounded answers every mention it names
+    is found in the text; without, what it names is not (the failure grounding removes)."""
+    texts = ["Ada Lovelace met Charles Babbage in London in 1833.", "Grace Hopper wrote code."]
+    texts = texts * 4
+    named = {}
+    for grounded in (True, False):
+        pipeline = spacy.blank("en")
+        pipeline.add_pipe(
+            "reasoning_ner",
+            config={
+                "labels": ["person", "location"],
+                "grounded_answers": grounded,
+                "reasoning": False,
+                "generation": {"temperature": 1.5, "seed": 0},
+                "backend": {
+                    "@reasoning_ner_backends": "reasoning_ner.Transformers.v1",
+                    "model": str(tiny_model_dir),
+                    "answer_max_tokens": 400,
+                },
+            },
+        )
+        component = pipeline.get_pipe("reasoning_ner")
+        docs = list(pipeline.pipe(texts))
+        named[grounded] = (component.stats["mentions"], component.stats["unaligned"])
+        if grounded:
+            assert component.stats["unparsed"] == 0
+            assert all(doc._.ner_unaligned == [] for doc in docs)
+    assert named[True][0] > 0 and named[True][1] == 0
+    assert named[False][1] > 0
 
 
 def test_capabilities_are_protocols(tiny_backend):

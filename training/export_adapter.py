@@ -10,8 +10,10 @@ of rank r_sft + r_grpo and scale 1:
 
 The output folder holds ``adapter_config.json``, ``adapter_model.safetensors`` (float16 by
 default: half the size, and the merge computes in float32), the chat template the adapter
-was trained with, the profile (``profile.cfg``) and ``PROVENANCE.md``: the commands, git
-commit, base model, data report, training and evaluation figures, and the weights' SHA-256.
+was trained with, the profile (``profile.cfg``), ``PROVENANCE.md`` (the commands, git
+commit, base model, data summary, training and evaluation figures, and the weights'
+SHA-256), ``DATA_REPORT.md`` (the CG stage's report) and ``DECONTAMINATION.md`` (what keeps
+every evaluation set out of every training stage, with the counts).
 
     python -m training export-adapter cpu spacy_reasoningner/adapters/smollm2-135m-ner
 """
@@ -40,6 +42,7 @@ from .config import StageConfig, load_profile, parse_overrides, require
 from .evaluate import EvaluateConfig
 from .grpo import GRPOStageConfig
 from .sft import SFTStageConfig
+from .sources import plan
 from .trainers import ADAPTER_NAME
 
 STAGES = ("sft", "grpo")
@@ -154,7 +157,86 @@ def export(profile: Config, output: Path) -> Path:
         shutil.copyfile(template, output / template.name)
     (output / "profile.cfg").write_text(profile.to_str())
     (output / "PROVENANCE.md").write_text(provenance(profile, config, output, stacked))
+    data_report = outputs["cg"] / "report.md"
+    if data_report.is_file():
+        shutil.copyfile(data_report, output / "DATA_REPORT.md")
+    (output / "DECONTAMINATION.md").write_text(decontamination_report(profile, outputs))
     return output
+
+
+def decontamination_report(profile: Config, outputs: dict[str, Path]) -> str:
+    """How the profile keeps its evaluation sets out of training, with what was removed."""
+    data = DataConfig.from_profile(profile)
+    grpo = GRPOStageConfig.from_profile(profile)
+    report_path = outputs["cg"] / "report.json"
+    cg_removed = (
+        json.loads(report_path.read_text())["decontamination_removed"]
+        if report_path.is_file()
+        else "(no CG report)"
+    )
+    lines = [
+        "# Decontamination report",
+        "",
+        "Training text is compared with the evaluation splits by hashes of normalized "
+        "sentences (passages are checked line by line and sentence by sentence); what "
+        "overlaps is removed before sampling.",
+        "",
+        "## Training sources",
+        "",
+        *[f"- CG/SFT `{name}`: `{s.path}`" for name, s in data.sources.items()],
+    ]
+    if grpo.prompts.origin == "sources":
+        planned = plan(
+            list(grpo.sources.values()),
+            seed=grpo.prompts.seed,
+            drop_types=grpo.prompts.drop_types,
+            forbidden_datasets=grpo.prompts.forbidden_datasets,
+            decontaminate_against=grpo.prompts.decontaminate,
+        )
+        lines += [f"- GRPO prompts `{name}`: `{s.path}`" for name, s in grpo.sources.items()]
+        grpo_removed: Any = planned.contaminated
+        grpo_splits = sorted(grpo.prompts.decontaminate)
+    else:
+        lines.append(f"- GRPO prompts: the CG dataset `{grpo.prompts.dataset}`")
+        grpo_removed, grpo_splits = "(the CG dataset's, above)", sorted(data.decontaminate)
+    lines += [
+        "",
+        "## Zero-shot evaluation domains",
+        "",
+        "Refused as a source by every stage (a source naming one stops the run): "
+        + ", ".join(f"`{d}`" for d in data.forbidden_datasets)
+        + ". MIT Movie and MIT Restaurant have no dev split: evaluation draws a seeded slice "
+        "of their train files, which no stage reads.",
+        "",
+        "## Overlap with evaluation splits",
+        "",
+        f"- CG/SFT: checked against {', '.join(sorted(data.decontaminate))}; "
+        f"removed per source and split: {cg_removed}",
+        f"- GRPO: checked against {', '.join(grpo_splits)}; removed: {grpo_removed}",
+        *evaluation_overlap_lines(outputs["evaluate"] / "results.json"),
+        "",
+        "## Types",
+        "",
+        "Negative types (absent types added to a training schema) come from "
+        f"`{profile.get('types', {}).get('negative_pool', 'the corpus types')}` minus the "
+        "profile's `[types] not_negative` list, which holds every evaluation dataset's type "
+        "name: no training schema imitates an evaluation schema. Evaluation types that are "
+        "also gold types of a training source (person, location, organization of CoNLL-2003; "
+        "Pile-NER's own types) are asked only where the source annotates them.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def evaluation_overlap_lines(results_path: Path) -> list[str]:
+    """The evaluate stage's own check: evaluation sentences found in the CG samples."""
+    if not results_path.is_file():
+        return [f"- evaluation: (no results at {results_path})"]
+    datasets = json.loads(results_path.read_text())["datasets"]
+    counts = ", ".join(f"{d['dataset']} {d['overlapping']}" for d in datasets)
+    return [
+        "- evaluation (the evaluate stage compares every evaluation sentence with the CG "
+        f"samples and stops on an overlap): sentences found in training data: {counts}"
+    ]
 
 
 # --------------------------------------------------------------------------- provenance

@@ -6,6 +6,7 @@ evaluation-domain refusal and decontamination for every text a model trains on.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from spacy_reasoningner.benchmark.readers import (
 )
 from spacy_reasoningner.protocol import MISC_LIKE_LABELS
 
-from .config import require
+from .config import ConfigError, require
 from .decontamination import (
     DecontaminationConfig,
     decontaminate,
@@ -32,7 +33,7 @@ from .decontamination import (
     refuse_domain_content,
     refuse_evaluation_domains,
 )
-from .schemas import clean_types, with_schema
+from .schemas import SchemaSampling, clean_types, with_schema
 
 
 def default_drop_types() -> list[str]:
@@ -57,7 +58,17 @@ class SourceConfig:
     naming: str = "natural_name"  # naming convention in labels.json
     definitions: str | None = None  # definition field in labels.json (e.g. "definition_gollie")
     limit: int | None = None  # sentences sampled (seeded); None keeps all
-    negative_types: int = 0  # extra sampled types per record (open-type corpora)
+    # Types absent from a record added to its schema: a count or [fewest, most] per record,
+    # drawn from negative_pool (a JSON list of type names; None: the corpus's types) minus
+    # negative_exclude. schema_subsets: ask random subsets of a closed corpus's types.
+    negative_types: int | list[int] = 0
+    negative_pool: Path | None = None
+    negative_exclude: list[str] = field(default_factory=list)
+    schema_subsets: bool = False
+    # At most this share of the source's samples find no entity of their schema (others are
+    # dropped, seeded); null keeps them all. A small model trained on many empty answers
+    # learns to answer nothing.
+    empty_share: float | None = None
 
     def __post_init__(self) -> None:
         where = f"source {self.name!r}"
@@ -66,10 +77,33 @@ class SourceConfig:
             f"{where}: format {self.format!r} is not one of {['auto', *READ_FORMATS]}",
         )
         require(self.limit is None or self.limit >= 1, f"{where}: limit must be >= 1 or null")
-        require(self.negative_types >= 0, f"{where}: negative_types must be >= 0")
+        require(
+            self.empty_share is None or 0.0 <= self.empty_share <= 1.0,
+            f"{where}: empty_share must be in [0, 1] or null",
+        )
+        require(
+            self.negative_pool is None or self.negative_pool.is_file(),
+            f"{where}: negative_pool {self.negative_pool} is not a file (a JSON list of types)",
+        )
+        try:
+            self.schema_sampling(check_only=True)
+        except ValueError as error:
+            raise ConfigError(f"{where}: {error}") from error
         require(
             self.definitions is None or self.labels is not None,
             f"{where}: definitions are read from a labels.json: set labels too",
+        )
+
+    def schema_sampling(self, check_only: bool = False) -> SchemaSampling:
+        """How this source's schemas vary (``check_only``: without reading the pool)."""
+        pool = None
+        if self.negative_pool is not None and not check_only:
+            pool = tuple(json.loads(self.negative_pool.read_text(encoding="utf-8")))
+        return SchemaSampling.from_counts(
+            self.negative_types,
+            pool=pool,
+            exclude=self.negative_exclude,
+            subsets=self.schema_subsets,
         )
 
 
@@ -147,12 +181,29 @@ def plan(
         if source.limit is not None and source.limit < len(chosen):
             chosen = [chosen[i] for i in sorted(rng.sample(range(len(chosen)), source.limit))]
         corpus_types = clean_types(types, drop_types)
-        for record in chosen:
-            final = with_schema(
-                record, corpus_types, negatives=source.negative_types, rng=rng, drop=drop_types
-            )
-            if not final.schema:
-                continue  # only misc-like types asked: nothing to learn from
+        sampling = source.schema_sampling()
+        built = [
+            (record, with_schema(record, corpus_types, sampling=sampling, rng=rng, drop=drop_types))
+            for record in chosen
+        ]
+        # Only misc-like types asked: nothing to learn from.
+        built = [(record, final) for record, final in built if final.schema]
+        if source.empty_share is not None:
+            built = _bound_empty_share(built, source.empty_share, rng)
+        for record, final in built:
             result.records.append(final)
             result.guids.append(guid(source.name, record.text))
     return result
+
+
+def _bound_empty_share(
+    built: list[tuple[NERRecord, NERRecord]], share: float, rng: random.Random
+) -> list[tuple[NERRecord, NERRecord]]:
+    """``built`` (original, with schema) without randomly chosen records whose schema finds
+    nothing, so that at most ``share`` of what is left finds nothing; order kept."""
+    empty = [i for i, (_, final) in enumerate(built) if not final.entities and not final.unaligned]
+    keep = int(share * (len(built) - len(empty)) / (1 - share)) if share < 1 else len(empty)
+    if keep >= len(empty):
+        return built
+    dropped = set(rng.sample(empty, len(empty) - keep))
+    return [pair for i, pair in enumerate(built) if i not in dropped]

@@ -91,9 +91,10 @@ def _model_draft(record: NERRecord, completion: Completion, mode: Mode, name: st
 
 
 def template_draft(record: NERRecord) -> Draft:
-    """A short rationale: each gold mention with its type in text order (recalling the
-    type's definition once, when there is one), then the schema types that do not occur. Short on purpose: reasoning length is what small models pay
-    for at inference, and the paper's main limitation is verbose chains."""
+    """A short rationale that names each mention of the answer, with its type, in text order
+    (recalling the type's definition once, when there is one), and stops. Short on purpose:
+    reasoning length is what small models pay for at inference (the paper's main limitation
+    is verbose chains), so the types that do not occur are not listed one by one."""
     entities = gold_entities(record)
     in_text_order = sorted(
         (record.text.find(m), m, label) for label, mentions in entities.items() for m in mentions
@@ -109,13 +110,16 @@ def template_draft(record: NERRecord) -> Draft:
             else ""
         )
         glossed.add(label)
-        lines.append(f"{json.dumps(mention, ensure_ascii=False)} is a {label}{gloss}.")
-    absent = [name for name in schema.prompt_names if name not in entities]
-    if absent:
-        lines.append(f"No {', '.join(absent)} in the text.")
+        lines.append(
+            f"{json.dumps(mention, ensure_ascii=False)} is {_article(label)} {label}{gloss}."
+        )
     if not entities:
-        lines.insert(0, "The text names no entity of the schema's types.")
+        lines.append("The text names no entity of the schema's types.")
     return Draft(reasoning="\n".join(lines), entities=entities, generator=Mode.template.value)
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeiou" else "a"
 
 
 GLOSS_CHARS = 80

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from spacy_reasoningner.hardware import cpu_has_native_bfloat16
 from spacy_reasoningner.models import resolve_model
 from spacy_reasoningner.protocol import DEFAULT_CHAT_TEMPLATE
 
@@ -47,16 +48,18 @@ def importable(module: str) -> bool:
 
 def hardware_defaults() -> dict[str, Any]:
     """Precision, attention and kernels for this machine: bf16 + FlashAttention-2 (+ Liger)
-    on a GPU that has them, float32 + SDPA on CPU (bf16 on CPU is slow and degrades
-    generation)."""
+    on a GPU that has them; on CPU SDPA, bfloat16 weights where the CPU computes bfloat16
+    natively (about twice as fast a step; LoRA weights stay float32), else float32. TRL's
+    ``bf16`` (autocast) stays off on CPU: it was slower than either (bench/precision.py)."""
     import torch
 
     if not torch.cuda.is_available():
+        dtype = "bfloat16" if cpu_has_native_bfloat16() else "float32"
         return {
             "use_cpu": True,
             "bf16": False,
             "fp16": False,
-            "model_init_kwargs": {"dtype": "float32", "attn_implementation": "sdpa"},
+            "model_init_kwargs": {"dtype": dtype, "attn_implementation": "sdpa"},
         }
     bf16 = torch.cuda.is_bf16_supported()
     return {

@@ -104,13 +104,44 @@ class AnswerFormat:
     schemas: per prompt, the JSON Schema the answer must follow, or None for a free answer;
         empty means no constraint for any prompt. Backends constrain decoding to it when
         their ``structured_output`` setting says so.
+    grammars: per prompt, a grammar narrower than the schema (xgrammar's EBNF notation, root
+        rule ``root``), or None; empty means none. Grounded answers use it to allow only
+        mentions that are spans of the text. Backends that take grammars (transformers with
+        xgrammar, vLLM) use it instead of the schema; others keep to the schema.
     """
 
     reasoning: bool = True
     schemas: tuple[Mapping[str, Any] | None, ...] = ()
+    grammars: tuple[str | None, ...] = ()
 
     def schema(self, index: int) -> Mapping[str, Any] | None:
         return self.schemas[index] if self.schemas else None
+
+    def grammar(self, index: int) -> str | None:
+        return self.grammars[index] if self.grammars else None
+
+    def constraint(self, index: int) -> AnswerConstraint | None:
+        """The narrowest constraint of prompt ``index``: its grammar, else its schema."""
+        grammar = self.grammar(index)
+        return grammar if grammar is not None else self.schema(index)
+
+    def select(self, indices: Sequence[int]) -> AnswerFormat:
+        """The format of the prompts at ``indices`` (a sub-batch), in that order."""
+        return AnswerFormat(
+            self.reasoning,
+            tuple(self.schemas[i] for i in indices) if self.schemas else (),
+            tuple(self.grammars[i] for i in indices) if self.grammars else (),
+        )
+
+    def describe(self, index: int) -> dict[str, Any]:
+        """What determines the answer of prompt ``index`` (for cache keys)."""
+        grammar = self.grammar(index)
+        described = {"reasoning": self.reasoning, "schema": self.schema(index)}
+        return described if grammar is None else {**described, "grammar": grammar}
+
+
+# A JSON Schema, or a grammar in xgrammar's EBNF notation.
+AnswerConstraint = Mapping[str, Any] | str
 
 
 @dataclass

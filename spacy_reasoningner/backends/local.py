@@ -3,7 +3,8 @@ time, an identity for caches, chat-template rendering with the thinking switch, 
 and constrained answers.
 
 Constrained answers: the reasoning stays free; only the JSON answer is constrained, to the
-JSON Schema the task gives each prompt (``AnswerFormat.schemas``), so it always parses. Two
+JSON Schema the task gives each prompt (``AnswerFormat.schemas``), or to its narrower grammar
+(``AnswerFormat.grammars``: grounded answers), so it always parses. Two
 passes: the model reasons until ``</think>`` (or its end of sequence; a chain cut by the
 budget is closed too, so every prompt gets an answer), then the answer is generated under the
 constraint after the closed think block. Without reasoning only the second pass runs.
@@ -15,14 +16,20 @@ from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 from ..models import ModelSource, model_fingerprint, resolve_model
 from ..protocol import DEFAULT_CHAT_TEMPLATE, THINK_CLOSE, THINK_OPEN, ChatMessages, render_prompt
 from ..trust import SavedPipeline, check_remote_code
-from .base import AnswerFormat, Completion, ConstrainableBackend, GenerationSettings
+from .base import (
+    AnswerConstraint,
+    AnswerFormat,
+    Completion,
+    ConstrainableBackend,
+    GenerationSettings,
+)
 from .structured import StructuredOption, check_answer_budget, check_option, structured_enabled
 
 
@@ -31,7 +38,7 @@ class LocalBackend(ConstrainableBackend):
 
     Subclasses load the model (``load``, ``loaded``, ``tokenizer``) and generate from
     rendered prompts: ``_generate_free`` without constraint, ``_generate_answers`` under one
-    JSON Schema per prompt. Everything else is written here once.
+    constraint (a JSON Schema or a grammar) per prompt. Everything else is written here once.
     """
 
     engine_name: str  # "transformers", "vllm": the first field of ``identity``
@@ -79,9 +86,10 @@ class LocalBackend(ConstrainableBackend):
         self,
         texts: list[str],
         settings: GenerationSettings,
-        schemas: Sequence[Mapping[str, Any]],
+        constraints: Sequence[AnswerConstraint],
     ) -> list[Completion]:
-        """Completions of rendered prompts, each constrained to its JSON Schema."""
+        """Completions of rendered prompts, each constrained to its JSON Schema (a mapping)
+        or grammar (EBNF text)."""
 
     def _identity_details(self) -> dict[str, Any]:
         """Engine-specific parts of ``identity``."""
@@ -133,12 +141,12 @@ class LocalBackend(ConstrainableBackend):
         settings: GenerationSettings,
         answer_format: AnswerFormat,
     ) -> list[Completion]:
-        """Free completions, or two passes for the prompts whose answer has a JSON Schema
+        """Free completions, or two passes for the prompts whose answer has a constraint
         when ``structured_output`` is on."""
         reasoning = answer_format.reasoning
         texts = [self.render(p, settings, reasoning=reasoning) for p in prompts]
         constrained = self.constrained
-        schemas = [answer_format.schema(i) if constrained else None for i in range(len(texts))]
+        schemas = [answer_format.constraint(i) if constrained else None for i in range(len(texts))]
         completions: list[Completion | None] = [None] * len(texts)
         free = [i for i, schema in enumerate(schemas) if schema is None]
         if free:
@@ -159,7 +167,7 @@ class LocalBackend(ConstrainableBackend):
         self,
         texts: list[str],
         settings: GenerationSettings,
-        schemas: list[Mapping[str, Any]],
+        schemas: list[AnswerConstraint],
         reasoning: bool,
     ) -> list[Completion]:
         """Free reasoning up to ``</think>`` (when asked for), then the constrained answer

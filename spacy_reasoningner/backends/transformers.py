@@ -13,14 +13,15 @@ import importlib.util
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..hardware import cpu_has_native_bfloat16
 from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model
 from ..registry import backends
-from .base import Completion, GenerationSettings
+from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
 from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
@@ -35,7 +36,8 @@ class TransformersBackend(LocalBackend):
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model``.
     device: "auto" (CUDA when available, else CPU), or any torch device string.
-    dtype: "auto" (bfloat16 on GPU, float32 on CPU), "float32", "bfloat16" or "float16".
+    dtype: "auto" (bfloat16 on GPU and on CPUs with native bfloat16, see ``hardware``; else
+        float32), "float32", "bfloat16" or "float16".
     attn_implementation: "auto" (flash_attention_2 when importable on a GPU, else sdpa).
     batch_size: most prompts per ``generate`` call; larger batches are split (memory bound).
     structured_output: constrain the JSON answer to the protocol's shape and the schema's
@@ -155,6 +157,8 @@ class TransformersBackend(LocalBackend):
             return getattr(torch, self.dtype_name)
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
+        if device.type == "cpu" and cpu_has_native_bfloat16():
+            return torch.bfloat16
         return torch.float32
 
     def _attention(self, device: Any) -> str:
@@ -184,13 +188,13 @@ class TransformersBackend(LocalBackend):
         self,
         texts: list[str],
         settings: GenerationSettings,
-        schemas: Sequence[Mapping[str, Any]],
+        constraints: Sequence[AnswerConstraint],
     ) -> list[Completion]:
         from xgrammar.contrib.hf import LogitsProcessor
 
         def constrained(batch: list[str], rows: list[int]) -> list[Completion]:
             # One processor per generate call (it keeps per-row matcher state).
-            grammars = [self._grammar(schemas[i]) for i in rows]
+            grammars = [self._grammar(constraints[i]) for i in rows]
             processor = LogitsProcessor(grammars)
             return self._generate_batch(batch, _seeded(settings, rows), logits_processor=processor)
 
@@ -207,9 +211,11 @@ class TransformersBackend(LocalBackend):
                 completions[i] = completion
         return completions  # type: ignore[return-value]
 
-    def _grammar(self, answer_schema: Mapping[str, Any]) -> Any:
-        """The answer schema compiled for this tokenizer (kept: schemas repeat across calls)."""
-        key = json.dumps(answer_schema, sort_keys=True)
+    def _grammar(self, constraint: AnswerConstraint) -> Any:
+        """The answer constraint (JSON Schema or EBNF grammar) compiled for this tokenizer
+        (kept: schemas repeat across calls; grounded grammars when a text comes back)."""
+        grammar = isinstance(constraint, str)
+        key = constraint if grammar else json.dumps(constraint, sort_keys=True)
         if key in self._grammars:
             self._grammars.move_to_end(key)
             return self._grammars[key]
@@ -224,15 +230,22 @@ class TransformersBackend(LocalBackend):
             info = xgrammar.TokenizerInfo.from_huggingface(
                 self.tokenizer, vocab_size=self.model.config.vocab_size
             )
-            self._grammar_compiler = xgrammar.GrammarCompiler(info)
-        # Compact JSON with the separators of the training answers: a free-whitespace grammar
-        # lets a weak model spend its whole token budget on blanks inside the object.
-        grammar = self._grammars[key] = self._grammar_compiler.compile_json_schema(
-            key, any_whitespace=False, separators=(", ", ": ")
+            # Our LRU is the cache: xgrammar's own is unbounded, and grounded grammars differ
+            # per text.
+            self._grammar_compiler = xgrammar.GrammarCompiler(info, cache_enabled=False)
+        compiler = self._grammar_compiler
+        # JSON Schemas compile to compact JSON with the separators of the training answers (as
+        # the grounded grammars are): with free whitespace a weak model can spend its whole
+        # budget on blanks inside the object.
+        compiled = (
+            compiler.compile_grammar(key)
+            if grammar
+            else compiler.compile_json_schema(key, any_whitespace=False, separators=(", ", ": "))
         )
+        self._grammars[key] = compiled
         if len(self._grammars) > MAX_GRAMMARS:
             self._grammars.popitem(last=False)
-        return grammar
+        return compiled
 
     def _generate_batch(
         self, texts: list[str], settings: GenerationSettings, logits_processor: Any = None

@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..models import DEFAULT_MODEL, load_error, resolve_model
 from ..registry import backends
 from ..trust import SavedPipeline, check_remote_code
-from .base import Completion, GenerationSettings
+from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
 from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
@@ -172,20 +172,21 @@ class VLLMBackend(LocalBackend):
         self,
         texts: list[str],
         settings: GenerationSettings,
-        schemas: Sequence[Mapping[str, Any]],
+        constraints: Sequence[AnswerConstraint],
     ) -> list[Completion]:
         from vllm.sampling_params import StructuredOutputsParams
 
-        # Compact JSON, as in the transformers backend: no room for endless blanks.
+        # JSON Schemas as compact JSON, as in the transformers backend: no room for endless
+        # blanks; grammars (grounded answers) are compact by construction.
         params = [
             self._sampling(
                 settings,
                 i,
-                structured_outputs=StructuredOutputsParams(
-                    json=dict(s), disable_any_whitespace=True
-                ),
+                structured_outputs=StructuredOutputsParams(grammar=c)
+                if isinstance(c, str)
+                else StructuredOutputsParams(json=dict(c), disable_any_whitespace=True),
             )
-            for i, s in enumerate(schemas)
+            for i, c in enumerate(constraints)
         ]
         return self._run(texts, params)
 
