@@ -60,6 +60,8 @@ def config_for(tmp_path: Path, **cg: object) -> DataConfig:
         "paths.output": str(tmp_path),
         "cg.sources.conll2003.limit": 6,
         "cg.sources.pile_ner.limit": 3,
+        "cg.sources.conll2003.empty_share": None,  # every sampled sentence kept
+        "cg.sources.pile_ner.empty_share": None,
         "cg.batch_size": 4,
         "cg.cache": None,
         **{f"cg.{k}": v for k, v in cg.items()},
@@ -86,6 +88,9 @@ def test_template_run_writes_dataset_ner_cot_and_report(tmp_path: Path) -> None:
         "paths.output": str(tmp_path),
         "cg.sources.conll2003.limit": 6,
         "cg.sources.pile_ner.limit": 3,
+        # Every sampled sentence kept: no share of empty answers to bound.
+        "cg.sources.conll2003.empty_share": None,
+        "cg.sources.pile_ner.empty_share": None,
     }
     config = DataConfig.from_profile(load_profile("cpu", overrides))
     report = run(config)
