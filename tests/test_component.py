@@ -526,7 +526,8 @@ def test_few_shot_examples_are_earlier_turns_and_the_instruction_is_replaced():
     assert messages[0]["content"].endswith("Text: Marie Curie worked in Paris.")
     assert messages[1]["content"] == (
         "<think>\nMarie Curie is a scientist; Paris is a city.\n</think>\n"
-        '{"entities": {"person": ["Marie Curie"], "location": ["Paris"]}}'
+        # Labels in the schema's order, as every answer is rendered.
+        '{"entities": {"location": ["Paris"], "person": ["Marie Curie"]}}'
     )
     assert messages[3]["content"] == '{"entities": {}}'
     assert messages[4]["content"].startswith(instruction)
@@ -537,7 +538,7 @@ def test_examples_without_reasoning_when_reasoning_is_off():
     nlp, pipe = make_nlp(examples=EXAMPLES, reasoning=False)
     messages = captured_prompts(nlp, pipe)
     assert messages[1]["content"] == (
-        '{"entities": {"person": ["Marie Curie"], "location": ["Paris"]}}'
+        '{"entities": {"location": ["Paris"], "person": ["Marie Curie"]}}'
     )
 
 

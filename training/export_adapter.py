@@ -25,6 +25,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -39,6 +40,7 @@ from spacy_reasoningner.models import lora_scale
 from .assemble import AssembleConfig
 from .build_data import DataConfig
 from .config import StageConfig, load_profile, parse_overrides, require
+from .decontamination import DecontaminationConfig, evaluation_splits
 from .evaluate import EvaluateConfig
 from .grpo import GRPOStageConfig
 from .sft import SFTStageConfig
@@ -191,14 +193,15 @@ def decontamination_report(profile: Config, outputs: dict[str, Path]) -> str:
             seed=grpo.prompts.seed,
             drop_types=grpo.prompts.drop_types,
             forbidden_datasets=grpo.prompts.forbidden_datasets,
-            decontaminate_against=grpo.prompts.decontaminate,
+            decontamination=grpo.prompts.decontamination,
         )
         lines += [f"- GRPO prompts `{name}`: `{s.path}`" for name, s in grpo.sources.items()]
         grpo_removed: Any = planned.contaminated
-        grpo_splits = sorted(grpo.prompts.decontaminate)
+        grpo_splits = _checked_splits(grpo.prompts.decontamination, grpo.prompts.forbidden_datasets)
     else:
         lines.append(f"- GRPO prompts: the CG dataset `{grpo.prompts.dataset}`")
-        grpo_removed, grpo_splits = "(the CG dataset's, above)", sorted(data.decontaminate)
+        grpo_removed = "(the CG dataset's, above)"
+        grpo_splits = _checked_splits(data.decontamination, data.forbidden_datasets)
     lines += [
         "",
         "## Zero-shot evaluation domains",
@@ -210,7 +213,8 @@ def decontamination_report(profile: Config, outputs: dict[str, Path]) -> str:
         "",
         "## Overlap with evaluation splits",
         "",
-        f"- CG/SFT: checked against {', '.join(sorted(data.decontaminate))}; "
+        f"- CG/SFT: checked against "
+        f"{', '.join(_checked_splits(data.decontamination, data.forbidden_datasets))}; "
         f"removed per source and split: {cg_removed}",
         f"- GRPO: checked against {', '.join(grpo_splits)}; removed: {grpo_removed}",
         *evaluation_overlap_lines(outputs["evaluate"] / "results.json"),
@@ -350,3 +354,8 @@ def command(
     Which stages and the weight dtype come from [export] (e.g. --export.dtype float32)."""
     folder = export(load_profile(profile, parse_overrides(ctx.args)), output)
     typer.echo(f"adapter: {folder}  (provenance: {folder / 'PROVENANCE.md'})")
+
+
+def _checked_splits(config: DecontaminationConfig, forbidden: Sequence[str]) -> list[str]:
+    """The evaluation splits (``<dataset>/<split>``) a stage's data was checked against."""
+    return sorted(evaluation_splits(config, forbidden))
