@@ -45,7 +45,8 @@ def prompts(texts=TEXTS, reasoning=True):
 def test_batch_generation_matches_transformers_greedy(engine, bundled_model_dir):
     settings = GenerationSettings(max_new_tokens=12)
     from_vllm = engine.generate(prompts(), settings)
-    reference = TransformersBackend(model=str(bundled_model_dir)).generate(prompts(), settings)
+    transformers = TransformersBackend(model=str(bundled_model_dir), dtype="float32")
+    reference = transformers.generate(prompts(), settings)
     assert [c.prompt for c in from_vllm] == [c.prompt for c in reference]
     # float32 on both sides: greedy decoding agrees on every prompt.
     assert [c.text for c in from_vllm] == [c.text for c in reference]

@@ -58,8 +58,16 @@ def test_component_through_vllm_serve(server):
 
 
 def test_server_killed_mid_batch_then_resumed_from_the_cache(server, tmp_path):
+    # One request per completion (no constrained second pass), so finished requests are
+    # finished completions.
     nlp = make_nlp(
-        server.url, tmp_path / "cache", max_concurrency=2, max_retries=1, backoff=0.1, timeout=60
+        server.url,
+        tmp_path / "cache",
+        max_concurrency=2,
+        max_retries=1,
+        backoff=0.1,
+        timeout=60,
+        structured_output=False,
     )
     pipe = nlp.get_pipe("reasoning_ner")
     docs = [nlp.make_doc(t) for t in TEXTS]
@@ -87,7 +95,7 @@ def test_server_killed_mid_batch_then_resumed_from_the_cache(server, tmp_path):
 
     server.start()
     resumed = list(
-        make_nlp(server.url, tmp_path / "cache", max_concurrency=2).pipe(
+        make_nlp(server.url, tmp_path / "cache", max_concurrency=2, structured_output=False).pipe(
             TEXTS, batch_size=len(TEXTS)
         )
     )
