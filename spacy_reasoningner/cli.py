@@ -314,6 +314,13 @@ def evaluate(
         _fail(2, "--labels-json goes with --file (--data reads each dataset's labels.json)")
     # Corpus readers and scoring live in the benchmark package, loaded only for this command.
     from . import benchmark
+    from .benchmark.evaluation import check_report_dependencies
+
+    if output is not None:
+        try:
+            check_report_dependencies()
+        except ImportError as e:
+            _fail(1, str(e))
 
     options = {"naming": naming, "definitions": definitions, "limit": limit, "seed": seed}
     try:

@@ -358,3 +358,23 @@ def test_evaluate_option_errors(scripted_pipeline: Path, tmp_path: Path, args, m
     result = run("evaluate", scripted_pipeline, *[a.format(tmp=tmp_path) for a in args])
     assert result.exit_code in (1, 2)
     assert message in result.stderr
+
+
+def test_evaluate_report_without_matplotlib_fails_before_the_model_runs(
+    scripted_pipeline: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "matplotlib" else find_spec(name, *a),
+    )
+    bio = tmp_path / "mine.bio"
+    bio.write_text("Alice\tB-person\nflew\tO\nto\tO\nParis\tB-location\n")
+    report = tmp_path / "report"
+    result = run("evaluate", scripted_pipeline, "--file", bio, "-o", report)
+    assert result.exit_code == 1
+    assert "pip install 'spacy-reasoningner[train]'" in result.stderr
+    assert "| dataset |" not in result.stdout and not report.exists()  # nothing was evaluated

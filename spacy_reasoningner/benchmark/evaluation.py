@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import logging
 import statistics
@@ -53,6 +54,16 @@ RESULT_FILES = ("results.json", "results.md", "f1.png")
 
 
 # --------------------------------------------------------------------------- results
+
+
+def check_report_dependencies() -> None:
+    """A saved report draws f1.png with matplotlib, which only the ``train`` extra installs:
+    callers check before any model runs, so that an evaluation is not lost at the end."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError(
+            "saving an evaluation report draws f1.png with matplotlib, which is not installed: "
+            "pip install 'spacy-reasoningner[train]' (or leave out -o and keep the printed table)"
+        )
 
 
 @dataclass
@@ -220,6 +231,7 @@ class EvaluationResult:
 
     def plot_f1(self, path: str | Path) -> Path:
         """Bar chart of per-dataset F1 under each metric, means last."""
+        check_report_dependencies()
         import matplotlib
 
         matplotlib.use("Agg")  # no display needed (servers, CI)
