@@ -176,6 +176,8 @@ def decontamination_report(profile: Config, outputs: dict[str, Path]) -> str:
         if report_path.is_file()
         else "(no CG report)"
     )
+    # The splits are read from disk: once for the CG data, reused when GRPO drew from it.
+    cg_splits = _checked_splits(data.decontamination, data.forbidden_datasets)
     lines = [
         "# Decontamination report",
         "",
@@ -201,7 +203,7 @@ def decontamination_report(profile: Config, outputs: dict[str, Path]) -> str:
     else:
         lines.append(f"- GRPO prompts: the CG dataset `{grpo.prompts.dataset}`")
         grpo_removed = "(the CG dataset's, above)"
-        grpo_splits = _checked_splits(data.decontamination, data.forbidden_datasets)
+        grpo_splits = cg_splits
     lines += [
         "",
         "## Zero-shot evaluation domains",
@@ -214,7 +216,7 @@ def decontamination_report(profile: Config, outputs: dict[str, Path]) -> str:
         "## Overlap with evaluation splits",
         "",
         f"- CG/SFT: checked against "
-        f"{', '.join(_checked_splits(data.decontamination, data.forbidden_datasets))}; "
+        f"{', '.join(cg_splits)}; "
         f"removed per source and split: {cg_removed}",
         f"- GRPO: checked against {', '.join(grpo_splits)}; removed: {grpo_removed}",
         *evaluation_overlap_lines(outputs["evaluate"] / "results.json"),
