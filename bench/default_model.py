@@ -6,8 +6,9 @@ on the dev sets, grounding, parse failures and seconds per sentence on this mach
 Builds ``spacy.blank("en").add_pipe("reasoning_ner")`` with only the labels set (per
 dataset, by the evaluation), so every other setting is the package default: the bundled
 model, the transformers backend, its dtype, structured and grounded answers, reasoning.
-``--model``, ``--dtype``, ``--reasoning``, ``--grounded`` override one setting to compare
-(e.g. a trained model folder, float32 against bfloat16, reasoning off). Prints:
+``--model``, ``--dtype``, ``--reasoning``, ``--grounded``, ``--max-new-tokens`` override one
+setting to compare (e.g. a trained model folder, float32 against bfloat16, reasoning off, a
+shorter reasoning budget). Prints:
 
 * the entities found in the example sentences (person / organization / location);
 * per dev set (n sentences drawn with the seed; MIT Movie and Restaurant: a seeded slice of
@@ -68,6 +69,8 @@ def build(args: argparse.Namespace) -> spacy.Language:
         config["reasoning"] = args.reasoning
     if args.grounded is not None:
         config["grounded_answers"] = args.grounded
+    if args.max_new_tokens:
+        config["generation"] = {"max_new_tokens": args.max_new_tokens}
     nlp = spacy.blank("en")
     nlp.add_pipe("reasoning_ner", config=config)
     nlp.initialize()
@@ -149,6 +152,11 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"])
     parser.add_argument("--reasoning", type=json.loads, choices=[True, False])
     parser.add_argument("--grounded", type=json.loads, choices=[True, False])
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="generation budget (with constrained answers: of the reasoning)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, help="folder for results.json/.md")
     args = parser.parse_args()

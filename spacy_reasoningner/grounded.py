@@ -9,7 +9,9 @@ A span is a contiguous run of the text's tokens (``\\w+`` runs and single other 
 with the exact characters between them) that starts on a word and ends on a word or on a
 full stop attached to one (``Inc.``, ``U.S.``). The answer is the protocol's JSON as
 ``render_answer`` writes it (``{"entities": {"<type>": ["<mention>", ...], ...}}``, types in
-schema order, each at most once, at most ``MAX_MENTIONS_PER_LABEL`` mentions each).
+schema order, each at most once, at most ``MAX_MENTIONS_PER_LABEL`` mentions each, and no
+more mentions per type than the text has words a mention can start on: a model that repeats
+itself in its answer stops at that bound, not at the answer's token budget).
 
 Why a grammar and not a JSON Schema: listing the spans (an ``enum``) makes the constraint
 grow with the square of the text and xgrammar's compilation with it (about 3 s for a
@@ -89,7 +91,9 @@ def grounded_answer_grammar(
         tail = f' ("{", "}" ({later}))?' if later else ""
         rules.append(f't{i} ::= {_ebnf(json.dumps(name, ensure_ascii=False))} ": " list{tail}')
     rules.append("entities ::= (" + " | ".join(f"t{i}" for i in range(len(names))) + ")?")
-    repeat = f"{{0,{max_items - 1}}}"
+    # Distinct mentions of one type start on distinct words (nested ones of the same type
+    # aside), so a longer list can only repeat itself.
+    repeat = f"{{0,{min(max_items, len(starts)) - 1}}}"
     rules.append(f'list ::= "[" (mention (", " mention){repeat})? "]"')
     rules.append('mention ::= "\\"" (' + " | ".join(starts) + ') "\\""')
     return "\n".join(rules + span_rules) + "\n"

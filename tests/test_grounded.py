@@ -120,6 +120,15 @@ def test_number_of_mentions_is_bounded() -> None:
     assert not accepts(grammar, answer({"person": ["Ada", "Bob", "Cy"]}))
 
 
+def test_mentions_per_type_are_bounded_by_the_words_they_can_start_on() -> None:
+    # "Lotte 46 6 54": four words, so a fifth mention can only repeat one (a looping model).
+    grammar = grounded_answer_grammar(SCHEMA, "Lotte 46 6 54")
+    assert accepts(grammar, answer({"organization": ["Lotte", "46", "6", "54"]}))
+    looping = '{"entities": {"organization": ["Lotte", "46", "6", "54", "46"]}}'
+    assert not accepts(grammar, looping)
+    assert accepts(grammar, answer({"person": ["46"], "organization": ["Lotte", "46"]}))
+
+
 def test_text_without_words_allows_only_the_empty_answer() -> None:
     grammar = grounded_answer_grammar(SCHEMA, " -- ... ")
     assert accepts(grammar, '{"entities": {}}')
