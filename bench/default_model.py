@@ -6,9 +6,10 @@ on the dev sets, grounding, parse failures and seconds per sentence on this mach
 Builds ``spacy.blank("en").add_pipe("reasoning_ner")`` with only the labels set (per
 dataset, by the evaluation), so every other setting is the package default: the bundled
 model, the transformers backend, its dtype, structured and grounded answers, reasoning.
-``--model``, ``--dtype``, ``--reasoning``, ``--grounded``, ``--max-new-tokens`` override one
-setting to compare (e.g. a trained model folder, float32 against bfloat16, reasoning off, a
-shorter reasoning budget). Prints:
+``--model``, ``--dtype``, ``--reasoning``, ``--grounded``, ``--max-new-tokens``,
+``--stop-reasoning-loops`` override one setting to compare (e.g. a trained model folder,
+float32 against bfloat16, reasoning off, a shorter reasoning budget, reasoning loops run to
+the budget). Prints:
 
 * the entities found in the example sentences (person / organization / location);
 * per dev set (n sentences drawn with the seed; MIT Movie and Restaurant: a seeded slice of
@@ -69,8 +70,13 @@ def build(args: argparse.Namespace) -> spacy.Language:
         config["reasoning"] = args.reasoning
     if args.grounded is not None:
         config["grounded_answers"] = args.grounded
+    generation: dict[str, Any] = {}
     if args.max_new_tokens:
-        config["generation"] = {"max_new_tokens": args.max_new_tokens}
+        generation["max_new_tokens"] = args.max_new_tokens
+    if args.stop_reasoning_loops is not None:
+        generation["stop_reasoning_loops"] = args.stop_reasoning_loops
+    if generation:
+        config["generation"] = generation
     nlp = spacy.blank("en")
     nlp.add_pipe("reasoning_ner", config=config)
     nlp.initialize()
@@ -157,6 +163,7 @@ def main() -> None:
         type=int,
         help="generation budget (with constrained answers: of the reasoning)",
     )
+    parser.add_argument("--stop-reasoning-loops", type=json.loads, choices=[True, False])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", type=Path, help="folder for results.json/.md")
     args = parser.parse_args()

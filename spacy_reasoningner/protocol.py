@@ -40,6 +40,9 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# A reasoning line this long that repeats an earlier one is a loop, not an argument: a small
+# model that writes '"Caldicott" is a person.' a second time writes it a tenth time.
+MIN_LOOP_LINE_CHARS = 12
 
 
 def label_key(label: str) -> str:
@@ -398,6 +401,30 @@ _OBJECT_START = re.compile(
     re.DOTALL,
 )
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # unpaired \\ud800 escapes; not encodable
+
+
+def reasoning_loop_start(reasoning: str) -> int | None:
+    """Offset of the first line of ``reasoning`` that repeats an earlier line (compared
+    stripped, at least ``MIN_LOOP_LINE_CHARS`` characters), or None when no line repeats."""
+    seen: set[str] = set()
+    offset = 0
+    for line in reasoning.splitlines(keepends=True):
+        key = line.strip()
+        if len(key) >= MIN_LOOP_LINE_CHARS:
+            if key in seen:
+                return offset
+            seen.add(key)
+        offset += len(line)
+    return None
+
+
+def closed_think_block(thought: str, *, stop_loops: bool) -> str:
+    """The think block the answer pass of constrained answers continues from: the reasoning
+    pass's text without its tags, cut before its first repeated line when ``stop_loops``."""
+    thought = thought.replace(THINK_OPEN, "").replace(THINK_CLOSE, "")
+    if stop_loops and (loop := reasoning_loop_start(thought)) is not None:
+        thought = thought[:loop]
+    return f"{THINK_OPEN}\n{thought.strip()}\n{THINK_CLOSE}\n"
 
 
 def split_reasoning(completion: str, reasoning: str | None = None) -> tuple[str, str, list[str]]:

@@ -54,7 +54,9 @@ class ComponentSettings:
     )
     generation: dict[str, Any] = setting(
         "decoding (`GenerationSettings`): `max_new_tokens`, `temperature` (0 = greedy), "
-        "`top_p`, `stop`, `seed`, `chat_template_kwargs`",
+        "`top_p`, `stop`, `seed`, `stop_reasoning_loops` (with constrained answers, the "
+        "reasoning ends at its first line that repeats an earlier one), "
+        "`chat_template_kwargs`",
         GenerationSettings().to_config(),
     )
     reasoning: bool = setting(

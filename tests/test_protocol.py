@@ -19,8 +19,10 @@ from spacy_reasoningner.protocol import (
     ISSUE_UNCLOSED_THINK,
     PRF,
     Schema,
+    closed_think_block,
     normalize_mention,
     parse_completion,
+    reasoning_loop_start,
     render_answer,
     render_completion,
     render_messages,
@@ -439,3 +441,31 @@ def test_json_objects_reads_any_model_output_safely():
     text = 'Scores: {"coherence": 9} and {accuracy: 8,} then ' + "{" * 50_000 + "[" * 5000
     assert list(json_objects(text))[:2] == [{"coherence": 9}, {"accuracy": 8}]
     assert grows_linearly(lambda size: list(json_objects('{"a": [' * size)), 2_000, 32_000)
+
+
+LOOPING = (
+    '"Caldicott" is a person.\n"In 1990" is a person.\n'
+    '"Caldicott" is a person.\n"In 1990" is a person.\n"Caldicott" is a person.'
+)
+
+
+def test_a_reasoning_loop_starts_at_the_first_repeated_line():
+    assert LOOPING[reasoning_loop_start(LOOPING) :].startswith('"Caldicott" is a person.\n"In')
+    assert reasoning_loop_start(LOOPING) == len(
+        '"Caldicott" is a person.\n"In 1990" is a person.\n'
+    )
+    # Short lines repeat in honest reasoning ("Wait.", blank lines); they are not a loop.
+    assert reasoning_loop_start("Wait.\nAda is a person.\nWait.\n\n\nBob is a person.") is None
+    assert reasoning_loop_start("  Ada is a person.\nAda is a person.  ") == len(
+        "  Ada is a person.\n"
+    )
+
+
+def test_the_answer_pass_continues_from_the_reasoning_before_its_loop():
+    assert closed_think_block(f"<think>\n{LOOPING}", stop_loops=True) == (
+        '<think>\n"Caldicott" is a person.\n"In 1990" is a person.\n</think>\n'
+    )
+    assert closed_think_block(LOOPING + "</think>", stop_loops=False) == (
+        f"<think>\n{LOOPING}\n</think>\n"
+    )
+    assert closed_think_block("", stop_loops=True) == "<think>\n\n</think>\n"

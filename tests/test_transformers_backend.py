@@ -313,6 +313,42 @@ def test_structured_answers_follow_the_schema_until_done_or_cut(tiny_model_dir):
             assert 0 < completion.n_tokens <= 16 + 48
 
 
+class ForcedTokens:
+    """A logits processor that makes the model write ``tokens``, one per step (the model
+    really runs; only its choices are scripted, to reach a loop on purpose)."""
+
+    def __init__(self, tokens: list[int], prompt_length: int):
+        self.tokens, self.prompt_length = tokens, prompt_length
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_length
+        forced = torch.full_like(scores, float("-inf"))
+        forced[:, self.tokens[min(step, len(self.tokens) - 1)]] = 0.0
+        return forced
+
+
+def test_the_reasoning_pass_stops_at_its_first_repeated_line(tiny_backend):
+    tokenizer = tiny_backend.tokenizer
+    line = '"Caldicott" is a person.\n'
+    loop = tokenizer.encode(f'{line}"In 1990" is a person.\n' + line * 20, add_special_tokens=False)
+    text = tiny_backend.render(prompts()[1], GenerationSettings())
+    prompt_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    settings = GenerationSettings(max_new_tokens=len(loop))
+
+    def reason(stop_at_loops: bool) -> str:
+        forced = ForcedTokens(loop, prompt_length)
+        (completion,) = tiny_backend._generate_batch(
+            [text], settings, logits_processor=forced, stop_at_loops=stop_at_loops
+        )
+        return completion
+
+    stopped = reason(stop_at_loops=True)
+    assert stopped.text == f'{line}"In 1990" is a person.\n{line}'  # stopped after the repeat
+    assert stopped.finish_reason == "stop"
+    free = reason(stop_at_loops=False)
+    assert free.text.count(line) == 21 and free.finish_reason == "length"
+
+
 def test_each_prompt_gets_its_own_answer_constraint(tiny_backend):
     """One JSON Schema per prompt (here each allows one word): every answer keeps to its own,
     in both passes (reasoning first or not), whatever the batch order."""

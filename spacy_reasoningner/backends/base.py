@@ -43,6 +43,12 @@ class GenerationSettings:
     ``max_new_tokens`` 512: enough for the default model's reasoning (about 130 tokens) and
     answer with room to spare, while a small model that loops stops after seconds, not
     minutes, on a CPU. Reasoning models write long chains: give them 2048-4096.
+
+    ``stop_reasoning_loops``: with constrained answers (two passes), the reasoning pass ends
+    at its first line that repeats an earlier one (``protocol.reasoning_loop_start``) and
+    the answer follows from the reasoning before it, instead of a looping model running to
+    ``max_new_tokens``. The transformers backend stops generating there; the others cut
+    the reasoning there, so every backend answers from the same reasoning.
     """
 
     max_new_tokens: int = 512
@@ -50,6 +56,7 @@ class GenerationSettings:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    stop_reasoning_loops: bool = True
     # Passed to the chat template, e.g. {"enable_thinking": False} for Qwen3.
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
 

@@ -21,7 +21,13 @@ from dataclasses import replace
 from typing import Any
 
 from ..models import ModelSource, model_fingerprint, resolve_model
-from ..protocol import DEFAULT_CHAT_TEMPLATE, THINK_CLOSE, THINK_OPEN, ChatMessages, render_prompt
+from ..protocol import (
+    DEFAULT_CHAT_TEMPLATE,
+    THINK_CLOSE,
+    ChatMessages,
+    closed_think_block,
+    render_prompt,
+)
 from ..trust import SavedPipeline, check_remote_code
 from .base import (
     AnswerConstraint,
@@ -80,6 +86,14 @@ class LocalBackend(ConstrainableBackend):
     @abstractmethod
     def _generate_free(self, texts: list[str], settings: GenerationSettings) -> list[Completion]:
         """Completions of rendered prompts, unconstrained."""
+
+    def _generate_reasoning(
+        self, texts: list[str], settings: GenerationSettings
+    ) -> list[Completion]:
+        """The reasoning pass of constrained answers: free completions up to ``</think>``.
+        Engines that can stop a row mid-batch stop it at a reasoning loop too
+        (``settings.stop_reasoning_loops``); the cut itself is made for all in ``_two_pass``."""
+        return self._generate_free(texts, settings)
 
     @abstractmethod
     def _generate_answers(
@@ -177,9 +191,10 @@ class LocalBackend(ConstrainableBackend):
         read = [0] * len(texts)
         if reasoning:
             free = replace(settings, stop=(THINK_CLOSE,))
-            for i, completion in enumerate(self._generate_free(texts, free)):
-                thought = completion.text.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
-                heads[i] = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n"
+            for i, completion in enumerate(self._generate_reasoning(texts, free)):
+                heads[i] = closed_think_block(
+                    completion.text, stop_loops=settings.stop_reasoning_loops
+                )
                 generated[i] = completion.n_tokens or 0
                 read[i] = completion.prompt_tokens or 0
         answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())

@@ -35,7 +35,7 @@ import httpcore
 import httpx
 
 from ..models import ModelSource
-from ..protocol import THINK_CLOSE, THINK_OPEN, ChatMessages, template_kwargs
+from ..protocol import THINK_CLOSE, ChatMessages, closed_think_block, template_kwargs
 from ..registry import backends
 from ..trust import SavedPipeline, key_destination_problem
 from .base import (
@@ -281,8 +281,7 @@ class OpenAIBackend(ConstrainableBackend):
         free = replace(settings, stop=(THINK_CLOSE,))
         thinking = self._request(self._body(messages, free, template))
         thought = f"{thinking.reasoning or ''}\n{thinking.text}"
-        thought = thought.replace(THINK_OPEN, "").replace(THINK_CLOSE, "").strip()
-        head = f"{THINK_OPEN}\n{thought}\n{THINK_CLOSE}\n"
+        head = closed_think_block(thought, stop_loops=settings.stop_reasoning_loops)
         body["messages"] = [*messages, {"role": "assistant", "content": head}]
         body.update(continue_final_message=True, add_generation_prompt=False)
         completion = self._constrained_request(body)

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..hardware import cpu_has_native_bfloat16
 from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model
+from ..protocol import reasoning_loop_start
 from ..registry import backends
 from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
@@ -184,6 +185,18 @@ class TransformersBackend(LocalBackend):
             texts, lambda batch, rows: self._generate_batch(batch, _seeded(settings, rows))
         )
 
+    def _generate_reasoning(
+        self, texts: list[str], settings: GenerationSettings
+    ) -> list[Completion]:
+        if not settings.stop_reasoning_loops:
+            return self._generate_free(texts, settings)
+        return self._in_batches(
+            texts,
+            lambda batch, rows: self._generate_batch(
+                batch, _seeded(settings, rows), stop_at_loops=True
+            ),
+        )
+
     def _generate_answers(
         self,
         texts: list[str],
@@ -248,7 +261,11 @@ class TransformersBackend(LocalBackend):
         return compiled
 
     def _generate_batch(
-        self, texts: list[str], settings: GenerationSettings, logits_processor: Any = None
+        self,
+        texts: list[str],
+        settings: GenerationSettings,
+        logits_processor: Any = None,
+        stop_at_loops: bool = False,
     ) -> list[Completion]:
         import torch
 
@@ -271,6 +288,10 @@ class TransformersBackend(LocalBackend):
             kwargs.update(stop_strings=list(settings.stop), tokenizer=self.tokenizer)
         if logits_processor is not None:
             kwargs["logits_processor"] = [logits_processor]
+        if stop_at_loops:
+            kwargs["stopping_criteria"] = [
+                _reasoning_loop_stop(self.tokenizer, inputs["input_ids"].shape[1])
+            ]
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
         generated = output[:, inputs["input_ids"].shape[1] :]
@@ -303,6 +324,28 @@ def _seeded(settings: GenerationSettings, rows: list[int]) -> GenerationSettings
     if settings.seed is None or not rows:
         return settings
     return replace(settings, seed=settings.seed + min(rows))
+
+
+def _reasoning_loop_stop(tokenizer: Any, prompt_length: int) -> Any:
+    """A stopping criterion that ends a row at the end of a reasoning line repeating an
+    earlier one (``protocol.reasoning_loop_start``). Rows are left-padded, so every row's
+    generated tokens start at ``prompt_length``; the text is decoded only when a row's last
+    token holds a line break."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class ReasoningLoopStop(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+            for row, last in enumerate(input_ids[:, -1].tolist()):
+                if "\n" in tokenizer.decode([last]):
+                    text = tokenizer.decode(
+                        input_ids[row, prompt_length:], skip_special_tokens=True
+                    )
+                    done[row] = reasoning_loop_start(text) is not None
+            return done
+
+    return ReasoningLoopStop()
 
 
 def _end_token_ids(model: Any, tokenizer: Any) -> set[int]:
