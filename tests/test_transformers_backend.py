@@ -94,6 +94,7 @@ def test_stop_strings_end_generation(tiny_backend):
     )
     assert stopped.text == free.text[: free.text.find(stop)]
     assert stopped.finish_reason == "stop"
+    assert stopped.n_tokens < free.n_tokens  # generation itself stopped, not just the text
 
 
 def test_sampling_with_a_seed_is_reproducible(tiny_backend):
