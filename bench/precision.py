@@ -179,26 +179,17 @@ def inference(args: argparse.Namespace) -> None:
 
 
 def vllm_cpu(args: argparse.Namespace) -> None:
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    from vllm import LLM, SamplingParams
-
-    from spacy_reasoningner.models import resolve_model
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
 
     prompts = bench_prompts(args.data, 8)
     print("## vllm-cpu (enforce_eager, greedy, 96 tokens, batch 8)")
     reference = getattr(args, "reference", None)
     for name in DTYPES:
-        llm = LLM(resolve_model(MODEL).path, dtype=name, enforce_eager=True, seed=0)
-        params = SamplingParams(temperature=0.0, max_tokens=96)
-        outputs: list[Any] = []
-
-        def run(llm=llm, params=params, outputs=outputs) -> None:
-            outputs[:] = llm.chat(prompts, params, use_tqdm=False)
-
-        times = timed(run, args.repeats)
-        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
-        texts = [o.outputs[0].text for o in outputs]
+        # One process per engine: vLLM's distributed state does not survive a second LLM
+        # in the same process.
+        with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+            times, tokens, texts = pool.submit(vllm_run, name, prompts, args.repeats).result()
         agree = (
             f"  identical to transformers float32: "
             f"{sum(a == b for a, b in zip(texts, reference, strict=True))}/{len(texts)}"
@@ -206,7 +197,26 @@ def vllm_cpu(args: argparse.Namespace) -> None:
             else ""
         )
         print(f"{name:9} {tokens / min(times):6.1f} tok/s ({summary(times)}){agree}")
-        del llm
+
+
+def vllm_run(dtype: str, prompts: list, repeats: int) -> tuple[list[float], int, list[str]]:
+    """Seconds per batch, generated tokens and texts of greedy vllm-cpu completions."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from vllm import LLM, SamplingParams
+
+    from spacy_reasoningner.models import resolve_model
+
+    llm = LLM(resolve_model(MODEL).path, dtype=dtype, enforce_eager=True, seed=0)
+    params = SamplingParams(temperature=0.0, max_tokens=96)
+    outputs: list[Any] = []
+
+    def run() -> None:
+        outputs[:] = llm.chat(prompts, params, use_tqdm=False)
+
+    times = timed(run, repeats)
+    tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+    return times, tokens, [o.outputs[0].text for o in outputs]
 
 
 # --------------------------------------------------------------------------- training
@@ -225,7 +235,7 @@ def training_rows(data: Path, n: int) -> Any:
     from datasets import Dataset
 
     from spacy_reasoningner.benchmark.readers import load_label_map, read_bio, relabel
-    from training.build_data import log_entry, training_row
+    from training.samples import Sample
     from training.schemas import clean_types, with_schema
     from training.teacher import template_draft
 
@@ -236,8 +246,11 @@ def training_rows(data: Path, n: int) -> Any:
     rows = []
     for i, record in enumerate(records):
         record = with_schema(record, types)
-        entry = log_entry(record, template_draft(record), [], None)
-        rows.append(training_row({**entry, "guid": str(i)}))
+        draft = template_draft(record)
+        sample = Sample.from_record(
+            record, str(i), answer=draft.entities, reasoning=draft.reasoning
+        )
+        rows.append(sample.to_row())
     return Dataset.from_list(rows)
 
 
@@ -266,7 +279,7 @@ def train(args: argparse.Namespace) -> None:
     from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
     from spacy_reasoningner.models import resolve_model
-    from training.chat_data import grpo_dataset, sft_dataset
+    from training.chat_data import PromptOptions, grpo_dataset, sft_dataset
     from training.rewards import f1_reward, schema_reward
 
     path = resolve_model("bundled:smollm2-135m-instruct").path
@@ -296,7 +309,7 @@ def train(args: argparse.Namespace) -> None:
                     trainer = SFTTrainer(
                         model=path,
                         args=config,
-                        train_dataset=sft_dataset(rows, True),
+                        train_dataset=sft_dataset(rows, PromptOptions()),
                         peft_config=lora,
                         callbacks=[times],
                     )
@@ -315,7 +328,7 @@ def train(args: argparse.Namespace) -> None:
                         model=path,
                         reward_funcs=[f1_reward, schema_reward],
                         args=config,
-                        train_dataset=grpo_dataset(rows, True),
+                        train_dataset=grpo_dataset(rows, PromptOptions()),
                         peft_config=lora,
                         callbacks=[times],
                     )
