@@ -19,8 +19,10 @@ import dataclasses
 import hashlib
 import json
 import logging
+import random
 import sqlite3
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,6 +45,7 @@ from .protocol import ChatMessages
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 2  # bump when the key or the stored value changes meaning
+BUSY_SECONDS = 60  # how long a process waits for another one holding the cache's lock
 
 
 class CacheError(RuntimeError):
@@ -60,19 +63,34 @@ class ResponseCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                path, timeout=60, check_same_thread=False, isolation_level=None
+                path, timeout=BUSY_SECONDS, check_same_thread=False, isolation_level=None
             )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS completions (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
-            )
-            self._db.execute("SELECT key, value FROM completions LIMIT 1").fetchall()
+            self._set_up()
         except (OSError, sqlite3.Error) as error:
             raise CacheError(
                 f"the response cache {path} cannot be used ({error}). A cache only saves model "
                 "calls: delete or move that file to start a new cache in its place, set "
                 "cache_path to another file, or set cache_path to null to run without one"
             ) from error
+
+    def _set_up(self) -> None:
+        """WAL mode and the table. Two processes opening one cache at once: SQLite refuses
+        one of them at once ("database is locked") instead of waiting when waiting could
+        deadlock, whatever the busy timeout, so that one waits a moment and tries again."""
+        deadline = time.monotonic() + BUSY_SECONDS
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS completions "
+                    "(key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+                )
+                self._db.execute("SELECT key, value FROM completions LIMIT 1").fetchall()
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(random.uniform(0.01, 0.1))
 
     def __getstate__(self) -> dict[str, Any]:
         # A connection and a lock belong to one process: a copy (another worker) reopens.

@@ -112,3 +112,41 @@ def test_a_file_damaged_during_a_run_turns_the_cache_off_with_a_warning(tmp_path
     assert [c.text for c in completions] == ["ok"] * 3 and backend.calls == 3
     assert f"response cache {path} failed" in caplog.text
     assert "going on without it" in caplog.text
+
+
+def test_a_cache_locked_by_another_process_at_opening_is_opened_once_free(tmp_path, monkeypatch):
+    """SQLite answers "database is locked" at once, without its busy wait, when two
+    processes set up one new cache together (seen in CI). Stand-in for the other process: a
+    connection that is refused twice, then works."""
+    real_connect = sqlite3.connect
+
+    class LockedTwice:
+        def __init__(self, connection):
+            self.connection, self.refusals = connection, 2
+
+        def execute(self, *args):
+            if self.refusals:
+                self.refusals -= 1
+                raise sqlite3.OperationalError("database is locked")
+            return self.connection.execute(*args)
+
+        def __getattr__(self, name):
+            return getattr(self.connection, name)
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: LockedTwice(real_connect(*a, **k)))
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    assert cache._db.refusals == 0
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    cache.put_many({"k": Completion(text="x")})
+    assert ResponseCache(tmp_path / "c.sqlite").get_many(["k"])["k"].text == "x"
+
+
+def test_a_cache_that_stays_locked_is_a_cache_error(tmp_path, monkeypatch):
+    class Locked:
+        def execute(self, *args):
+            raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(sqlite3, "connect", lambda *a, **k: Locked())
+    monkeypatch.setattr("spacy_reasoningner.cache.BUSY_SECONDS", 0.2)
+    with pytest.raises(CacheError, match=r"cannot be used \(database is locked\)"):
+        ResponseCache(tmp_path / "c.sqlite")
