@@ -418,6 +418,30 @@ def reasoning_loop_start(reasoning: str) -> int | None:
     return None
 
 
+_ANSWER_ITEM = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\],]')
+
+
+def mention_list_repeats(answer: str) -> bool:
+    """Whether the last mention list of a (partial) JSON answer goes on, with a comma, after
+    a mention it already holds: how an answer loop starts ("Humane", "Humane", ...). A
+    repeated mention adds nothing to a set of mentions, so decoding may close the list there."""
+    items: list[str] | None = None  # the mentions of the open list, None outside lists
+    for match in _ANSWER_ITEM.finditer(answer):
+        item = match.group()
+        if item == "[":
+            items = []
+        elif item == "]":
+            items = None
+        elif items is None:
+            continue
+        elif item == ",":
+            if items and items[-1] in items[:-1]:
+                return True
+        else:
+            items.append(item)
+    return False
+
+
 def closed_think_block(thought: str, *, stop_loops: bool) -> str:
     """The think block the answer pass of constrained answers continues from: the reasoning
     pass's text without its tags, cut before its first repeated line when ``stop_loops``."""

@@ -20,6 +20,7 @@ from spacy_reasoningner.protocol import (
     PRF,
     Schema,
     closed_think_block,
+    mention_list_repeats,
     normalize_mention,
     parse_completion,
     reasoning_loop_start,
@@ -459,6 +460,17 @@ def test_a_reasoning_loop_starts_at_the_first_repeated_line():
     assert reasoning_loop_start("  Ada is a person.\nAda is a person.  ") == len(
         "  Ada is a person.\n"
     )
+
+
+def test_a_mention_list_repeats_when_it_goes_on_after_a_mention_it_holds():
+    head = '{"entities": {"person": ["Ada", "Bob"], "location": ["Ada", '
+    assert not mention_list_repeats(head)  # another list may name "Ada" again
+    assert not mention_list_repeats(head + '"Paris", "Ada"]}}')  # a repeat that ends the list
+    assert mention_list_repeats(head + '"Paris", "Ada",')
+    # Structure inside mentions is text: escaped quotes, brackets and commas.
+    quoted = '{"entities": {"work": ["\\"Dune, Part 2\\" [film]", "\\"Dune, Part 2\\" [film]"'
+    assert not mention_list_repeats(quoted) and mention_list_repeats(quoted + ", ")
+    assert not mention_list_repeats('{"entities": {"work": ["A", "B", "A, B",')
 
 
 def test_the_answer_pass_continues_from_the_reasoning_before_its_loop():

@@ -23,10 +23,12 @@ from spacy_reasoningner.backends.base import (
     TokenCounter,
 )
 from spacy_reasoningner.backends.transformers import TransformersBackend
+from spacy_reasoningner.grounded import grounded_answer_grammar
 from spacy_reasoningner.hardware import cpu_has_native_bfloat16
 from spacy_reasoningner.models import BUNDLED_MODELS, ModelSource, resolve_model
 from spacy_reasoningner.protocol import (
     Schema,
+    mention_list_repeats,
     normalize_mention,
     parse_completion,
     render_messages,
@@ -348,6 +350,54 @@ def test_the_reasoning_pass_stops_at_its_first_repeated_line(tiny_backend):
     assert stopped.finish_reason == "stop"
     free = reason(stop_at_loops=False)
     assert free.text.count(line) == 21 and free.finish_reason == "length"
+
+
+class PreferredTokens(ForcedTokens):
+    """Like ``ForcedTokens``, but only a strong preference: a token the constraint refused
+    stays refused, and the model chooses among the others once the script is off."""
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_length
+        if step < len(self.tokens):
+            scores[:, self.tokens[step]] += 1e4
+        return scores
+
+
+def test_an_answer_list_closes_at_its_first_repeated_mention(tiny_backend):
+    """The grounded grammar allows "Ada" as often as the text has words; scripted to loop on
+    it, the answer never goes on after a repeated mention (the list closes, or the model
+    writes another span) and stays in the grammar."""
+    from xgrammar.contrib.hf import LogitsProcessor
+
+    tokenizer = tiny_backend.tokenizer
+    sentence = TEXTS[1]
+    looping = '{"entities": {"person": [' + ", ".join(['"Ada"'] * 6) + "]}}"
+    script = tokenizer.encode(looping, add_special_tokens=False)
+    text = tiny_backend.render(
+        render_messages(sentence, SCHEMA, reasoning=False), GenerationSettings()
+    )
+    prompt_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    grammar = tiny_backend._grammar(grounded_answer_grammar(SCHEMA, sentence))
+    settings = GenerationSettings(max_new_tokens=len(script) + 24)
+
+    def answer(close_repeats: bool) -> str:
+        constrain, prefer = LogitsProcessor([grammar]), PreferredTokens(script, prompt_length)
+
+        def steer(input_ids, scores):
+            return prefer(input_ids, constrain(input_ids, scores))
+
+        (completion,) = tiny_backend._generate_batch(
+            [text], settings, logits_processor=steer, close_repeats=close_repeats
+        )
+        return completion.text
+
+    looped = answer(close_repeats=False)
+    assert looped.startswith(looping[:-2]) and mention_list_repeats(looped)
+    closed = answer(close_repeats=True)  # the script is off from its first refused comma
+    assert closed.startswith('{"entities": {"person": ["Ada", "Ada'), closed
+    assert not mention_list_repeats(closed), closed
+    parsed = parse_completion(closed, SCHEMA)
+    assert parsed.parsed and parsed.valid and parsed.mentions().count(("Ada", "person")) <= 2
 
 
 def test_each_prompt_gets_its_own_answer_constraint(tiny_backend):

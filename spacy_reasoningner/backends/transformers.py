@@ -20,7 +20,7 @@ from typing import Any
 
 from ..hardware import cpu_has_native_bfloat16
 from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model
-from ..protocol import reasoning_loop_start
+from ..protocol import mention_list_repeats, reasoning_loop_start
 from ..registry import backends
 from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
@@ -79,6 +79,7 @@ class TransformersBackend(LocalBackend):
         self.batch_size = batch_size
         self._grammars: OrderedDict[str, Any] = OrderedDict()  # answer schema -> grammar
         self._grammar_compiler: Any = None
+        self._comma_tokens: list[int] | None = None  # ids of the tokens holding a comma
         self.model: Any = None
         self._tokenizer: Any = None
 
@@ -137,6 +138,7 @@ class TransformersBackend(LocalBackend):
         self.model, self._tokenizer = model.to(device).eval(), tokenizer
         self._grammars.clear()
         self._grammar_compiler = None
+        self._comma_tokens = None
         logger.info("Loaded %s on %s (%s)", source or self.reference, device, kwargs["dtype"])
 
     def _identity_details(self) -> dict[str, Any]:
@@ -208,7 +210,9 @@ class TransformersBackend(LocalBackend):
             # One processor per generate call (it keeps per-row matcher state).
             grammars = [self._grammar(constraints[i]) for i in rows]
             processor = LogitsProcessor(grammars)
-            return self._generate_batch(batch, _seeded(settings, rows), logits_processor=processor)
+            return self._generate_batch(
+                batch, _seeded(settings, rows), logits_processor=processor, close_repeats=True
+            )
 
         return self._in_batches(texts, constrained)
 
@@ -265,7 +269,10 @@ class TransformersBackend(LocalBackend):
         settings: GenerationSettings,
         logits_processor: Any = None,
         stop_at_loops: bool = False,
+        close_repeats: bool = False,
     ) -> list[Completion]:
+        """``close_repeats``: after ``logits_processor`` (an answer constraint), refuse a comma
+        after a mention its list already holds (``_mention_repeat_guard``)."""
         import torch
 
         # Chat templates already contain the special tokens (BOS etc.).
@@ -289,8 +296,16 @@ class TransformersBackend(LocalBackend):
                     self.tokenizer, inputs["input_ids"].shape[1], settings.stop, stop_at_loops
                 )
             ]
-        if logits_processor is not None:
-            kwargs["logits_processor"] = [logits_processor]
+        processors = [logits_processor] if logits_processor is not None else []
+        if close_repeats:
+            prompt_length = inputs["input_ids"].shape[1]
+            if self._comma_tokens is None:  # once per tokenizer: its tokens holding a comma
+                vocabulary = self.tokenizer.get_vocab().items()
+                self._comma_tokens = sorted(i for token, i in vocabulary if "," in token)
+            guard = _mention_repeat_guard(self.tokenizer, prompt_length, self._comma_tokens)
+            processors.append(guard)
+        if processors:
+            kwargs["logits_processor"] = processors
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
         generated = output[:, inputs["input_ids"].shape[1] :]
@@ -356,6 +371,40 @@ def _text_stop(tokenizer: Any, prompt_length: int, stop: Sequence[str], loops: b
             return done
 
     return TextStop()
+
+
+def _mention_repeat_guard(tokenizer: Any, prompt_length: int, comma_tokens: list[int]) -> Any:
+    """A logits processor, after the answer constraint's, that closes a mention list which
+    repeats itself: where a comma would follow a mention the list already holds
+    (``protocol.mention_list_repeats``), the tokens holding that comma are refused, and the
+    constraint leaves ``]``. A small model otherwise writes "Humane", "Humane", ... up to the
+    grammar's bound on mentions, the largest share of its slowest answers.
+
+    Only tokens the constraint still allows and that hold a comma are tried, so a step costs
+    a decode of the row's answer when a comma may come next, and nothing otherwise.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    with_comma = torch.tensor(comma_tokens, dtype=torch.long)
+
+    class MentionRepeatGuard(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            candidates = with_comma[with_comma < scores.shape[1]]
+            for row in range(input_ids.shape[0]):
+                allowed = candidates[torch.isfinite(scores[row, candidates])].tolist()
+                if not allowed:
+                    continue
+                answer = tokenizer.decode(input_ids[row, prompt_length:], skip_special_tokens=True)
+                refused = [
+                    t for t in allowed if mention_list_repeats(answer + tokenizer.decode([t]))
+                ]
+                # Never refuse every token the constraint allows.
+                if refused and len(refused) < int(torch.isfinite(scores[row]).sum()):
+                    scores[row, refused] = float("-inf")
+            return scores
+
+    return MentionRepeatGuard()
 
 
 def _end_token_ids(model: Any, tokenizer: Any) -> set[int]:
