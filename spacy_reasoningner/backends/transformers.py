@@ -227,6 +227,13 @@ class TransformersBackend(LocalBackend):
                 completions[i] = completion
         return completions  # type: ignore[return-value]
 
+    def _comma_token_ids(self) -> list[int]:
+        """Ids of the tokenizer's tokens holding a comma (read once per loaded tokenizer)."""
+        if self._comma_tokens is None:
+            vocabulary = self.tokenizer.get_vocab().items()
+            self._comma_tokens = sorted(i for token, i in vocabulary if "," in token)
+        return self._comma_tokens
+
     def _grammar(self, constraint: AnswerConstraint) -> Any:
         """The answer constraint (JSON Schema or EBNF grammar) compiled for this tokenizer
         (kept: schemas repeat across calls; grounded grammars when a text comes back)."""
@@ -299,11 +306,9 @@ class TransformersBackend(LocalBackend):
         processors = [logits_processor] if logits_processor is not None else []
         if close_repeats:
             prompt_length = inputs["input_ids"].shape[1]
-            if self._comma_tokens is None:  # once per tokenizer: its tokens holding a comma
-                vocabulary = self.tokenizer.get_vocab().items()
-                self._comma_tokens = sorted(i for token, i in vocabulary if "," in token)
-            guard = _mention_repeat_guard(self.tokenizer, prompt_length, self._comma_tokens)
-            processors.append(guard)
+            processors.append(
+                _mention_repeat_guard(self.tokenizer, prompt_length, self._comma_token_ids())
+            )
         if processors:
             kwargs["logits_processor"] = processors
         with torch.inference_mode():
@@ -377,7 +382,7 @@ def _mention_repeat_guard(tokenizer: Any, prompt_length: int, comma_tokens: list
     """A logits processor, after the answer constraint's, that closes a mention list which
     repeats itself: where a comma would follow a mention the list already holds
     (``protocol.mention_list_repeats``), the tokens holding that comma are refused, and the
-    constraint leaves ``]``. A small model otherwise writes "Humane", "Humane", ... up to the
+    constraint leaves ``]`` (or a longer span, which is another mention). A small model otherwise writes "Humane", "Humane", ... up to the
     grammar's bound on mentions, the largest share of its slowest answers.
 
     Only tokens the constraint still allows and that hold a comma are tried, so a step costs
