@@ -305,6 +305,24 @@ def test_schema_sampling_varies_sizes_and_never_asks_present_or_excluded_types()
         with_schema(record, corpus, sampling=sampling)
 
 
+def test_plain_schema_share_asks_the_corpus_schema_alone_that_often() -> None:
+    import random
+
+    from training.schemas import SchemaSampling, with_schema
+
+    record = NERRecord("Ada Lovelace met Babbage.", [(0, 12, "person")], "test")
+    corpus = ["location", "organization", "person"]
+    pool = ("disease", "gene", "software", "vehicle")
+    sampling = SchemaSampling.from_counts([1, 3], pool=pool, plain_share=0.5)
+    rng = random.Random(0)
+    schemas = [with_schema(record, corpus, sampling=sampling, rng=rng).schema for _ in range(400)]
+    plain = sum(schema == corpus for schema in schemas)
+    assert 160 <= plain <= 240  # about half; every other schema has 1 to 3 absent types
+    assert all(3 < len(schema) <= 6 for schema in schemas if schema != corpus)
+    with pytest.raises(ValueError, match="plain_schema_share"):
+        SchemaSampling.from_counts(2, plain_share=1.5)
+
+
 def test_template_reasoning_names_each_answered_mention_and_stops() -> None:
     record = NERRecord(
         "Ada Lovelace met an engineer in London.",

@@ -42,12 +42,16 @@ class SchemaSampling:
     subsets: closed-type corpora (every record annotated for every corpus type) ask a random
         non-empty subset of their types, gold restricted to it, so that the model learns to
         answer only what is asked.
+    plain_share: the share of records that get no negatives at all, whatever ``negatives``
+        says: a closed corpus's own schema is what an evaluation of that corpus asks, and a
+        small model that rarely sees it learns to fill short schemas with junk.
     """
 
     negatives: tuple[int, int] = (0, 0)
     pool: tuple[str, ...] | None = None
     exclude: frozenset[str] = frozenset()
     subsets: bool = False
+    plain_share: float = 0.0
 
     def __post_init__(self) -> None:
         low, high = self.negatives
@@ -56,6 +60,8 @@ class SchemaSampling:
                 f"negative_types must be a count >= 0 or [fewest, most] with 0 <= fewest <= "
                 f"most, got {list(self.negatives)}"
             )
+        if not 0.0 <= self.plain_share <= 1.0:
+            raise ValueError(f"plain_schema_share must be in [0, 1], got {self.plain_share}")
 
     @classmethod
     def from_counts(cls, negatives: int | Sequence[int], **options: Any) -> SchemaSampling:
@@ -79,7 +85,8 @@ def with_schema(
 
     ``corpus_types`` is every type of the corpus (already cleaned). A record that brings its
     own schema (open-type corpora) keeps it; one without gets the corpus types (a subset of
-    them with ``sampling.subsets``). Then ``sampling.negatives`` absent types are added.
+    them with ``sampling.subsets``). Then ``sampling.negatives`` absent types are added,
+    except to a ``sampling.plain_share`` of records.
     """
     drop = list(drop)
     varied = sampling.subsets or sampling.negatives != (0, 0)
@@ -92,7 +99,9 @@ def with_schema(
     else:
         schema = clean_types(record.schema, drop)
     low, high = sampling.negatives
-    if high:
+    # The draw only where a share is set: profiles without one keep their exact samples.
+    plain = sampling.plain_share > 0 and rng.random() < sampling.plain_share
+    if high and not plain:
         present = {label_key(t) for *_, t in record.entities} | set(schema)
         candidates = clean_types(corpus_types if sampling.pool is None else sampling.pool, drop)
         pool = [t for t in candidates if t not in present and t not in sampling.exclude]

@@ -61,10 +61,12 @@ class SourceConfig:
     # Types absent from a record added to its schema: a count or [fewest, most] per record,
     # drawn from negative_pool (a JSON list of type names; None: the corpus's types) minus
     # negative_exclude. schema_subsets: ask random subsets of a closed corpus's types.
+    # plain_schema_share: this share of the records gets no negatives (the corpus's schema).
     negative_types: int | list[int] = 0
     negative_pool: Path | None = None
     negative_exclude: list[str] = field(default_factory=list)
     schema_subsets: bool = False
+    plain_schema_share: float = 0.0
     # At most this share of the source's samples find no entity of their schema (others are
     # dropped, seeded); null keeps them all. A small model trained on many empty answers
     # learns to answer nothing.
@@ -104,6 +106,7 @@ class SourceConfig:
             pool=pool,
             exclude=self.negative_exclude,
             subsets=self.schema_subsets,
+            plain_share=self.plain_schema_share,
         )
 
 
