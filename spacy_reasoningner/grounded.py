@@ -11,8 +11,8 @@ full stop attached to one (``Inc.``, ``U.S.``). The answer is the protocol's JSO
 ``render_answer`` writes it (``{"entities": {"<type>": ["<mention>", ...], ...}}``, types in
 schema order, each at most once, at most ``MAX_MENTIONS_PER_LABEL`` mentions each, and no
 more mentions per type than the text has words a mention can start on: a model that repeats
-itself in its answer stops at that bound, not at the answer's token budget; the transformers
-backend closes the list at its first repeat, ``protocol.mention_list_repeats``).
+itself in its answer stops at that bound, not at the answer's token budget; the local
+backends close the list at its first repeat, ``backends.repeat_guard``).
 
 Why a grammar and not a JSON Schema: listing the spans (an ``enum``) makes the constraint
 grow with the square of the text and xgrammar's compilation with it (about 3 s for a

