@@ -1,7 +1,7 @@
 """What the default model does, with nothing configured: the issue's example sentences, F1
 on the dev sets, grounding, parse failures and seconds per sentence on this machine.
 
-    python bench.default_model.py [--n 50] [--seed 0] [--latency 5]
+    python bench/default_model.py [--n 50] [--seed 0] [--latency 5]
 
 Builds ``spacy.blank("en").add_pipe("reasoning_ner")`` with only the labels set (per
 dataset, by the evaluation), so every other setting is the package default: the bundled
