@@ -38,7 +38,8 @@ def refused_commas(
 
 def guard_row(tokenizer: Any, comma_ids: Any) -> Callable[[Sequence[int], Any], Any]:
     """``guard(answer_ids, scores)``: one row of masked logits (a 1-D tensor), its refused
-    commas set to -inf in place. ``comma_ids``: a long tensor of ``comma_token_ids``."""
+    commas set to -inf in place. ``comma_ids``: a long tensor of ``comma_token_ids``, on the
+    scores' device."""
     import torch
 
     def guard(answer_ids: Sequence[int], scores: Any) -> Any:

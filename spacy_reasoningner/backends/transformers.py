@@ -229,11 +229,13 @@ class TransformersBackend(LocalBackend):
         return completions  # type: ignore[return-value]
 
     def _comma_token_ids(self) -> Any:
-        """``repeat_guard.comma_token_ids`` as a tensor (read once per loaded tokenizer)."""
+        """``repeat_guard.comma_token_ids`` as a tensor on the model's device, where the
+        scores it indexes are (read once per loaded model)."""
         if self._comma_tokens is None:
             import torch
 
-            self._comma_tokens = torch.tensor(comma_token_ids(self.tokenizer), dtype=torch.long)
+            ids = comma_token_ids(self.tokenizer)
+            self._comma_tokens = torch.tensor(ids, dtype=torch.long, device=self.model.device)
         return self._comma_tokens
 
     def _grammar(self, constraint: AnswerConstraint) -> Any:
