@@ -100,8 +100,7 @@ def with_schema(
         schema = clean_types(record.schema, drop)
     low, high = sampling.negatives
     # The draw only where a share is set: profiles without one keep their exact samples.
-    plain = sampling.plain_share > 0 and rng.random() < sampling.plain_share
-    if high and not plain:
+    if high and not (sampling.plain_share and rng.random() < sampling.plain_share):
         present = {label_key(t) for *_, t in record.entities} | set(schema)
         candidates = clean_types(corpus_types if sampling.pool is None else sampling.pool, drop)
         pool = [t for t in candidates if t not in present and t not in sampling.exclude]

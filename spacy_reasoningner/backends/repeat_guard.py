@@ -24,31 +24,31 @@ def comma_token_ids(tokenizer: Any) -> list[int]:
 
 
 def refused_commas(
-    tokenizer: Any, answer_ids: Sequence[int], allowed: Sequence[int], allowed_total: int
+    tokenizer: Any, answer_ids: Any, allowed: Sequence[int], allowed_total: int
 ) -> list[int]:
     """Of the comma tokens the constraint ``allowed``, those that would continue the answer
-    ``answer_ids`` after a repeated mention; none when they are all ``allowed_total`` tokens
-    the constraint leaves (the guard never refuses every token)."""
-    if not allowed:
-        return []
-    answer = tokenizer.decode(list(answer_ids), skip_special_tokens=True)
+    ``answer_ids`` (ids so far, a list or a tensor) after a repeated mention; none when they
+    are all ``allowed_total`` tokens the constraint leaves (the guard never refuses every
+    token)."""
+    answer = tokenizer.decode(answer_ids, skip_special_tokens=True)
     refused = [t for t in allowed if mention_list_repeats(answer + tokenizer.decode([t]))]
     return refused if len(refused) < allowed_total else []
 
 
-def guard_row(tokenizer: Any, comma_ids: Any) -> Callable[[Sequence[int], Any], Any]:
+def guard_row(tokenizer: Any, comma_ids: Any) -> Callable[[Any, Any], Any]:
     """``guard(answer_ids, scores)``: one row of masked logits (a 1-D tensor), its refused
-    commas set to -inf in place. ``comma_ids``: a long tensor of ``comma_token_ids``, on the
-    scores' device."""
+    commas set to -inf in place; the answer is decoded only where a comma is allowed.
+    ``comma_ids``: a long tensor of ``comma_token_ids``, on the scores' device."""
     import torch
 
-    def guard(answer_ids: Sequence[int], scores: Any) -> Any:
+    def guard(answer_ids: Any, scores: Any) -> Any:
         candidates = comma_ids[comma_ids < scores.shape[-1]]
         allowed = candidates[torch.isfinite(scores[candidates])].tolist()
-        total = int(torch.isfinite(scores).sum()) if allowed else 0
-        refused = refused_commas(tokenizer, answer_ids, allowed, total)
-        if refused:
-            scores[refused] = float("-inf")
+        if allowed:
+            total = int(torch.isfinite(scores).sum())
+            refused = refused_commas(tokenizer, answer_ids, allowed, total)
+            if refused:
+                scores[refused] = float("-inf")
         return scores
 
     return guard

@@ -391,7 +391,7 @@ def _mention_repeat_guard(tokenizer: Any, prompt_length: int, comma_ids: Any) ->
     class MentionRepeatGuard(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
             for row in range(input_ids.shape[0]):
-                guard(input_ids[row, prompt_length:].tolist(), scores[row])
+                guard(input_ids[row, prompt_length:], scores[row])
             return scores
 
     return MentionRepeatGuard()
