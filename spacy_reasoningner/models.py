@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .weight_delta import DELTA_WEIGHTS, load_delta
+
 logger = logging.getLogger(__name__)
 
 BUNDLED_PREFIX = "bundled:"
@@ -225,7 +227,10 @@ def _merged_adapter_folder(name: str) -> Path:
     weights = spec.weights
     if not weights.is_file():
         raise ValueError(f"bundled model {name!r}: {weights} is missing from the installation")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    content = hashlib.sha256(weights.read_bytes())
+    if (delta := weights.parent / DELTA_WEIGHTS).is_file():
+        content.update(delta.read_bytes())
+    digest = content.hexdigest()[:12]
     folder = cache_dir() / f"{name}-{digest}"
     if (folder / "config.json").exists():
         return folder
@@ -247,15 +252,21 @@ def lora_scale(config: dict[str, Any]) -> float:
 
 def merge_lora(base: Path, adapter: Path, output: Path) -> None:
     """Write ``base`` with a PEFT LoRA adapter merged into its weights: W += s * B @ A, with
-    s = alpha / r (alpha / sqrt(r) for rsLoRA). No peft needed at inference time."""
+    s = alpha / r (alpha / sqrt(r) for rsLoRA). No peft needed at inference time. A
+    ``weight_delta.safetensors`` beside it (a full fine-tune, ``weight_delta``) is added to
+    the base weights first: the LoRA was trained over the fine-tuned model."""
     from safetensors.torch import load_file, save_file
 
     scale = lora_scale(json.loads((adapter / ADAPTER_CONFIG).read_text()))
     lora = load_file(adapter / ADAPTER_WEIGHTS)
+    deltas = load_delta(adapter / DELTA_WEIGHTS) if (adapter / DELTA_WEIGHTS).is_file() else {}
     shards = sorted(base.glob("*.safetensors"))
     merged = 0
     for shard in shards:
         weights = load_file(shard)
+        for name in deltas.keys() & weights.keys():
+            original = weights[name]
+            weights[name] = (original.float() + deltas.pop(name)).to(original.dtype)
         for key, a in lora.items():
             if not key.endswith(".lora_A.weight"):
                 continue
@@ -271,6 +282,10 @@ def merge_lora(base: Path, adapter: Path, output: Path) -> None:
     expected = sum(key.endswith(".lora_A.weight") for key in lora)
     if merged != expected:
         raise ValueError(f"{adapter}: {expected - merged} LoRA modules have no weight in {base}")
+    if deltas:
+        raise ValueError(
+            f"{adapter}: the weight delta names weights {base} lacks: {sorted(deltas)}"
+        )
     for item in base.iterdir():
         if item.suffix != ".safetensors" and item.is_file():
             shutil.copyfile(item, output / item.name)

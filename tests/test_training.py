@@ -298,13 +298,13 @@ def test_launch_configs_parse() -> None:
 def test_sft_trains_checkpoints_and_resumes(
     cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    profile = tiny_profile(tiny_model_dir, cg_dataset, tmp_path)
+    profile = tiny_profile(tiny_model_dir, cg_dataset, tmp_path, **{"sft.lora.enabled": True})
     output = tmp_path / "sft"
     model_dir = sft.train(profile)
 
     assert model_dir == output / "model"
     assert (model_dir / "model.safetensors").is_file()
-    assert (output / "adapter" / "adapter_config.json").is_file()  # LoRA in the cpu profile
+    assert (output / "adapter" / "adapter_config.json").is_file()
     assert not list(model_dir.glob("adapter_*"))  # merged: loads without peft
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     assert tokenizer.chat_template  # inference renders prompts as training did
@@ -315,7 +315,12 @@ def test_sft_trains_checkpoints_and_resumes(
     assert json.loads((output / "trainer_state.json").read_text())["global_step"] == 2
 
     # An interrupted run continues from its last checkpoint: one more step, not three.
-    longer = tiny_profile(tiny_model_dir, cg_dataset, tmp_path, **{"sft.trainer.max_steps": 3})
+    longer = tiny_profile(
+        tiny_model_dir,
+        cg_dataset,
+        tmp_path,
+        **{"sft.trainer.max_steps": 3, "sft.lora.enabled": True},
+    )
     trainer, folder, resume = sft.build_trainer(longer)
     counter = StepCounter()
     trainer.add_callback(counter)
@@ -529,3 +534,58 @@ def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: P
     weights = load_file(merged / "model.safetensors")
     for name, expected in model.state_dict().items():
         assert torch.allclose(weights[name], expected, atol=1e-5), name
+
+
+@needs_conll
+def test_a_full_fine_tune_exports_as_a_4_bit_delta_under_the_grpo_adapter(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """SFT of full weights, then GRPO's LoRA over it: the export holds the SFT update as a
+    4-bit delta and the LoRA as it is; merged, they give the trained weights up to the
+    delta's rounding (half a step of its group), vectors exactly."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from spacy_reasoningner.models import merge_lora
+    from spacy_reasoningner.weight_delta import DELTA_WEIGHTS, LEVELS
+    from training.export_adapter import export
+
+    profile = tiny_profile(tiny_model_dir, tmp_path / "unused", tmp_path / "out")
+    profile["export"].update(dtype="float32", base_model=str(tiny_model_dir))
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.01 * torch.randn_like(parameter))
+    model.save_pretrained(tmp_path / "out" / "sft" / "model")
+    sft_weights = {k: v.clone() for k, v in model.state_dict().items()}
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(model, lora)
+    peft_model.save_pretrained(tmp_path / "out" / "grpo" / "adapter")
+    model = peft_model.merge_and_unload()
+
+    exported = export(profile, tmp_path / "exported")
+    config = json.loads((exported / "adapter_config.json").read_text())
+    assert config["r"] == 4 and config["weight_delta"]["stage"] == "sft"
+    assert config["weight_delta"]["relative_error"] < 0.2
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    merge_lora(tiny_model_dir, exported, merged)
+    weights = load_file(merged / "model.safetensors")
+    for name, expected in model.state_dict().items():
+        if name not in weights:  # tied lm_head
+            continue
+        delta = sft_weights[name] - base[name]
+        if delta.dim() == 1:
+            assert torch.allclose(weights[name], expected, atol=1e-6), name
+            continue
+        half_step = delta.abs().amax() / LEVELS / 2
+        assert (weights[name] - expected).abs().amax() <= half_step * 1.01 + 1e-6, name
+    assert (exported / DELTA_WEIGHTS).stat().st_size < 0.3 * sum(
+        v.numel() * 2 for v in base.values()
+    )
+    shutil.rmtree(tmp_path / "out" / "sft" / "model")
+    with pytest.raises(ConfigError, match="neither a LoRA adapter"):
+        export(profile, tmp_path / "again")

@@ -35,7 +35,8 @@ from confection import Config
 
 from spacy_reasoningner.models import ADAPTER_CONFIG as CONFIG
 from spacy_reasoningner.models import ADAPTER_WEIGHTS as WEIGHTS
-from spacy_reasoningner.models import lora_scale
+from spacy_reasoningner.models import lora_scale, resolve_model
+from spacy_reasoningner.weight_delta import DELTA_WEIGHTS, save_delta
 
 from .assemble import AssembleConfig
 from .build_data import DataConfig
@@ -133,6 +134,40 @@ def stack_adapters(
     return config, stacked
 
 
+def split_full_stage(
+    stages: Sequence[str], outputs: dict[str, Path]
+) -> tuple[str | None, list[str]]:
+    """(the first stage, if it trained full weights; the LoRA stages stacked over it)."""
+    full = stages[0] if not (outputs[stages[0]] / ADAPTER_NAME / CONFIG).is_file() else None
+    lora_stages = list(stages[1:] if full else stages)
+    require(
+        full is None or (outputs[full] / "model").is_dir(),
+        f"[export] stage {stages[0]!r} has neither a LoRA adapter ({ADAPTER_NAME}/) nor a model "
+        f"folder in {outputs[stages[0]]}: run the stage first",
+    )
+    require(
+        bool(lora_stages),
+        f"[export] stage {full!r} trained full weights: ship them with a LoRA stage after it "
+        "(e.g. grpo with [grpo.lora] enabled), or use the model folder as it is",
+    )
+    return full, lora_stages
+
+
+def write_delta(model: Path, base_model: str, path: Path) -> dict[str, Any]:
+    """A full fine-tune's difference from the base model, in 4 bits (``weight_delta``)."""
+    from safetensors.torch import load_file
+
+    def weights(folder: Path) -> dict[str, Any]:
+        return {
+            k: v
+            for shard in sorted(folder.glob("*.safetensors"))
+            for k, v in load_file(shard).items()
+        }
+
+    base = weights(Path(resolve_model(base_model).path))
+    return save_delta(weights(model), base, path)
+
+
 def stage_outputs(profile: Config) -> dict[str, Path]:
     """Output folders of the stages the provenance reports on, from their typed sections."""
     return {
@@ -149,10 +184,14 @@ def export(profile: Config, output: Path) -> Path:
 
     config = ExportConfig.from_profile(profile)
     outputs = stage_outputs(profile)
-    folders = [outputs[stage] / ADAPTER_NAME for stage in config.stages]
+    full, lora_stages = split_full_stage(config.stages, outputs)
+    folders = [outputs[stage] / ADAPTER_NAME for stage in lora_stages]
     adapters = [read_adapter(f) for f in folders]
     stacked, weights = stack_adapters(adapters, config.base_model, config.dtype)
     output.mkdir(parents=True, exist_ok=True)
+    if full is not None:
+        delta = write_delta(outputs[full] / "model", config.base_model, output / DELTA_WEIGHTS)
+        stacked["weight_delta"] = {"stage": full, **delta}
     (output / CONFIG).write_text(json.dumps(stacked, indent=2, sort_keys=True) + "\n")
     save_file(weights, output / WEIGHTS, metadata={"format": "pt"})
     for template in folders[0].glob("chat_template.*"):
@@ -252,14 +291,36 @@ def provenance(profile: Config, config: ExportConfig, output: Path, adapter: dic
     weights = output / WEIGHTS
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     outputs = stage_outputs(profile)
+    delta = adapter.get("weight_delta")
+    stacked_stages = config.stages[1:] if delta else config.stages
+    summary = (
+        f"A rank-{adapter['r']} LoRA adapter over `{adapter['base_model_name_or_path']}` "
+        f"({', '.join(adapter['target_modules'])}), stacked from the "
+        f"{' + '.join(stacked_stages)} stage adapters of the profile in `profile.cfg`."
+    )
+    if delta:
+        summary = (
+            f"The {delta['stage']} stage's full fine-tune of `{adapter['base_model_name_or_path']}`"
+            f" as a 4-bit weight delta (`{DELTA_WEIGHTS}`), under a rank-{adapter['r']} LoRA "
+            f"adapter ({', '.join(adapter['target_modules'])}) stacked from the "
+            f"{' + '.join(stacked_stages)} stage adapters of the profile in `profile.cfg`."
+        )
     lines = [
         f"# {output.name}: provenance",
         "",
-        f"A rank-{adapter['r']} LoRA adapter over `{adapter['base_model_name_or_path']}` "
-        f"({', '.join(adapter['target_modules'])}), stacked from the "
-        f"{' + '.join(config.stages)} stage adapters of the profile in `profile.cfg`.",
+        summary,
         "",
         f"- weights: `{WEIGHTS}`, {weights.stat().st_size / 1e6:.1f} MB, sha256 `{digest}`",
+        *(
+            [
+                f"- weight delta: `{DELTA_WEIGHTS}`, {delta['bytes'] / 1e6:.1f} MB, "
+                f"{delta['tensors']} tensors, sha256 "
+                f"`{hashlib.sha256((output / DELTA_WEIGHTS).read_bytes()).hexdigest()}`; "
+                f"the rounding's relative error on the update: {delta['relative_error']:.3f}"
+            ]
+            if delta
+            else []
+        ),
         f"- exported: {datetime.date.today().isoformat()}, from git commit {git_commit()}",
         f"- seed: {config.seed}",
         "",
