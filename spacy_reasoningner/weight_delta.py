@@ -85,7 +85,7 @@ def save_delta(tuned: Mapping[str, Any], base: Mapping[str, Any], path: Path) ->
         for key in packed
         if key.endswith((".q4", ".exact"))
     }
-    save_file(packed, path, metadata={"format": "pt", "shapes": json.dumps(shapes)})
+    save_file(packed, path, metadata={"format": "pt", "shapes": json.dumps(shapes, sort_keys=True)})
     restored = dequantize_delta(packed, shapes)
     error = sum(
         float((restored[n] - (tuned[n].float() - base[n].float())).norm() ** 2) for n in shapes
