@@ -148,7 +148,8 @@ def load_error(reference: str, source: ModelSource, error: Exception) -> OSError
 
 @dataclass(frozen=True)
 class BundledAdapter:
-    """A LoRA adapter shipped inside this package, over a bundled base model."""
+    """A model shipped inside this package as a LoRA adapter (and, for a full fine-tune, a
+    4-bit weight delta beneath it) over a bundled base model."""
 
     base: str  # a name in BUNDLED_MODELS
     folder: str  # under spacy_reasoningner/adapters: ADAPTER_CONFIG, ADAPTER_WEIGHTS
@@ -167,8 +168,8 @@ BUNDLED_ADAPTERS = {
     "smollm2-135m-ner": BundledAdapter(
         base="smollm2-135m-instruct",
         folder="smollm2-135m-ner",
-        origin="LoRA over SmolLM2-135M-Instruct trained by this project's cpu profile "
-        "(see PROVENANCE.md in its folder)",
+        origin="SmolLM2-135M-Instruct fine-tuned by this project's cpu profile, shipped as a "
+        "4-bit weight delta and a LoRA adapter (see PROVENANCE.md in its folder)",
     )
 }
 
