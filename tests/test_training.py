@@ -503,6 +503,7 @@ def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: P
     from transformers import AutoModelForCausalLM
 
     from spacy_reasoningner.models import merge_lora
+    from spacy_reasoningner.weight_delta import DELTA_WEIGHTS
     from training.export_adapter import export
 
     profile = tiny_profile(tiny_model_dir, tmp_path / "unused", tmp_path / "out")
@@ -523,7 +524,11 @@ def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: P
         peft_model.save_pretrained(tmp_path / "out" / stage / "adapter")
         model = peft_model.merge_and_unload()
     profile["export"]["dtype"] = "float32"
+    stale = tmp_path / "exported" / DELTA_WEIGHTS  # from an export of a full fine-tune
+    stale.parent.mkdir()
+    stale.write_bytes(b"stale")
     exported = export(profile, tmp_path / "exported")
+    assert not stale.exists()  # it would be merged beneath the new adapter
     assert json.loads((exported / "adapter_config.json").read_text())["r"] == 12
     assert "sft + grpo" in (exported / "PROVENANCE.md").read_text()
     decontamination = (exported / "DECONTAMINATION.md").read_text()

@@ -192,6 +192,8 @@ def export(profile: Config, output: Path) -> Path:
     if full is not None:
         delta = write_delta(outputs[full] / "model", config.base_model, output / DELTA_WEIGHTS)
         stacked["weight_delta"] = {"stage": full, **delta}
+    else:  # a delta left by an earlier export would be merged under this adapter
+        (output / DELTA_WEIGHTS).unlink(missing_ok=True)
     (output / CONFIG).write_text(json.dumps(stacked, indent=2, sort_keys=True) + "\n")
     save_file(weights, output / WEIGHTS, metadata={"format": "pt"})
     for template in folders[0].glob("chat_template.*"):
@@ -293,18 +295,17 @@ def provenance(profile: Config, config: ExportConfig, output: Path, adapter: dic
     outputs = stage_outputs(profile)
     delta = adapter.get("weight_delta")
     stacked_stages = config.stages[1:] if delta else config.stages
-    summary = (
-        f"A rank-{adapter['r']} LoRA adapter over `{adapter['base_model_name_or_path']}` "
-        f"({', '.join(adapter['target_modules'])}), stacked from the "
-        f"{' + '.join(stacked_stages)} stage adapters of the profile in `profile.cfg`."
+    base = f"`{adapter['base_model_name_or_path']}`"
+    lora = (
+        f"rank-{adapter['r']} LoRA adapter ({', '.join(adapter['target_modules'])}) stacked "
+        f"from the {' + '.join(stacked_stages)} stage adapters of the profile in `profile.cfg`"
     )
-    if delta:
-        summary = (
-            f"The {delta['stage']} stage's full fine-tune of `{adapter['base_model_name_or_path']}`"
-            f" as a 4-bit weight delta (`{DELTA_WEIGHTS}`), under a rank-{adapter['r']} LoRA "
-            f"adapter ({', '.join(adapter['target_modules'])}) stacked from the "
-            f"{' + '.join(stacked_stages)} stage adapters of the profile in `profile.cfg`."
-        )
+    summary = (
+        f"The {delta['stage']} stage's full fine-tune of {base} as a 4-bit weight delta "
+        f"(`{DELTA_WEIGHTS}`), under a {lora}."
+        if delta
+        else f"A {lora}, over {base}."
+    )
     lines = [
         f"# {output.name}: provenance",
         "",
