@@ -5,7 +5,7 @@ fine-tune is of high rank (a rank-64 SVD leaves about 40% of it; bench/README.md
 "Capacity"), and full weights are as large as the model. The update itself is small against
 the weights it changes, so it survives coarse rounding: each matrix is stored as symmetric
 4-bit integers in groups of ``GROUP`` values along its rows, with one float16 scale per
-group; vectors (norm weights) are stored as they are. A 135M model's delta is about a fifth
+group; vectors (norm weights) are stored as they are. A 135M model's delta is about a quarter
 of its float16 size.
 
 The file is ordinary safetensors: ``<name>.q4`` (uint8, two values a byte) and
@@ -47,12 +47,12 @@ def quantize_delta(tuned: Mapping[str, Any], base: Mapping[str, Any]) -> dict[st
         rows = delta.reshape(delta.shape[0], -1)
         width = rows.shape[1]
         padded = torch.nn.functional.pad(rows, (0, -width % GROUP)).reshape(-1, GROUP)
-        scale = padded.abs().amax(dim=1, keepdim=True) / LEVELS
-        scale = scale.to(torch.float16).float()
-        safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-        levels = torch.clamp(torch.round(padded / safe), -LEVELS, LEVELS).to(torch.uint8) + 8
+        # Rounded to float16 first, so that the levels are computed with the stored scale.
+        scale = (padded.abs().amax(dim=1, keepdim=True) / LEVELS).to(torch.float16)
+        divisor = torch.where(scale > 0, scale, torch.ones_like(scale)).float()
+        levels = torch.clamp(torch.round(padded / divisor), -LEVELS, LEVELS).to(torch.uint8) + 8
         packed[f"{name}.q4"] = (levels[:, 0::2] | (levels[:, 1::2] << 4)).contiguous()
-        packed[f"{name}.scale"] = scale.to(torch.float16).contiguous()
+        packed[f"{name}.scale"] = scale.contiguous()
     return packed
 
 
@@ -87,10 +87,9 @@ def save_delta(tuned: Mapping[str, Any], base: Mapping[str, Any], path: Path) ->
     }
     save_file(packed, path, metadata={"format": "pt", "shapes": json.dumps(shapes, sort_keys=True)})
     restored = dequantize_delta(packed, shapes)
-    error = sum(
-        float((restored[n] - (tuned[n].float() - base[n].float())).norm() ** 2) for n in shapes
-    )
-    size = sum(float((tuned[n].float() - base[n].float()).norm() ** 2) for n in shapes)
+    exact = {n: tuned[n].float() - base[n].float() for n in shapes}
+    error = sum(float((restored[n] - exact[n]).norm() ** 2) for n in shapes)
+    size = sum(float(exact[n].norm() ** 2) for n in shapes)
     return {
         "tensors": len(shapes),
         "bytes": path.stat().st_size,
