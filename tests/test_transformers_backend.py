@@ -496,3 +496,77 @@ def test_merged_lora_adapter_equals_the_peft_model(tmp_path, tiny_model_dir):
     original = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     with torch.no_grad():
         assert not torch.allclose(original(ids).logits, actual, atol=1e-4)
+
+
+def _tokens_read(model) -> list[int]:
+    """Records how many tokens each forward pass of ``model`` reads."""
+    reads: list[int] = []
+    model.register_forward_pre_hook(
+        lambda module, args, kwargs: reads.append(kwargs["input_ids"].shape[1]),
+        with_kwargs=True,
+    )
+    return reads
+
+
+def test_a_prompt_alone_reuses_the_cache_of_what_it_shares_with_the_last(tiny_model_dir):
+    """One document at a time (two passes each, float32 so that the two ways compute the same
+    numbers): with prefix caching the completions are the same, the answer pass reads only
+    what follows the reasoning pass's tokens, and the next document only what follows the
+    shared instruction and schema."""
+    task = NERTask(SCHEMA)
+    settings = GenerationSettings(max_new_tokens=12)
+    runs = {}
+    for caching in (True, False):
+        backend = TransformersBackend(
+            model=str(tiny_model_dir), dtype="float32", prefix_caching=caching
+        )
+        backend.load()
+        reads = _tokens_read(backend.model)
+        completions = []
+        for text in TEXTS:
+            answer_format = task.answer_format([text])
+            (completion,) = backend.generate_constrained(prompts([text]), settings, answer_format)
+            completions.append(completion)
+        runs[caching] = ([c.text for c in completions], reads, completions)
+    (cached, cached_reads, completions), (plain, plain_reads, _) = runs[True], runs[False]
+    assert cached == plain
+    # Without caching, each of the six calls reads its whole prompt in its first forward pass.
+    prompt_reads = [n for n in plain_reads if n > 1]
+    assert len(prompt_reads) == 2 * len(TEXTS)
+    # With it, only the very first call does; the others read a short tail.
+    first_reads = [n for n in cached_reads if n > 1]
+    assert first_reads[0] == prompt_reads[0]
+    assert sum(cached_reads) < sum(plain_reads) - sum(prompt_reads[1:]) // 2
+    assert all(
+        c.prompt_tokens == runs[False][2][i].prompt_tokens for i, c in enumerate(completions)
+    )
+
+
+def test_the_prefix_cache_keeps_at_least_one_token_to_read(tiny_backend):
+    from spacy_reasoningner.backends.prefix_cache import PrefixCache
+
+    cache = PrefixCache(min_shared_tokens=4)
+    ids = tiny_backend.tokenizer("Ada Lovelace met Charles Babbage in London.", return_tensors="pt")
+    with torch.inference_mode():
+        out = tiny_backend.model.generate(
+            **ids, max_new_tokens=3, do_sample=False, return_dict_in_generate=True
+        )
+    sequence = out.sequences[0].tolist()
+    cache.keep(sequence, out.past_key_values)
+    same = cache.take(sequence)  # the same tokens again: all but the last are reused
+    assert same is not None and same.get_seq_length() == len(sequence) - 1
+    assert cache.take(sequence) is None  # taken: handed over, not kept twice
+    cache.keep(sequence, same)
+    assert cache.take([*sequence[:2], 0, 0, 0]) is None  # shares 2 tokens, fewer than 4
+    cache.keep(sequence, DynamicCacheLike())
+    assert cache.take(sequence) is None  # a cache that cannot be cut back is not kept
+
+
+class DynamicCacheLike:
+    """A cache of another kind (e.g. sliding-window or static)."""
+
+    def __init__(self):
+        self.layers = [object()]
+
+    def get_seq_length(self) -> int:
+        return 100

@@ -24,6 +24,7 @@ from ..protocol import reasoning_loop_start
 from ..registry import backends
 from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
+from .prefix_cache import PrefixCache
 from .repeat_guard import comma_token_ids, guard_row
 from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
@@ -50,6 +51,9 @@ class TransformersBackend(LocalBackend):
     num_threads: CPU threads of torch (``torch.set_num_threads``, for the whole process),
         set when the model loads; unset: torch's default, one per core. On a shared machine
         set it to the cores you may use: oversubscribed threads slow generation many times.
+    prefix_caching: a prompt generated alone reuses the key/value cache of the last one for
+        the tokens they share (``prefix_cache``): the answer pass continues its reasoning
+        pass, and prompts with the same instruction and schema share their head.
     """
 
     engine_name = "transformers"
@@ -65,6 +69,7 @@ class TransformersBackend(LocalBackend):
         answer_max_tokens: int = ANSWER_MAX_TOKENS,
         trust_remote_code: bool = False,
         num_threads: int | None = None,
+        prefix_caching: bool = True,
     ):
         if dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
@@ -81,13 +86,15 @@ class TransformersBackend(LocalBackend):
         self._grammars: OrderedDict[str, Any] = OrderedDict()  # answer schema -> grammar
         self._grammar_compiler: Any = None
         self._comma_tokens: Any = None  # ids of the tokens holding a comma (a tensor)
+        self.prefix_caching = prefix_caching
+        self._prefix_cache = PrefixCache()
         self.model: Any = None
         self._tokenizer: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Compiled grammars cannot be pickled; they are compiled again when needed.
         state = dict(self.__dict__)
-        state.update(_grammars=OrderedDict(), _grammar_compiler=None)
+        state.update(_grammars=OrderedDict(), _grammar_compiler=None, _prefix_cache=PrefixCache())
         return state
 
     # ----------------------------------------------------------------- loading
@@ -140,6 +147,7 @@ class TransformersBackend(LocalBackend):
         self._grammars.clear()
         self._grammar_compiler = None
         self._comma_tokens = None
+        self._prefix_cache.clear()
         logger.info("Loaded %s on %s (%s)", source or self.reference, device, kwargs["dtype"])
 
     def _identity_details(self) -> dict[str, Any]:
@@ -315,8 +323,15 @@ class TransformersBackend(LocalBackend):
             )
         if processors:
             kwargs["logits_processor"] = processors
+        reuse = self.prefix_caching and len(texts) == 1
+        if reuse:
+            past = self._prefix_cache.take(inputs["input_ids"][0].tolist())
+            kwargs.update(return_dict_in_generate=True, past_key_values=past)
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
+        if reuse:
+            self._prefix_cache.keep(output.sequences[0].tolist(), output.past_key_values)
+            output = output.sequences
         generated = output[:, inputs["input_ids"].shape[1] :]
         end_ids = _end_token_ids(self.model, self.tokenizer)
         completions = []
