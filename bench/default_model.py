@@ -6,10 +6,10 @@ on the dev sets, grounding, parse failures and seconds per sentence on this mach
 Builds ``spacy.blank("en").add_pipe("reasoning_ner")`` with only the labels set (per
 dataset, by the evaluation), so every other setting is the package default: the bundled
 model, the transformers backend, its dtype, structured and grounded answers, reasoning.
-``--model``, ``--dtype``, ``--reasoning``, ``--grounded``, ``--max-new-tokens``,
-``--stop-reasoning-loops`` override one setting to compare (e.g. a trained model folder,
-float32 against bfloat16, reasoning off, a shorter reasoning budget, reasoning loops run to
-the budget). Prints:
+``--model``, ``--dtype``, ``--prefix-caching``, ``--reasoning``, ``--grounded``,
+``--max-new-tokens``, ``--stop-reasoning-loops`` override one setting to compare (e.g. a
+trained model folder, float32 against bfloat16, every prompt read whole, reasoning off, a
+shorter reasoning budget, reasoning loops run to the budget). Prints:
 
 * the entities found in the example sentences (person / organization / location);
 * per dev set (n sentences drawn with the seed; MIT Movie and Restaurant: a seeded slice of
@@ -64,6 +64,8 @@ def build(args: argparse.Namespace) -> spacy.Language:
         backend["model"] = args.model
     if args.dtype:
         backend["dtype"] = args.dtype
+    if args.prefix_caching is not None:
+        backend["prefix_caching"] = args.prefix_caching
     if backend:
         config["backend"] = {"@reasoning_ner_backends": "reasoning_ner.Transformers.v1", **backend}
     if args.reasoning is not None:
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--latency", type=int, default=5, help="one-at-a-time sentences per set")
     parser.add_argument("--model", help="model reference (default: the package default)")
     parser.add_argument("--dtype", choices=["auto", "float32", "bfloat16"])
+    parser.add_argument("--prefix-caching", type=json.loads, choices=[True, False])
     parser.add_argument("--reasoning", type=json.loads, choices=[True, False])
     parser.add_argument("--grounded", type=json.loads, choices=[True, False])
     parser.add_argument(
@@ -175,6 +178,7 @@ def main() -> None:
     backend = component.backend
     print(
         f"model {backend.reference}, dtype {backend.identity['dtype']}, {args.threads} threads, "
+        f"prefix caching {backend.prefix_caching}, "
         f"reasoning {component.settings.reasoning}, "
         f"grounded answers {component.settings.grounded_answers}"
     )
