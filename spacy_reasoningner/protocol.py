@@ -40,6 +40,10 @@ DEFAULT_CHAT_TEMPLATE = (
 )
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# Where a reasoning pass stops: at the close tag, or already at a line that opens a closing
+# tag, which in a think block is the close tag being written (its last tokens are not worth
+# a forward pass each; the answer pass writes the tag whole).
+REASONING_STOPS = (THINK_CLOSE, "\n</")
 # A reasoning line this long that repeats an earlier one is a loop, not an argument: a small
 # model that writes '"Caldicott" is a person.' a second time writes it a tenth time.
 MIN_LOOP_LINE_CHARS = 12
@@ -440,6 +444,15 @@ def mention_list_repeats(answer: str) -> bool:
         else:
             items.append(item)
     return False
+
+
+def open_think_block(prompt: str) -> str:
+    """A rendered prompt with the think block opened (``<think>`` and a newline), as the
+    protocol's completions begin, so that a reasoning pass does not spend forward passes
+    writing the tag; a prompt whose chat template already opened it is only completed."""
+    if prompt.endswith(THINK_OPEN + "\n"):
+        return prompt
+    return prompt + ("\n" if prompt.endswith(THINK_OPEN) else THINK_OPEN + "\n")
 
 
 def closed_think_block(thought: str, *, stop_loops: bool) -> str:

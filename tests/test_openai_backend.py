@@ -383,7 +383,7 @@ def test_constrained_answer_with_reasoning_continues_the_think_block(serve):
         [TASK.prompt("Ada came.")], GenerationSettings(max_new_tokens=50), TASK.answer_format([""])
     )
     free, answer = server.bodies
-    assert free["stop"] == ["</think>"] and "response_format" not in free
+    assert free["stop"] == ["</think>", "\n</"] and "response_format" not in free
     assert free["max_tokens"] == 50
     head = "<think>\nAda is a person.\n</think>\n"
     assert answer["messages"][-1] == {"role": "assistant", "content": head}

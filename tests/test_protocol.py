@@ -22,6 +22,7 @@ from spacy_reasoningner.protocol import (
     closed_think_block,
     mention_list_repeats,
     normalize_mention,
+    open_think_block,
     parse_completion,
     reasoning_loop_start,
     render_answer,
@@ -481,3 +482,11 @@ def test_the_answer_pass_continues_from_the_reasoning_before_its_loop():
         f"<think>\n{LOOPING}\n</think>\n"
     )
     assert closed_think_block("", stop_loops=True) == "<think>\n\n</think>\n"
+
+
+def test_the_reasoning_pass_starts_inside_an_opened_think_block():
+    """Opened once, whether the chat template left it to the model or opened it itself."""
+    chatml = "<|im_start|>assistant\n"
+    assert open_think_block(chatml) == chatml + "<think>\n"
+    assert open_think_block(chatml + "<think>") == chatml + "<think>\n"
+    assert open_think_block(chatml + "<think>\n") == chatml + "<think>\n"

@@ -352,6 +352,25 @@ def test_the_reasoning_pass_stops_at_its_first_repeated_line(tiny_backend):
     assert free.text.count(line) == 21 and free.finish_reason == "length"
 
 
+def test_the_reasoning_pass_stops_where_its_close_tag_begins(tiny_backend):
+    """A line opening a closing tag ends the reasoning: the tag's remaining tokens are not
+    generated (the answer pass writes the tag whole)."""
+    from spacy_reasoningner.protocol import REASONING_STOPS
+
+    tokenizer = tiny_backend.tokenizer
+    reasoning = '"Ada" is a person.\n'
+    script = tokenizer.encode(reasoning + "</think>\n", add_special_tokens=False)
+    text = tiny_backend.render(prompts()[0], GenerationSettings())
+    prompt_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    (completion,) = tiny_backend._generate_batch(
+        [text],
+        GenerationSettings(max_new_tokens=len(script), stop=REASONING_STOPS),
+        logits_processor=ForcedTokens(script, prompt_length),
+    )
+    assert completion.text == reasoning.rstrip("\n") and completion.finish_reason == "stop"
+    assert completion.n_tokens < len(script) - 1  # stopped before "think>"
+
+
 class PreferredTokens(ForcedTokens):
     """Like ``ForcedTokens``, but only a strong preference: a token the constraint refused
     stays refused, and the model chooses among the others once the script is off."""
@@ -400,6 +419,57 @@ def test_an_answer_list_closes_at_its_first_repeated_mention(tiny_backend):
     assert parsed.parsed and parsed.valid and parsed.mentions().count(("Ada", "person")) <= 2
 
 
+def test_the_answer_grammar_reads_its_forced_opening_and_appends_its_closing(tiny_backend):
+    """The JSON answer's forced opening goes into the prompt (less its last token, which may
+    merge with the model's next one); after the schema's last label closes its list, the
+    rest (``}}``) is appended and the row ends there, not after generating it and an end
+    token."""
+    from spacy_reasoningner.backends.answer_grammars import AnswerGrammars
+    from spacy_reasoningner.protocol import answer_json_schema
+
+    tokenizer = tiny_backend.tokenizer
+    grammar = tiny_backend._grammar(answer_json_schema(SCHEMA))  # labels: location, person
+    grammars = AnswerGrammars([grammar, grammar], tokenizer)
+    assert grammars.prefixes == ['{"entities":'] * 2
+    written = ' {"location": ["Paris"], "person": ["Ada"]'
+    for token in tokenizer.encode(written, add_special_tokens=False):
+        assert grammars.done == [False, False]
+        grammars._accept([token, token], "cpu")
+    assert grammars.done == [True, True] and grammars.tails == ["}}", "}}"]
+    answer = grammars.complete(0, written)
+    assert answer == '{"entities": {"location": ["Paris"], "person": ["Ada"]}}'
+    assert parse_completion(answer, SCHEMA).valid
+
+
+def test_generation_skips_what_the_answer_grammar_forces(tiny_backend):
+    """Scripted to write a whole answer, the model generates neither the forced opening nor
+    the closing braces and end token; the completion still holds the whole answer."""
+    from spacy_reasoningner.backends.answer_grammars import AnswerGrammars
+    from spacy_reasoningner.protocol import answer_json_schema
+
+    tokenizer = tiny_backend.tokenizer
+    grammars = AnswerGrammars([tiny_backend._grammar(answer_json_schema(SCHEMA))], tokenizer)
+    text = tiny_backend.render(prompts()[1], GenerationSettings(), reasoning=False)
+    prompt = text + grammars.prefixes[0]
+    written = tokenizer.encode(' {"person": ["Ada Lovelace"]', add_special_tokens=False)
+    prompt_length = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    prefer = PreferredTokens([*written, *tokenizer.encode("}}"), tokenizer.eos_token_id], 0)
+    prefer.prompt_length = prompt_length
+    mask = grammars.logits_processor
+
+    def steer(input_ids, scores):
+        return prefer(input_ids, mask(input_ids, scores))
+
+    (completion,) = tiny_backend._generate_batch(
+        [prompt],
+        GenerationSettings(max_new_tokens=32),
+        logits_processor=steer,
+        stopping_criterion=grammars.stopping_criterion,
+    )
+    assert completion.n_tokens == len(written)
+    assert grammars.complete(0, completion.text) == '{"entities": {"person": ["Ada Lovelace"]}}'
+
+
 def test_each_prompt_gets_its_own_answer_constraint(tiny_backend):
     """One JSON Schema per prompt (here each allows one word): every answer keeps to its own,
     in both passes (reasoning first or not), whatever the batch order."""
@@ -432,7 +502,7 @@ def test_grounded_answers_name_only_spans_of_the_text(tiny_model_dir, nlp):
     """A random model, constrained and sampling: with grounded answers every mention it names
     is found in the text; without, what it names is not (the failure grounding removes)."""
     texts = ["Ada Lovelace met Charles Babbage in London in 1833.", "Grace Hopper wrote code."]
-    texts = texts * 4
+    texts = texts * 8  # a random model's answers are mostly empty
     named = {}
     for grounded in (True, False):
         pipeline = spacy.blank("en")

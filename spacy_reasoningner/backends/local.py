@@ -23,9 +23,11 @@ from typing import Any
 from ..models import ModelSource, model_fingerprint, resolve_model
 from ..protocol import (
     DEFAULT_CHAT_TEMPLATE,
-    THINK_CLOSE,
+    REASONING_STOPS,
+    THINK_OPEN,
     ChatMessages,
     closed_think_block,
+    open_think_block,
     render_prompt,
 )
 from ..trust import SavedPipeline, check_remote_code
@@ -184,21 +186,24 @@ class LocalBackend(ConstrainableBackend):
         schemas: list[AnswerConstraint],
         reasoning: bool,
     ) -> list[Completion]:
-        """Free reasoning up to ``</think>`` (when asked for), then the constrained answer
-        after the closed think block."""
+        """Free reasoning from the opened think block up to ``</think>`` (when asked for),
+        then the constrained answer after the closed think block."""
         heads = [""] * len(texts)
         generated = [0] * len(texts)  # tokens of the first pass, generated and read
         read = [0] * len(texts)
+        prompts = list(texts)
         if reasoning:
-            free = replace(settings, stop=(THINK_CLOSE,))
-            for i, completion in enumerate(self._generate_reasoning(texts, free)):
+            # The pass starts inside the opened think block; the answer pass continues it.
+            prompts = [open_think_block(t) for t in texts]
+            free = replace(settings, stop=REASONING_STOPS)
+            for i, completion in enumerate(self._generate_reasoning(prompts, free)):
                 heads[i] = closed_think_block(
                     completion.text, stop_loops=settings.stop_reasoning_loops
                 )
+                prompts[i] += heads[i].removeprefix(f"{THINK_OPEN}\n")
                 generated[i] = completion.n_tokens or 0
                 read[i] = completion.prompt_tokens or 0
         answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
-        prompts = [t + h for t, h in zip(texts, heads, strict=True)]
         completions = self._generate_answers(prompts, answer, schemas)
         for i, completion in enumerate(completions):
             completion.text = heads[i] + completion.text

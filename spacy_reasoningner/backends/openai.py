@@ -35,7 +35,7 @@ import httpcore
 import httpx
 
 from ..models import ModelSource
-from ..protocol import THINK_CLOSE, ChatMessages, closed_think_block, template_kwargs
+from ..protocol import REASONING_STOPS, ChatMessages, closed_think_block, template_kwargs
 from ..registry import backends
 from ..trust import SavedPipeline, key_destination_problem
 from .base import (
@@ -278,7 +278,7 @@ class OpenAIBackend(ConstrainableBackend):
         }
         if not reasoning:
             return self._constrained_request(body)
-        free = replace(settings, stop=(THINK_CLOSE,))
+        free = replace(settings, stop=REASONING_STOPS)
         thinking = self._request(self._body(messages, free, template))
         thought = f"{thinking.reasoning or ''}\n{thinking.text}"
         head = closed_think_block(thought, stop_loops=settings.stop_reasoning_loops)

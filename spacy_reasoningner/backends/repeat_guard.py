@@ -24,20 +24,22 @@ def comma_token_ids(tokenizer: Any) -> list[int]:
 
 
 def refused_commas(
-    tokenizer: Any, answer_ids: Any, allowed: Sequence[int], allowed_total: int
+    tokenizer: Any, answer_ids: Any, allowed: Sequence[int], allowed_total: int, head: str = ""
 ) -> list[int]:
     """Of the comma tokens the constraint ``allowed``, those that would continue the answer
-    ``answer_ids`` (ids so far, a list or a tensor) after a repeated mention; none when they
-    are all ``allowed_total`` tokens the constraint leaves (the guard never refuses every
-    token)."""
-    answer = tokenizer.decode(answer_ids, skip_special_tokens=True)
+    ``head`` + ``answer_ids`` (text in the prompt, then ids so far, a list or a tensor) after
+    a repeated mention; none when they are all ``allowed_total`` tokens the constraint leaves
+    (the guard never refuses every token)."""
+    answer = head + tokenizer.decode(answer_ids, skip_special_tokens=True)
     refused = [t for t in allowed if mention_list_repeats(answer + tokenizer.decode([t]))]
     return refused if len(refused) < allowed_total else []
 
 
-def guard_row(tokenizer: Any, comma_ids: Any) -> Callable[[Any, Any], Any]:
+def guard_row(tokenizer: Any, comma_ids: Any, head: str = "") -> Callable[[Any, Any], Any]:
     """``guard(answer_ids, scores)``: one row of masked logits (a 1-D tensor), its refused
-    commas set to -inf in place; the answer is decoded only where a comma is allowed.
+    commas set to -inf in place; the answer (``head``, the part of it the prompt already
+    holds, then ``answer_ids``) is decoded only where a comma is allowed. Two arguments:
+    vLLM tells per-request processors apart by their arity.
     ``comma_ids``: a long tensor of ``comma_token_ids``, on the scores' device."""
     import torch
 
@@ -46,7 +48,7 @@ def guard_row(tokenizer: Any, comma_ids: Any) -> Callable[[Any, Any], Any]:
         allowed = candidates[torch.isfinite(scores[candidates])].tolist()
         if allowed:
             total = int(torch.isfinite(scores).sum())
-            refused = refused_commas(tokenizer, answer_ids, allowed, total)
+            refused = refused_commas(tokenizer, answer_ids, allowed, total, head)
             if refused:
                 scores[refused] = float("-inf")
         return scores

@@ -3,8 +3,8 @@
 The model is loaded lazily (on first use, ``initialize`` or ``from_disk``), so building a
 pipeline from a config whose model lives elsewhere costs nothing until it runs, and
 ``spacy.load`` of a saved pipeline reads the weights from the pipeline folder only.
-Constrained answers (``structured_output``) use xgrammar's logits processor, one compiled
-grammar per answer JSON Schema.
+Constrained answers (``structured_output``) use xgrammar matchers, one compiled grammar per
+answer JSON Schema, that also skip the text the grammar forces (``answer_grammars``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from ..hardware import cpu_has_native_bfloat16
 from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model
 from ..protocol import reasoning_loop_start
 from ..registry import backends
+from .answer_grammars import AnswerGrammars
 from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
 from .prefix_cache import PrefixCache
@@ -213,15 +214,23 @@ class TransformersBackend(LocalBackend):
         settings: GenerationSettings,
         constraints: Sequence[AnswerConstraint],
     ) -> list[Completion]:
-        from xgrammar.contrib.hf import LogitsProcessor
-
         def constrained(batch: list[str], rows: list[int]) -> list[Completion]:
-            # One processor per generate call (it keeps per-row matcher state).
-            grammars = [self._grammar(constraints[i]) for i in rows]
-            processor = LogitsProcessor(grammars)
-            return self._generate_batch(
-                batch, _seeded(settings, rows), logits_processor=processor, close_repeats=True
+            # One set of matchers per generate call (they keep per-row state).
+            grammars = AnswerGrammars([self._grammar(constraints[i]) for i in rows], self.tokenizer)
+            completions = self._generate_batch(
+                [text + prefix for text, prefix in zip(batch, grammars.prefixes, strict=True)],
+                _seeded(settings, rows),
+                logits_processor=grammars.logits_processor,
+                stopping_criterion=grammars.stopping_criterion,
+                close_repeats=True,
+                answer_heads=grammars.prefixes,
             )
+            for row, (text, completion) in enumerate(zip(batch, completions, strict=True)):
+                completion.text = grammars.complete(row, completion.text)
+                completion.prompt = text
+                if grammars.done[row]:  # ended by the grammar, even on the budget's last token
+                    completion.finish_reason = "stop"
+            return completions
 
         return self._in_batches(texts, constrained)
 
@@ -289,9 +298,13 @@ class TransformersBackend(LocalBackend):
         logits_processor: Any = None,
         stop_at_loops: bool = False,
         close_repeats: bool = False,
+        stopping_criterion: Any = None,
+        answer_heads: Sequence[str] | None = None,
     ) -> list[Completion]:
         """``close_repeats``: after ``logits_processor`` (an answer constraint), refuse a comma
-        after a mention its list already holds (``repeat_guard``)."""
+        after a mention its list already holds (``repeat_guard``); ``answer_heads``: the
+        answer text each prompt already ends with, which the guard reads before the tokens.
+        ``stopping_criterion``: one more, after the stop strings'."""
         import torch
 
         # Chat templates already contain the special tokens (BOS etc.).
@@ -309,17 +322,23 @@ class TransformersBackend(LocalBackend):
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
+        stopping = []
         if settings.stop or stop_at_loops:
-            kwargs["stopping_criteria"] = [
+            stopping.append(
                 _text_stop(
                     self.tokenizer, inputs["input_ids"].shape[1], settings.stop, stop_at_loops
                 )
-            ]
+            )
+        if stopping_criterion is not None:
+            stopping.append(stopping_criterion)
+        if stopping:
+            kwargs["stopping_criteria"] = stopping
         processors = [logits_processor] if logits_processor is not None else []
         if close_repeats:
             prompt_length = inputs["input_ids"].shape[1]
+            heads = answer_heads or [""] * len(texts)
             processors.append(
-                _mention_repeat_guard(self.tokenizer, prompt_length, self._comma_token_ids())
+                _mention_repeat_guard(self.tokenizer, prompt_length, self._comma_token_ids(), heads)
             )
         if processors:
             kwargs["logits_processor"] = processors
@@ -397,15 +416,18 @@ def _text_stop(tokenizer: Any, prompt_length: int, stop: Sequence[str], loops: b
     return TextStop()
 
 
-def _mention_repeat_guard(tokenizer: Any, prompt_length: int, comma_ids: Any) -> Any:
-    """``repeat_guard`` as a transformers logits processor, after the answer constraint's."""
+def _mention_repeat_guard(
+    tokenizer: Any, prompt_length: int, comma_ids: Any, heads: Sequence[str]
+) -> Any:
+    """``repeat_guard`` as a transformers logits processor, after the answer constraint's;
+    ``heads``: the answer text each row's prompt ends with."""
     from transformers import LogitsProcessor
 
-    guard = guard_row(tokenizer, comma_ids)
+    guards = [guard_row(tokenizer, comma_ids, head) for head in heads]
 
     class MentionRepeatGuard(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
-            for row in range(input_ids.shape[0]):
+            for row, guard in enumerate(guards):
                 guard(input_ids[row, prompt_length:], scores[row])
             return scores
 
@@ -415,5 +437,6 @@ def _mention_repeat_guard(tokenizer: Any, prompt_length: int, comma_ids: Any) ->
 def _end_token_ids(model: Any, tokenizer: Any) -> set[int]:
     """Token ids that end a generation: the generation config's eos ids and the pad id."""
     eos = model.generation_config.eos_token_id
-    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    ids = set(eos if isinstance(eos, list) else [eos])
+    ids |= {tokenizer.eos_token_id, tokenizer.pad_token_id}
     return {i for i in ids if i is not None}
