@@ -441,6 +441,24 @@ def test_the_answer_grammar_reads_its_forced_opening_and_appends_its_closing(tin
     assert parse_completion(answer, SCHEMA).valid
 
 
+def test_the_answer_grammar_takes_characters_split_across_tokens(tiny_backend):
+    """A byte-level token may end inside a character (an emoji is four bytes); a grounded
+    grammar then forces the character's other bytes, which are not text yet: the answer
+    goes on."""
+    from spacy_reasoningner.backends.answer_grammars import AnswerGrammars
+
+    tokenizer = tiny_backend.tokenizer
+    sentence = "Ada met Grace in \U0001f984town."
+    grammar = tiny_backend._grammar(grounded_answer_grammar(SCHEMA, sentence))
+    grammars = AnswerGrammars([grammar], tokenizer)
+    written = ' {"location": ["in \U0001f984town."]'
+    tokens = tokenizer.encode(written, add_special_tokens=False)
+    assert any("\ufffd" in tokenizer.decode([t]) for t in tokens)  # a split character
+    for token in tokens:
+        grammars._accept([token], "cpu")
+    assert grammars.complete(0, written).startswith('{"entities": {"location": ["in \U0001f984')
+
+
 def test_generation_skips_what_the_answer_grammar_forces(tiny_backend):
     """Scripted to write a whole answer, the model generates neither the forced opening nor
     the closing braces and end token; the completion still holds the whole answer."""

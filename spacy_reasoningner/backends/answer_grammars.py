@@ -96,7 +96,7 @@ class AnswerGrammars:
             if matcher.is_terminated():
                 self.done[i] = True
                 continue
-            closing = matcher.find_jump_forward_string()
+            closing = _forced_text(matcher)
             probe = matcher.fork()
             if closing and not probe.accept_string(closing):
                 continue
@@ -117,9 +117,18 @@ class AnswerGrammars:
 def _forced_opening(matcher: Any, tokenizer: Any) -> str:
     """The text the grammar forces from its start, without its last token (which may merge
     with the first token the model chooses), taken by ``matcher``."""
-    forced = matcher.find_jump_forward_string()
+    forced = _forced_text(matcher)
     ids = tokenizer.encode(forced, add_special_tokens=False) if forced else []
     prefix = tokenizer.decode(ids[:-1]) if len(ids) > 1 else ""
     if not forced.startswith(prefix) or not matcher.accept_string(prefix):
         return ""
     return prefix
+
+
+def _forced_text(matcher: Any) -> str:
+    """The text the grammar forces next; none inside a character whose bytes a token split
+    (xgrammar then holds bytes that are not text yet)."""
+    try:
+        return matcher.find_jump_forward_string()
+    except UnicodeDecodeError:
+        return ""
