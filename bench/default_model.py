@@ -17,8 +17,9 @@ shorter reasoning budget, reasoning loops run to the budget). Prints:
   the model answered), grounded string F1 and its precision (only the mentions found in the
   text), offset F1, unparsed answers, the share of named mentions not found in the text
   (unaligned), reasoning tokens, seconds per sentence of ``nlp.pipe`` (batched);
-* latency: ``nlp(text)`` one sentence at a time (``--latency`` per set), p50 / p95 seconds and
-  generated tokens per sentence.
+* latency: ``nlp(text)`` one sentence at a time (``--latency`` per set), p50 / p95 seconds,
+  tokens per completion and how many of them the model generated (the others, forced by the
+  protocol, are read with the prompt or appended).
 """
 
 from __future__ import annotations
@@ -93,10 +94,11 @@ def examples(nlp: spacy.Language) -> None:
 
 
 def latency(nlp: spacy.Language, eval_sets: list, per_set: int) -> dict[str, float]:
-    """Seconds and generated tokens per sentence, one ``nlp(text)`` call per sentence."""
+    """Seconds, completion tokens and generated tokens per sentence, one ``nlp(text)`` call
+    per sentence."""
     component = reasoning_component(nlp)
     component.settings.keep_raw = True  # to count the completion's tokens; no effect on them
-    seconds, tokens = [], []
+    seconds, tokens, generated = [], [], []
     for eval_set in eval_sets:
         component.initialize(labels=eval_set.labels)
         for record in eval_set.records[:per_set]:
@@ -105,6 +107,7 @@ def latency(nlp: spacy.Language, eval_sets: list, per_set: int) -> dict[str, flo
             seconds.append(time.perf_counter() - started)
             raw = doc._.get(component.ext["raw"])
             tokens.append(sum(component.backend.count_tokens(r["completion"]) for r in raw))
+            generated.append(doc._.get(component.ext["usage"])["completion_tokens"])
     seconds.sort()
     return {
         "sentences": len(seconds),
@@ -112,6 +115,7 @@ def latency(nlp: spacy.Language, eval_sets: list, per_set: int) -> dict[str, flo
         "p95": seconds[min(len(seconds) - 1, int(0.95 * len(seconds)))],
         "mean": statistics.fmean(seconds),
         "tokens_mean": statistics.fmean(tokens),
+        "generated_mean": statistics.fmean(generated),
     }
 
 
@@ -195,7 +199,8 @@ def main() -> None:
         print(
             f"\n## Latency, one sentence per call ({figures['sentences']} sentences): "
             f"p50 {figures['p50']:.2f} s, p95 {figures['p95']:.2f} s, mean {figures['mean']:.2f} s, "
-            f"{figures['tokens_mean']:.0f} generated tokens per sentence"
+            f"{figures['tokens_mean']:.0f} completion tokens per sentence, "
+            f"{figures['generated_mean']:.0f} of them generated"
         )
 
 

@@ -19,8 +19,11 @@ runs right after), so the logits processor only masks.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class AnswerGrammars:
@@ -92,7 +95,11 @@ class AnswerGrammars:
                 continue
             matcher = self.matchers[i]
             if not matcher.accept_token(token):
-                raise RuntimeError(f"the answer grammar refused token {token} it had allowed")
+                # Only a processor after the mask that raised a refused token gets here: end
+                # the row, so that the answer is parsed and reported as incomplete.
+                logger.warning("the answer grammar refused token %d; the answer ends there", token)
+                self.done[i] = True
+                continue
             if matcher.is_terminated():
                 self.done[i] = True
                 continue
