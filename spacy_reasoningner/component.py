@@ -37,7 +37,7 @@ from .backends.base import (
     generate,
 )
 from .cache import CachedBackend, ResponseCache
-from .protocol import Schema
+from .protocol import Schema, reasoned_label
 from .settings import ComponentSettings, forwards_settings
 from .sharding import plan_windows
 from .task import NERTask, WindowReading
@@ -249,8 +249,11 @@ class ReasoningNER(Pipe):
                 for s, score in zip(candidates, scores, strict=True)
                 if score >= settings.threshold
             ]
-        # Equal spans reach the filter in the schema's label order, which breaks their ties.
+        reasoning = "\n\n".join(r.reasoning for r in readings if r.reasoning)
+        # Equal spans reach the filter in the order that breaks their ties: the label the
+        # reasoning gives the mention, then the schema's label order.
         ranked = sorted(kept, key=lambda s: (s.start, s.end, task.label_rank(s.label_)))
+        ranked = _reasoned_label_first(ranked, reasoning, task.schema)
         doc.ents = self.ents_filter(list(doc.ents), ranked)
         if settings.spans_key is not None:
             group_scores = scores if scores is not None else [1.0] * len(candidates)
@@ -258,7 +261,7 @@ class ReasoningNER(Pipe):
                 doc, name=settings.spans_key, spans=candidates, attrs={"scores": group_scores}
             )
         ext = self.ext
-        doc._.set(ext["reasoning"], "\n\n".join(r.reasoning for r in readings if r.reasoning))
+        doc._.set(ext["reasoning"], reasoning)
         doc._.set(ext["unaligned"], [u.to_dict() for u in _unaligned(readings)])
         issues = (issue for r in readings for s in r.samples or (r,) for issue in s.parsed.issues)
         doc._.set(ext["issues"], list(dict.fromkeys(issues)))
@@ -360,6 +363,25 @@ class ReasoningNER(Pipe):
         raise NotImplementedError(
             f"{self.name} holds model weights on disk: use nlp.to_disk / spacy.load instead of from_bytes"
         )
+
+
+def _reasoned_label_first(spans: list[Span], reasoning: str, schema: Schema) -> list[Span]:
+    """``spans`` (in text order) with each group of equal spans under several labels led by
+    the label the reasoning gives the mention (``protocol.reasoned_label``), when it gives
+    one: a small model often lists a mention under every label it considered, while its
+    reasoning names one ('"Apple Inc." is an organization.')."""
+    if not reasoning:
+        return spans
+    ordered: list[Span] = []
+    for _, equal in itertools.groupby(spans, key=lambda s: (s.start, s.end)):
+        group = list(equal)
+        if len(group) > 1:
+            by_name = {schema.prompt_name(s.label_): s for s in reversed(group)}
+            chosen = reasoned_label(reasoning, group[0].text, list(by_name))
+            if chosen is not None:
+                group.sort(key=lambda s: s is not by_name[chosen])  # stable
+        ordered.extend(group)
+    return ordered
 
 
 def _merge_windows(

@@ -446,6 +446,29 @@ def mention_list_repeats(answer: str) -> bool:
     return False
 
 
+def reasoned_label(reasoning: str, mention: str, labels: Sequence[str]) -> str | None:
+    """Of ``labels`` (names as the prompt gives them), the one the reasoning gives
+    ``mention``: the first named after the mention on the line of its first occurrence that
+    names any ('"Apple Inc." is an organization.'). None when no line does. For a mention
+    answered under several labels, so that the entity set follows the model's own argument."""
+    if not mention or not labels:
+        return None
+    names = {label.lower(): label for label in labels}
+    pattern = re.compile(
+        r"\b(" + "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True)) + r")\b"
+    )
+    lowered, needle = reasoning.lower(), mention.lower()
+    at = lowered.find(needle)
+    while at >= 0:
+        end = at + len(needle)
+        line_end = lowered.find("\n", end)
+        found = pattern.search(lowered, end, line_end if line_end >= 0 else len(lowered))
+        if found:
+            return names[found.group(1)]
+        at = lowered.find(needle, end)
+    return None
+
+
 def open_think_block(prompt: str) -> str:
     """A rendered prompt with the think block opened (``<think>`` and a newline), as the
     protocol's completions begin, so that a reasoning pass does not spend forward passes

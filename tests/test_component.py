@@ -222,6 +222,16 @@ def test_equal_spans_under_two_labels_follow_the_schema_order():
         assert [e.label_ for e in nlp("Jordan won.").ents] == [label]
 
 
+def test_equal_spans_under_two_labels_follow_the_reasoning_first():
+    """A mention answered under two labels gets the one its reasoning gives it; the schema
+    order decides only where the reasoning gives none."""
+    answer = '{"entities": {"location": ["Jordan", "Amman"], "person": ["Jordan", "Amman"]}}'
+    reasoning = '"Jordan" is a location.\nAmman is the capital.'
+    nlp, _ = make_nlp(lambda t: render_completion(reasoning, answer), labels=["person", "location"])
+    doc = nlp("Jordan won in Amman.")
+    assert [(e.text, e.label_) for e in doc.ents] == [("Jordan", "location"), ("Amman", "person")]
+
+
 def test_all_candidates_go_to_doc_spans_when_asked():
     answer = '{"entities": {"location": ["New York", "New York City"], "person": ["York"]}}'
     nlp, _ = make_nlp(lambda t: answer, spans_key="candidates")

@@ -24,6 +24,7 @@ from spacy_reasoningner.protocol import (
     normalize_mention,
     open_think_block,
     parse_completion,
+    reasoned_label,
     reasoning_loop_start,
     render_answer,
     render_completion,
@@ -490,3 +491,20 @@ def test_the_reasoning_pass_starts_inside_an_opened_think_block():
     assert open_think_block(chatml) == chatml + "<think>\n"
     assert open_think_block(chatml + "<think>") == chatml + "<think>\n"
     assert open_think_block(chatml + "<think>\n") == chatml + "<think>\n"
+
+
+def test_the_label_the_reasoning_gives_a_mention():
+    reasoning = (
+        "Apple makes phones.\n"  # no label on this line: the next occurrence decides
+        '"Apple Inc." is an organization, not a person.\n'
+        '"Steve Jobs" is a person with a personal computer.\n'
+        '"Ella" is a musical artist.'
+    )
+    labels = ["person", "organization", "musical artist", "artist"]
+    assert reasoned_label(reasoning, "apple inc.", labels) == "organization"
+    assert reasoned_label(reasoning, "Steve Jobs", labels) == "person"
+    assert reasoned_label(reasoning, "Ella", labels) == "musical artist"  # the longer name
+    assert reasoned_label(reasoning, "Apple", ["person"]) == "person"  # line 2, after "Apple"
+    assert reasoned_label(reasoning, "Wozniak", labels) is None
+    assert reasoned_label(reasoning, "", labels) is None
+    assert reasoned_label("Ada is personal.", "Ada", ["person"]) is None  # whole words only
