@@ -103,10 +103,13 @@ class AnswerGrammars:
             if matcher.is_terminated():
                 self.done[i] = True
                 continue
-            closing = _forced_text(matcher)
-            probe = matcher.fork()
-            if closing and not probe.accept_string(closing):
-                continue
+            # Whether the row would be complete after its forced text (checked on a copy
+            # only when there is forced text: the next step's mask needs the matcher as is).
+            closing, probe = _forced_text(matcher), matcher
+            if closing:
+                probe = matcher.fork()
+                if not probe.accept_string(closing):
+                    continue
             if probe.is_completed() and self._only_end_tokens(probe):
                 self.done[i], self.tails[i] = True, closing
         return torch.tensor(self.done, dtype=torch.bool, device=device)
