@@ -1,11 +1,15 @@
-"""The evaluation stage: score the assembled pipeline on the zero-shot domains (the five
-CrossNER domains, MIT Movie and MIT Restaurant) and on CoNLL-2003 dev (in-domain), with the
-paper's string-level F1 and spaCy's offset-level F1 per dataset and as plain means.
+"""The evaluation stage: score the assembled pipeline on the paper's seven zero-shot sets (the
+five CrossNER domains, MIT Movie and MIT Restaurant) and on CoNLL-2003 (in-domain, reported
+apart), with the paper's string-level F1 and spaCy's offset-level F1 per dataset; the headline
+is the mean over the zero-shot sets (see ``EvaluationResult.headline``).
 
 ``[evaluate]`` names the pipeline, the data folder, the datasets, the split, the sentences per
 dataset (seeded) and the output folder, and lists the training data (the CG stage's
-``samples.jsonl``) that no evaluation sentence may appear in. MIT has no dev split: a seeded
-slice of its train split stands in, and the results say so.
+``samples.jsonl``) that no evaluation sentence may appear in. The GPU profiles evaluate on the
+test splits, as the paper (project.yml assets; the launcher checks their sha256 before the
+stage starts); the cpu profile on dev, where MIT has none: a seeded slice of its train split
+stands in, and the results say so. ``results.json`` counts the model loads the stage caused
+(``model_loads``: 1, the evaluation backend's).
 
     python -m training evaluate cpu [--evaluate.limit 200]
 """
@@ -19,15 +23,16 @@ from typing import Any, ClassVar
 import spacy
 import typer
 from spacy.language import Language
+from spacy.util import load_config
 
 from spacy_reasoningner.backends.base import SerializableBackend
+from spacy_reasoningner.backends.local import loads_since, weight_loads
 from spacy_reasoningner.benchmark import (
     EvaluationResult,
     evaluate,
     load_eval_set,
     read_training_texts,
 )
-from spacy_reasoningner.benchmark.evaluation import reasoning_component
 
 from .config import StageConfig, build_backend, load_profile, parse_overrides, require
 
@@ -72,22 +77,43 @@ class EvaluateConfig(StageConfig):
 
 
 def load_pipeline(config: EvaluateConfig) -> Language:
-    """The pipeline, its reasoning_ner backend replaced by ``config.backend`` if given."""
-    nlp = spacy.load(config.pipeline)
-    if config.backend:
-        component = reasoning_component(nlp)
-        if component is None:
-            raise ValueError(f"{config.pipeline} has no reasoning_ner component to give a backend")
-        backend = build_backend(config.backend)
-        model = config.pipeline / component.name / "model"
-        if not isinstance(backend, SerializableBackend) or not model.is_dir():
-            raise ValueError(
-                "[evaluate.backend] must be a backend that loads the pipeline's saved model "
-                f"(transformers or vLLM), and {model} must hold it"
-            )
-        backend.from_disk(model)
-        component.backend = backend
-    return nlp
+    """The pipeline, with ``config.backend`` as its reasoning_ner backend when given.
+
+    The pipeline is built with that backend from the start (``spacy.load`` with the backend
+    block replaced), so its saved backend is never created and never loads its weights: the
+    model is loaded once, by the evaluation backend, from the pipeline's folder. Loading the
+    pipeline first and swapping backends afterwards held two copies (an 8B model in
+    transformers beside vLLM's engine, which then does not fit on the GPU).
+    """
+    if not config.backend:
+        return spacy.load(config.pipeline)
+    name = _reasoning_component_name(config.pipeline)
+    model = config.pipeline / name / "model"
+    # Built here only to check its kind: the engines load nothing until they are used.
+    probe = build_backend(config.backend)
+    if not isinstance(probe, SerializableBackend) or not model.is_dir():
+        raise ValueError(
+            "[evaluate.backend] must be a backend that loads the pipeline's saved model "
+            f"(transformers or vLLM), and {model} must hold it"
+        )
+    block = {"components": {name: {"backend": dict(config.backend)}}}
+    return spacy.load(config.pipeline, config=block)
+
+
+def _reasoning_component_name(pipeline: Path) -> str:
+    """The name of the saved pipeline's one reasoning_ner component (from its config.cfg)."""
+    saved = load_config(pipeline / "config.cfg", interpolate=False)
+    names = [
+        name
+        for name, block in saved.get("components", {}).items()
+        if block.get("factory") == "reasoning_ner"
+    ]
+    if len(names) != 1:
+        raise ValueError(
+            f"{pipeline} has {len(names)} reasoning_ner components ({', '.join(names) or 'none'}) "
+            "to give [evaluate.backend]: it needs exactly one"
+        )
+    return names[0]
 
 
 def evaluate_profile(config: EvaluateConfig) -> tuple[EvaluationResult, list[Path]]:
@@ -110,6 +136,7 @@ def evaluate_profile(config: EvaluateConfig) -> tuple[EvaluationResult, list[Pat
         for dataset in config.datasets
     ]
     texts = [text for path in config.training_data for text in read_training_texts(path)]
+    before = weight_loads()
     result = evaluate(
         load_pipeline(config),
         eval_sets,
@@ -120,6 +147,8 @@ def evaluate_profile(config: EvaluateConfig) -> tuple[EvaluationResult, list[Pat
         limit=config.limit,
         seed=config.seed,
     )
+    # The engines load lazily (vLLM on its first batch): counted over loading and evaluating.
+    result.count_model_loads(loads_since(before))
     return result, result.save(config.output)
 
 

@@ -15,7 +15,9 @@ constraint after the closed think block. Without reasoning only the second pass 
 from __future__ import annotations
 
 import hashlib
+import logging
 from abc import abstractmethod
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -39,6 +41,26 @@ from .base import (
     GenerationSettings,
 )
 from .structured import StructuredOption, check_answer_budget, check_option, structured_enabled
+
+logger = logging.getLogger(__name__)
+
+# Model weights loaded by the in-process engines of this process, per engine. A pipeline that
+# evaluates must hold one copy of its model (two do not fit an 8B model and vLLM's KV cache
+# on one GPU): the evaluation stage reports the loads it caused (``model_loads``).
+_WEIGHT_LOADS: Counter[str] = Counter()
+
+
+def weight_loads() -> dict[str, int]:
+    """Weights loaded so far in this process, per engine ("transformers", "vllm")."""
+    return dict(_WEIGHT_LOADS)
+
+
+def loads_since(before: dict[str, int]) -> dict[str, int]:
+    """The loads per engine since ``before`` (a ``weight_loads()``), engines without any left out."""
+    now = weight_loads()
+    return {
+        engine: n - before.get(engine, 0) for engine, n in now.items() if n > before.get(engine, 0)
+    }
 
 
 class LocalBackend(ConstrainableBackend):
@@ -110,6 +132,16 @@ class LocalBackend(ConstrainableBackend):
     def _identity_details(self) -> dict[str, Any]:
         """Engine-specific parts of ``identity``."""
         return {}
+
+    def _count_weight_load(self, path: str) -> None:
+        """Record that ``load`` read the weights at ``path`` (see ``weight_loads``)."""
+        _WEIGHT_LOADS[self.engine_name] += 1
+        logger.info(
+            "model weights loaded: %s by %s (load %d of this engine in this process)",
+            path,
+            self.engine_name,
+            _WEIGHT_LOADS[self.engine_name],
+        )
 
     # ----------------------------------------------------------------- shared
 

@@ -132,26 +132,44 @@ METRICS = {
 
 @dataclass
 class EvaluationResult:
-    """Per-dataset results and their plain means (JSON-able through ``to_dict``)."""
+    """Per-dataset results and their plain means (JSON-able through ``to_dict``).
+
+    ``model_loads``: model weights loaded while evaluating (in-process engines; None when not
+    counted), ``model_loads_by_engine`` the same per engine: an evaluation loads its model once.
+    """
 
     pipeline: str
     datasets: list[DatasetResult]
     limit: int | None = None
     seed: int = 0
     reasoning_token_unit: str | None = None
+    model_loads: int | None = None
+    model_loads_by_engine: dict[str, int] = field(default_factory=dict)
+
+    def count_model_loads(self, by_engine: Mapping[str, int]) -> None:
+        """Record the weight loads of the evaluation (``backends.local.loads_since``)."""
+        self.model_loads_by_engine = dict(by_engine)
+        self.model_loads = sum(by_engine.values())
 
     def metrics(self) -> list[str]:
         """The metrics every dataset has (the reference metric needs reasoning_ner)."""
         return [m for m in METRICS if all(getattr(d, m) is not None for d in self.datasets)]
 
+    def _groups(self) -> tuple[dict[str, list[DatasetResult]], list[DatasetResult]]:
+        """The datasets averaged, by group, and those reported apart: the paper's zero-shot
+        sets are the one group where any are evaluated (the headline), the others (CoNLL-2003,
+        in-domain) apart; without any, all datasets form the group."""
+        zero_shot = [d for d in self.datasets if d.dataset in ZERO_SHOT_DATASETS]
+        if not zero_shot:
+            return {"all": list(self.datasets)}, []
+        apart = [d for d in self.datasets if d.dataset not in ZERO_SHOT_DATASETS]
+        return {"zero-shot": zero_shot}, apart
+
     def averages(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{group: {metric: {precision, recall, f1}}}``, plain means over the datasets of
-        the group: all of them, and the paper's zero-shot sets where some of them are
-        evaluated beside others."""
-        groups = {"all": self.datasets}
-        zero_shot = [d for d in self.datasets if d.dataset in ZERO_SHOT_DATASETS]
-        if zero_shot and len(zero_shot) < len(self.datasets):
-            groups["zero-shot"] = zero_shot
+        the group: the paper's zero-shot sets ("zero-shot"), or all ("all") when none of them
+        is evaluated. Other datasets beside zero-shot ones are left out (reported apart)."""
+        groups, _ = self._groups()
         return {
             name: {
                 metric: {
@@ -164,11 +182,34 @@ class EvaluationResult:
             if members
         }
 
+    def headline(self) -> dict[str, Any] | None:
+        """The paper's headline figure as its evaluation script computes it: per dataset of
+        the averaged group the F1 of the headline metric (the reference string metric, else
+        the first one every dataset has) rounded to 2 decimals, then their plain mean rounded
+        to 2 decimals. ``apart``: the F1 of the datasets left out of the mean, rounded alike;
+        ``complete``: whether all seven zero-shot sets are in. None without datasets."""
+        metrics = self.metrics()
+        if not self.datasets or not metrics:
+            return None
+        metric = metrics[0]
+        groups, apart = self._groups()
+        [(group, members)] = groups.items()
+        per_dataset = {d.dataset: round(getattr(d, metric).f1, 2) for d in members}
+        return {
+            "metric": metric,
+            "group": group,
+            "f1": round(statistics.fmean(per_dataset.values()), 2),
+            "datasets": per_dataset,
+            "apart": {d.dataset: round(getattr(d, metric).f1, 2) for d in apart},
+            "complete": group == "zero-shot" and set(per_dataset) == set(ZERO_SHOT_DATASETS),
+        }
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         for entry, result in zip(data["datasets"], self.datasets, strict=True):
             entry["unaligned_rate"] = result.unaligned_rate
         data["average"] = self.averages()
+        data["headline"] = self.headline()
         return data
 
     def save(self, folder: str | Path) -> list[Path]:
@@ -217,8 +258,27 @@ class EvaluationResult:
             "answer the reference's json.loads refuses. Misc-like types are excluded from "
             "schema and gold.",
         ]
+        if (headline := self.headline()) is not None:
+            sets = ", ".join(headline["datasets"])
+            line = (
+                f"- **headline: {METRICS[headline['metric']]} F1 {headline['f1']:.2f}**, the "
+                f"mean over {len(headline['datasets'])} {headline['group']} sets ({sets}), each "
+                "rounded to 2 decimals first, as the paper's evaluation script"
+            )
+            if headline["group"] == "zero-shot" and not headline["complete"]:
+                line += f" (not all {len(ZERO_SHOT_DATASETS)} of the paper's sets)"
+            if headline["apart"]:
+                apart = ", ".join(f"{name} {f1:.2f}" for name, f1 in headline["apart"].items())
+                line += f"; reported apart, not in the mean: {apart}"
+            notes.append(line)
         if self.reasoning_token_unit:
             notes.append(f"- reasoning tokens: {self.reasoning_token_unit}")
+        if self.model_loads is not None:
+            engines = ", ".join(f"{e}: {n}" for e, n in self.model_loads_by_engine.items())
+            notes.append(
+                f"- model weights loaded {self.model_loads} time(s) while evaluating"
+                + (f" ({engines})" if engines else "")
+            )
         for d in self.datasets:
             if d.note:
                 notes.append(f"- {d.dataset}: {d.note}")
