@@ -34,6 +34,7 @@ from training.config import CONFIG_DIR, ConfigError, from_block, load_profile
 from training.curves import CURVES_NAME, METRICS_NAME, plot_curves
 from training.samples import Sample
 from training.schemas import clean_types, with_schema
+from training.sources import SourceConfig
 
 DATA = Path(
     os.environ.get("REASONINGNER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -388,6 +389,9 @@ def test_grpo_two_steps_log_rewards_length_and_kl(
     assert (tmp_path / "grpo" / CURVES_NAME).is_file()
     state = json.loads((tmp_path / "grpo" / "trainer_state.json").read_text())
     assert any("rewards/f1_reward/mean" in e for e in state["log_history"])
+    # The stage names where its prompts came from.
+    report = json.loads((tmp_path / "grpo" / grpo.PROMPTS_REPORT_NAME).read_text())
+    assert (report["pool"], report["inputs"]) == ("dataset", {"dataset": str(cg_dataset)})
 
 
 @needs_conll
@@ -420,6 +424,153 @@ def test_grpo_refuses_evaluation_domains(tmp_path: Path, tiny_model_dir: Path) -
     )
     with pytest.raises(ValueError, match="evaluation domains"):
         grpo.prompt_rows(grpo.GRPOStageConfig.from_profile(profile))
+
+
+# The reference's GRPO pool, as its config/dataset/in_domain.json lists it.
+REFERENCE_GRPO_SETS = [
+    "ACE 2005", "AnatEM", "bc2gm", "bc4chemd", "bc5cdr", "Broad Tweet Corpus", "CoNLL 2003",
+    "FabNER", "FindVehicle", "GENIA_NER", "HarveyNER", "mit-movie", "mit-restaurant",
+    "MultiNERD", "ncbi", "Ontonotes", "PolyglotNER", "TweetNER7", "WikiANN en", "WikiNeural",
+]  # fmt: skip
+CONTAMINATED = "The BRCA1 gene was cloned ."
+
+
+def row(sentence: str, *mentions: tuple[str, str]) -> dict[str, Any]:
+    """An InstructUIE record: the sentence and its (name, type) entities with offsets."""
+    entities = []
+    for name, label in mentions:
+        start = sentence.index(name)
+        entities.append({"name": name, "type": label, "pos": [start, start + len(name)]})
+    return {"sentence": sentence, "entities": entities}
+
+
+def write_instructuie(root: Path, name: str, rows: list[dict[str, Any]], labels: list[str]) -> None:
+    """An InstructUIE set as IE_INSTRUCTIONS/NER holds it: train.json and labels.json."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "train.json").write_text(json.dumps(rows))
+    (folder / "labels.json").write_text(json.dumps(labels))
+
+
+@pytest.fixture
+def instructuie(tmp_path: Path) -> Path:
+    """Two tiny InstructUIE sets; one bc2gm sentence is also an evaluation sentence."""
+    root = tmp_path / "IE_INSTRUCTIONS" / "NER"
+    write_instructuie(
+        root,
+        "CoNLL 2003",
+        [
+            row(
+                "EU rejects German call to boycott British lamb .",
+                ("EU", "organization"),
+                ("German", "misc"),
+            ),
+            row(
+                "Peter Blackburn reports from Brussels .",
+                ("Peter Blackburn", "person"),
+                ("Brussels", "location"),
+            ),
+            row("The talks ended without a deal ."),
+        ],
+        ["location", "misc", "organization", "person"],
+    )
+    genes = [
+        ("Mutations in TP53 were found .", "TP53"),
+        (CONTAMINATED, "BRCA1"),
+        ("BRCA2 levels rose .", "BRCA2"),
+    ]
+    write_instructuie(root, "bc2gm", [row(s, (gene, "GENE")) for s, gene in genes], ["GENE"])
+    evaluation = tmp_path / "evaluation" / "crossner_ai"
+    evaluation.mkdir(parents=True)
+    (evaluation / "dev.txt").write_text(
+        "".join(f"{token} O\n" for token in CONTAMINATED.split()) + "\n"
+    )
+    return root
+
+
+def gpu_grpo(root: Path, tmp_path: Path, **overrides: Any) -> grpo.GRPOStageConfig:
+    """The gpu-1.7b profile's GRPO stage over tiny InstructUIE sets and evaluation data."""
+    profile = load_profile(
+        "gpu-1.7b",
+        {
+            "paths.data": str(tmp_path),
+            "paths.output": str(tmp_path / "out"),
+            "grpo.prompts.instructuie.path": str(root),
+            "grpo.prompts.instructuie.datasets": ["CoNLL 2003", "bc2gm"],
+            "grpo.prompts.decontamination.data": str(tmp_path / "evaluation"),
+            "grpo.prompts.decontamination.datasets": ["crossner_ai"],
+            **overrides,
+        },
+    )
+    return grpo.GRPOStageConfig.from_profile(profile)
+
+
+def test_grpo_pool_defaults_to_the_reference_sets_without_the_zero_shot_domains() -> None:
+    default = grpo.InstructUIEConfig().datasets
+    assert default == [s for s in REFERENCE_GRPO_SETS if not s.startswith("mit-")]
+
+
+def test_gpu_grpo_prompts_come_from_the_instructuie_sets_when_present(
+    instructuie: Path, tmp_path: Path
+) -> None:
+    config = gpu_grpo(instructuie, tmp_path)
+    rows, report = grpo.sampled_prompts(config)
+    assert (report["requested"], report["pool"], report["fallback"]) == (
+        "instructuie",
+        "instructuie",
+        None,
+    )
+    # Every set's share of the 5,000, the evaluation sentence removed first.
+    assert report["per_dataset"] == {"CoNLL 2003": 3, "bc2gm": 2}
+    assert report["decontamination_removed"] == {"bc2gm": {"crossner_ai/dev": 1}}
+    assert CONTAMINATED not in rows["text"]
+    conll = [r for r in rows if r["dataset"] == "CoNLL 2003"]
+    # The reference's schema: labels.json lowercased and sorted, misc-like types out.
+    assert all(r["schema"] == ["location", "organization", "person"] for r in conll)
+    eu = next(r for r in conll if r["text"].startswith("EU"))
+    assert eu["entities"] == [{"text": "EU", "label": "organization"}]
+    assert {tuple(r["schema"]) for r in rows if r["dataset"] == "bc2gm"} == {("gene",)}
+    assert report["without_entities"] == 1
+    grpo.write_prompts(rows, tmp_path / "grpo", report)
+    written = json.loads((tmp_path / "grpo" / grpo.PROMPTS_REPORT_NAME).read_text())
+    assert written["pool"] == "instructuie" and written["inputs"]["bc2gm"].endswith("train.json")
+
+
+def test_the_zero_shot_domains_stay_refused_in_the_instructuie_pool(
+    instructuie: Path, tmp_path: Path
+) -> None:
+    films = row("Show me films by Ridley Scott .", ("Ridley Scott", "director"))
+    write_instructuie(instructuie, "mit-movie", [films], ["director"])
+    config = gpu_grpo(
+        instructuie, tmp_path, **{"grpo.prompts.instructuie.datasets": ["bc2gm", "mit-movie"]}
+    )
+    with pytest.raises(ValueError, match=r"\['mit-movie'\] are evaluation domains"):
+        grpo.sampled_prompts(config)
+
+
+def test_gpu_grpo_prompts_fall_back_to_our_pool_and_say_so(
+    instructuie: Path, tmp_path: Path
+) -> None:
+    absent = tmp_path / "nowhere"
+    config = gpu_grpo(absent, tmp_path)
+    # Our pool: one tiny gold source in place of the profile's CoNLL-2003 and Pile-NER.
+    config.sources = {
+        "ours": SourceConfig("ours", instructuie / "CoNLL 2003" / "train.json", "instructuie")
+    }
+    rows, report = grpo.sampled_prompts(config)
+    assert (report["requested"], report["pool"]) == ("instructuie", "sources")
+    assert str(absent) in report["fallback"] and report["per_dataset"] == {"ours": 3}
+    grpo.write_prompts(rows, tmp_path / "grpo", report)
+    written = json.loads((tmp_path / "grpo" / grpo.PROMPTS_REPORT_NAME).read_text())
+    assert written["pool"] == "sources" and str(absent) in written["fallback"]
+    # Without the fallback, and with a set missing, the stage stops and says what to do.
+    with pytest.raises(FileNotFoundError, match=r"no InstructUIE folder .*InstructUIE#data"):
+        grpo.sampled_prompts(gpu_grpo(absent, tmp_path, **{"grpo.prompts.fallback": None}))
+    partial = gpu_grpo(
+        instructuie, tmp_path, **{"grpo.prompts.instructuie.datasets": ["bc2gm", "ncbi"]}
+    )
+    with pytest.raises(FileNotFoundError, match=r"incomplete .*ncbi/train\.json"):
+        grpo.sampled_prompts(partial)
 
 
 # --------------------------------------------------------------------------- assembly

@@ -111,6 +111,8 @@ def test_grpo_prompt_origin_needs_its_input() -> None:
         build(GRPOStageConfig, **{"grpo.prompts.origin": "dataset", "grpo.prompts.dataset": None})
     with pytest.raises(ConfigError, match=r"origin = 'elsewhere' is not one of"):
         build(GRPOStageConfig, **{"grpo.prompts.origin": "elsewhere"})
+    with pytest.raises(ConfigError, match=r"needs \[grpo.prompts.instructuie\] path"):
+        build(GRPOStageConfig, **{"grpo.prompts.origin": "instructuie"})
 
 
 def test_export_stages_are_checked() -> None:
@@ -118,3 +120,35 @@ def test_export_stages_are_checked() -> None:
         build(ExportConfig, **{"export.stages": ["sft", "dpo"]})
     with pytest.raises(ConfigError, match=r"dtype = 'int8' is not one of"):
         build(ExportConfig, **{"export.dtype": "int8"})
+
+
+@pytest.mark.parametrize("profile", ["gpu-1.7b", "gpu-8b"])
+def test_gpu_profiles_take_the_reference_grpo_objective(
+    profile: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRL 1.16's importance-sampling and KL bias corrections (on by TRL's defaults) and
+    Liger kernels are off, as in the reference's GRPO run; on a GPU machine with liger-kernel
+    installed too, where SFT does take Liger."""
+    import torch
+    from trl import SFTConfig
+
+    from training import trainers
+    from training.grpo import grpo_args
+
+    stage = build(GRPOStageConfig, profile)
+    for key in ("vllm_importance_sampling_correction", "use_bias_correction_kl"):
+        assert stage.trainer[key] is False, key
+    args = grpo_args(stage, output_dir="unused")
+    assert not (args.vllm_importance_sampling_correction or args.use_bias_correction_kl)
+    assert not args.use_liger_kernel
+    # A GPU with liger-kernel installed (use_cpu only lets bf16 pass the check on this machine).
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *_: True)
+    monkeypatch.setattr(trainers, "importable", lambda module: True)
+    stage.trainer.pop("use_liger_kernel")  # the stage's own default, not the profile's line
+    gpu = grpo_args(stage, output_dir="unused", use_cpu=True)
+    assert gpu.bf16 and not gpu.use_liger_kernel
+    sft = trainers.trainer_config(SFTConfig, {"use_cpu": True}, "sft.trainer")
+    assert sft.use_liger_kernel
+    stage.trainer["use_liger_kernel"] = True  # the option
+    assert grpo_args(stage, output_dir="unused", use_cpu=True).use_liger_kernel

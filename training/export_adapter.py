@@ -43,7 +43,7 @@ from .build_data import DataConfig
 from .config import StageConfig, load_profile, parse_overrides, require
 from .decontamination import DecontaminationConfig, evaluation_splits
 from .evaluate import EvaluateConfig
-from .grpo import GRPOStageConfig
+from .grpo import GRPOStageConfig, prompt_pool
 from .sft import SFTStageConfig
 from .sources import plan
 from .trainers import ADAPTER_NAME
@@ -230,15 +230,18 @@ def decontamination_report(profile: Config, outputs: dict[str, Path]) -> str:
         "",
         *[f"- CG/SFT `{name}`: `{s.path}`" for name, s in data.sources.items()],
     ]
-    if grpo.prompts.origin == "sources":
+    pool = prompt_pool(grpo)
+    if pool.origin != "dataset":
         planned = plan(
-            list(grpo.sources.values()),
+            pool.sources,
             seed=grpo.prompts.seed,
             drop_types=grpo.prompts.drop_types,
             forbidden_datasets=grpo.prompts.forbidden_datasets,
             decontamination=grpo.prompts.decontamination,
         )
-        lines += [f"- GRPO prompts `{name}`: `{s.path}`" for name, s in grpo.sources.items()]
+        kind = "" if pool.origin == "sources" else f" ({pool.origin})"
+        lines += [f"- GRPO prompts{kind} `{s.name}`: `{s.path}`" for s in pool.sources]
+        lines += [f"- GRPO prompts: {pool.fallback}"] if pool.fallback else []
         grpo_removed: Any = planned.contaminated
         grpo_splits = _checked_splits(grpo.prompts.decontamination, grpo.prompts.forbidden_datasets)
     else:

@@ -2,8 +2,11 @@
 
 Prompts come from gold corpora (``[grpo.prompts] origin = "sources"``: ``[grpo.sources.*]``
 blocks read, relabelled, schema-built and decontaminated exactly as the CG stage reads
-``[cg.sources]``) or from the CG dataset (``origin = "dataset"``), sampled over their source
-datasets with a seed: in proportion to their sizes, as the reference does, or evenly. Rewards are ``training.rewards`` weighted by ``[grpo.rewards]``
+``[cg.sources]``), from the reference's pool, InstructUIE's NER training sets
+(``origin = "instructuie"``: ``[grpo.prompts.instructuie]``, read and decontaminated the same
+way, ``[grpo.sources]`` when that folder is absent), or from the CG dataset
+(``origin = "dataset"``), sampled over their source datasets with a seed: in proportion to
+their sizes, as the reference does, or evenly. ``prompts_report.json`` names the pool used. Rewards are ``training.rewards`` weighted by ``[grpo.rewards]``
 (the paper: 10 x F1 + 1 x schema, optionally a reasoning-length penalty). ``[grpo.trainer]``
 goes to ``GRPOConfig`` as is: group size, KL beta, clipping epsilons, temperature, learning
 rate, completion budget, and the rollout engine: transformers ``generate`` by default, vLLM
@@ -24,6 +27,7 @@ import functools
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +49,7 @@ from .curves import MetricsLog
 from .decontamination import DecontaminationConfig
 from .rewards import f1_reward, length_penalty, schema_reward
 from .samples import Sample
-from .sources import SourceConfig, default_drop_types, default_forbidden_datasets, plan
+from .sources import Plan, SourceConfig, default_drop_types, default_forbidden_datasets, plan
 from .trainers import (
     check_keys,
     check_lora_sharding,
@@ -57,8 +61,38 @@ from .trainers import (
 )
 
 logger = logging.getLogger(__name__)
-# The prompts GRPO trains on, written beside its model for the evaluation's overlap guard.
+# The prompts GRPO trains on, written beside its model for the evaluation's overlap guard,
+# and where they came from.
 PROMPTS_NAME = "prompts.jsonl"
+PROMPTS_REPORT_NAME = "prompts_report.json"
+# The reference's GRPO pool (its config/dataset/in_domain.json: 20 InstructUIE NER training
+# sets, IE_INSTRUCTIONS/NER/<name>/) without the two it lists that are zero-shot evaluation
+# domains, "mit-movie" and "mit-restaurant": forbidden_datasets refuses them by name and by
+# content.
+INSTRUCTUIE_GRPO_DATASETS = (
+    "ACE 2005",
+    "AnatEM",
+    "bc2gm",
+    "bc4chemd",
+    "bc5cdr",
+    "Broad Tweet Corpus",
+    "CoNLL 2003",
+    "FabNER",
+    "FindVehicle",
+    "GENIA_NER",
+    "HarveyNER",
+    "MultiNERD",
+    "ncbi",
+    "Ontonotes",
+    "PolyglotNER",
+    "TweetNER7",
+    "WikiANN en",
+    "WikiNeural",
+)
+INSTRUCTUIE_HINT = (
+    "InstructUIE's IE_INSTRUCTIONS data (https://github.com/BeyonderXX/InstructUIE#data, no "
+    "stable download URL): unpack it so that <path>/<name>/train.json and labels.json exist"
+)
 
 
 @dataclass
@@ -94,11 +128,30 @@ class RewardConfig:
 
 
 @dataclass
+class InstructUIEConfig:
+    """``[grpo.prompts.instructuie]``: the reference's GRPO pool, InstructUIE's NER training
+    sets as its sampling reads them (``<path>/<name>/train.json``, a JSON list of
+    ``{"sentence", "entities": [{"name", "type", "pos"}]}``, and ``labels.json``, the set's
+    type names: every sentence is asked all of them)."""
+
+    path: Path | None = None  # the IE_INSTRUCTIONS/NER folder
+    datasets: list[str] = field(default_factory=lambda: list(INSTRUCTUIE_GRPO_DATASETS))
+
+    def __post_init__(self) -> None:
+        require(bool(self.datasets), "[grpo.prompts.instructuie] datasets is empty")
+
+
+@dataclass
 class PromptConfig:
     """``[grpo.prompts]``: where the GRPO prompts come from and how many."""
 
-    # "sources": the gold corpora of [grpo.sources]; "dataset": the CG stage's dataset.
-    origin: Literal["sources", "dataset"] = "sources"
+    # "sources": the gold corpora of [grpo.sources]; "instructuie": the reference's pool
+    # ([grpo.prompts.instructuie]); "dataset": the CG stage's dataset.
+    origin: Literal["sources", "instructuie", "dataset"] = "sources"
+    # With origin = "instructuie" and no folder at its path: "sources" takes [grpo.sources]
+    # instead (prompts_report.json says so); null stops the stage.
+    fallback: Literal["sources"] | None = "sources"
+    instructuie: InstructUIEConfig = field(default_factory=InstructUIEConfig)
     dataset: Path | None = None
     # Total prompts over the source datasets; null: all.
     num_prompts: int | None = None
@@ -116,6 +169,11 @@ class PromptConfig:
         require(
             self.origin != "dataset" or self.dataset is not None,
             '[grpo.prompts] origin = "dataset" needs dataset (the CG stage\'s dataset folder)',
+        )
+        require(
+            self.origin != "instructuie" or self.instructuie.path is not None,
+            '[grpo.prompts] origin = "instructuie" needs [grpo.prompts.instructuie] path (the '
+            "IE_INSTRUCTIONS/NER folder)",
         )
         require(
             self.num_prompts is None or self.num_prompts >= 1,
@@ -149,39 +207,132 @@ class GRPOStageConfig(StageConfig):
             self.prompts.origin != "sources" or bool(self.sources),
             '[grpo.prompts] origin = "sources" needs [grpo.sources.*] blocks',
         )
+        require(
+            self.prompts.origin != "instructuie"
+            or self.prompts.fallback is None
+            or bool(self.sources),
+            '[grpo.prompts] fallback = "sources" needs [grpo.sources.*] blocks (or set '
+            "fallback = null)",
+        )
         from trl import GRPOConfig
 
         check_keys(GRPOConfig, self.trainer, "grpo.trainer")
         lora_config(self.lora, "grpo.lora")
 
 
-def prompt_rows(config: GRPOStageConfig) -> Any:
-    """The GRPO prompts with their gold, sampled over their source datasets."""
+@dataclass(frozen=True)
+class PromptPool:
+    """Where a run's GRPO prompts come from: the gold ``sources`` to read (none for the CG
+    dataset), which ``origin`` they are, and why the requested one was not used."""
+
+    origin: Literal["sources", "instructuie", "dataset"]
+    sources: list[SourceConfig] = field(default_factory=list)
+    dataset: Path | None = None
+    fallback: str | None = None
+
+
+def prompt_pool(config: GRPOStageConfig) -> PromptPool:
+    """The pool ``[grpo.prompts]`` asks for, or ``[grpo.sources]`` when it asks for the
+    InstructUIE sets, has none at its path and allows the fallback."""
     prompts = config.prompts
     if prompts.origin == "dataset":
-        rows = load_training_data(prompts.dataset)
+        return PromptPool("dataset", dataset=prompts.dataset)
+    ours = list(config.sources.values())
+    if prompts.origin == "sources":
+        return PromptPool("sources", ours)
+    root = prompts.instructuie.path
+    assert root is not None  # PromptConfig requires it for this origin
+    if root.is_dir():
+        return PromptPool("instructuie", instructuie_sources(prompts.instructuie))
+    missing = f"no InstructUIE folder {root}"
+    if prompts.fallback is None:
+        raise FileNotFoundError(
+            f"{missing} ([grpo.prompts.instructuie] path): get {INSTRUCTUIE_HINT}; or set "
+            '[grpo.prompts] fallback = "sources" to use [grpo.sources] instead'
+        )
+    logger.warning("%s: GRPO prompts from [grpo.sources] instead (the fallback)", missing)
+    return PromptPool("sources", ours, fallback=f"{missing}; [grpo.sources] used instead")
+
+
+def instructuie_sources(config: InstructUIEConfig) -> list[SourceConfig]:
+    """One source per InstructUIE set, as the reference reads them: the training split, its
+    labels.json as the schema of every sentence, no types added or left out."""
+    assert config.path is not None
+    folders = {name: config.path / name for name in config.datasets}
+    absent = [
+        f"{folder / file}"
+        for folder in folders.values()
+        for file in ("train.json", "labels.json")
+        if not (folder / file).is_file()
+    ]
+    if absent:
+        raise FileNotFoundError(
+            f"InstructUIE sets incomplete under {config.path}: no {', '.join(absent)}; get "
+            f"{INSTRUCTUIE_HINT}, or name only the sets you have in [grpo.prompts.instructuie] "
+            "datasets"
+        )
+    return [
+        SourceConfig(
+            name=name,
+            path=folder / "train.json",
+            format="instructuie",
+            labels=folder / "labels.json",
+        )
+        for name, folder in folders.items()
+    ]
+
+
+def prompt_rows(config: GRPOStageConfig) -> Any:
+    """The GRPO prompts with their gold, sampled over their source datasets."""
+    return sampled_prompts(config)[0]
+
+
+def sampled_prompts(config: GRPOStageConfig) -> tuple[Any, dict[str, Any]]:
+    """The GRPO prompts with their gold, sampled over their source datasets, and the report
+    of where they came from (``prompts_report.json``)."""
+    prompts = config.prompts
+    pool = prompt_pool(config)
+    planned = None
+    if pool.origin == "dataset":
+        rows = load_training_data(pool.dataset)
     else:
-        rows = gold_source_rows(config)
-    return sample_prompts(
+        planned = plan(
+            pool.sources,
+            seed=prompts.seed,
+            drop_types=prompts.drop_types,
+            forbidden_datasets=prompts.forbidden_datasets,
+            decontamination=prompts.decontamination,
+        )
+        if not planned.records:
+            raise ValueError(
+                f"the GRPO prompt pool ({pool.origin}) gave no prompts: check the sources' "
+                "paths and limits"
+            )
+        rows = gold_rows(planned.records, planned.guids)
+    sampled = sample_prompts(
         rows, prompts.num_prompts, prompts.seed, prompts.sampling, prompts.max_per_source
     )
+    return sampled, prompts_report(config, pool, planned, sampled)
 
 
-def gold_source_rows(config: GRPOStageConfig) -> Any:
-    """Rows of the CG format from ``[grpo.sources]``, read by the CG stage's own planner, so
-    that label maps, schema rules, evaluation-domain refusal and decontamination are the same
-    as for the SFT data."""
-    prompts = config.prompts
-    planned = plan(
-        list(config.sources.values()),
-        seed=prompts.seed,
-        drop_types=prompts.drop_types,
-        forbidden_datasets=prompts.forbidden_datasets,
-        decontamination=prompts.decontamination,
-    )
-    if not planned.records:
-        raise ValueError("[grpo.sources] gave no prompts: check the sources' paths and limits")
-    return gold_rows(planned.records, planned.guids)
+def prompts_report(
+    config: GRPOStageConfig, pool: PromptPool, planned: Plan | None, sampled: Any
+) -> dict[str, Any]:
+    """The pool the prompts came from (and why, after a fallback), its inputs, and what the
+    sample holds per dataset."""
+    per_dataset = Counter(sampled["dataset"])
+    inputs = {s.name: str(s.path) for s in pool.sources} or {"dataset": str(pool.dataset)}
+    return {
+        "requested": config.prompts.origin,
+        "pool": pool.origin,
+        "fallback": pool.fallback,
+        "inputs": inputs,
+        "prompts": len(sampled),
+        "per_dataset": dict(sorted(per_dataset.items())),
+        "without_entities": sum(1 for entities in sampled["entities"] if not entities),
+        "duplicates_removed": dict(planned.duplicates) if planned else None,
+        "decontamination_removed": planned.contaminated if planned else None,
+    }
 
 
 def check_rollout_server(args: Any) -> None:
@@ -198,8 +349,9 @@ def check_rollout_server(args: Any) -> None:
         )
 
 
-def write_prompts(rows: Any, output: Path) -> Path:
-    """The sampled prompts as ``Sample`` JSON lines in ``output`` (main process only)."""
+def write_prompts(rows: Any, output: Path, report: dict[str, Any] | None = None) -> Path:
+    """The sampled prompts as ``Sample`` JSON lines in ``output``, with their ``report``
+    beside them (main process only)."""
     from accelerate import PartialState
 
     path = output / PROMPTS_NAME
@@ -208,6 +360,8 @@ def write_prompts(rows: Any, output: Path) -> Path:
         with path.open("w", encoding="utf-8") as handle:
             for row in rows:
                 handle.write(json.dumps(Sample.from_row(row).to_dict(), ensure_ascii=False) + "\n")
+        if report is not None:
+            (output / PROMPTS_REPORT_NAME).write_text(json.dumps(report, indent=2) + "\n")
     return path
 
 
@@ -266,9 +420,18 @@ def reload_weights_on_sync(generation: Any) -> None:
     generation.sync_weights = sync_weights
 
 
+def grpo_args(config: GRPOStageConfig, **stage: Any) -> Any:
+    """``GRPOConfig`` from ``[grpo.trainer]`` over the hardware defaults, without Liger
+    kernels unless the profile sets ``use_liger_kernel`` (the reference uses them for SFT
+    only); ``stage`` holds what the stage derives from its other settings."""
+    from trl import GRPOConfig
+
+    return trainer_config(GRPOConfig, config.trainer, "grpo.trainer", liger=False, **stage)
+
+
 def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
     """The GRPO trainer of a profile, its output folder and whether to resume."""
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     config = GRPOStageConfig.from_profile(profile)
     path = model_path(config.model)
@@ -280,13 +443,19 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
             **NO_THINKING,
             **config.trainer.get("chat_template_kwargs", {}),
         }
-    args = trainer_config(GRPOConfig, config.trainer, "grpo.trainer", **stage)
+    args = grpo_args(config, **stage)
     lora = lora_config(config.lora, "grpo.lora")
     check_lora_sharding(args, lora)
     if args.use_vllm and args.vllm_mode == "server":
         check_rollout_server(args)
-    rows = prompt_rows(config)
-    write_prompts(rows, config.output)
+    rows, report = sampled_prompts(config)
+    write_prompts(rows, config.output, report)
+    logger.info(
+        "GRPO prompts: %d from the %s pool%s",
+        report["prompts"],
+        report["pool"],
+        f" ({report['fallback']})" if report["fallback"] else "",
+    )
     on_cpu_vllm = args.use_vllm and args.vllm_mode == "colocate" and args.use_cpu
     with vllm_on_cpu() if on_cpu_vllm else contextlib.nullcontext():
         trainer = GRPOTrainer(
@@ -317,4 +486,6 @@ def command(
 ) -> None:
     """Reinforcement (RE): GRPO with F1 and schema rewards; writes <grpo.output>/model."""
     model_dir = train(load_profile(profile, parse_overrides(ctx.args)))
-    typer.echo(f"model: {model_dir}  curves: {model_dir.parent / 'curves.png'}")
+    report = json.loads((model_dir.parent / PROMPTS_REPORT_NAME).read_text())
+    pool = report["pool"] + (f" ({report['fallback']})" if report["fallback"] else "")
+    typer.echo(f"model: {model_dir}  curves: {model_dir.parent / 'curves.png'}  prompts: {pool}")

@@ -110,6 +110,17 @@ class SourceConfig:
         )
 
 
+def instructuie_types(path: Path) -> list[str] | None:
+    """The type names of an InstructUIE ``labels.json`` (a JSON list of strings); None for
+    this project's ``labels.json`` (an object mapping tags to names per convention)."""
+    declared = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(declared, list):
+        return None
+    if not all(isinstance(name, str) for name in declared):
+        raise ValueError(f"{path}: a list labels.json must hold type names (strings) only")
+    return declared
+
+
 def load_source(source: SourceConfig) -> tuple[list[NERRecord], list[str]]:
     """The source's records (dataset id = source name) and every type of the corpus."""
     if not source.path.exists():
@@ -118,7 +129,16 @@ def load_source(source: SourceConfig) -> tuple[list[NERRecord], list[str]]:
             "the profile's sources or pass --paths.data"
         )
     records = read_records(source.path, format=source.format)
-    if source.labels is not None:
+    type_list = instructuie_types(source.labels) if source.labels is not None else None
+    if type_list is not None:
+        # InstructUIE's labels.json: the corpus's type names, used as they are (no map).
+        if source.definitions:
+            raise ConfigError(
+                f"source {source.name!r}: {source.labels} is a plain list of type names "
+                "(InstructUIE's labels.json) and has no definitions: set definitions = null"
+            )
+        types = type_list
+    elif source.labels is not None:
         label_map = load_label_map(source.labels, source.naming)
         records = relabel(records, label_map)
         types = list(label_map.values())

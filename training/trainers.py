@@ -46,10 +46,11 @@ def importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def hardware_defaults() -> dict[str, Any]:
-    """Precision, attention and kernels for this machine: bf16 + FlashAttention-2 (+ Liger)
-    on a GPU that has them; on CPU SDPA, bfloat16 weights where the CPU computes bfloat16
-    natively (about twice as fast a step; LoRA weights stay float32), else float32. TRL's
+def hardware_defaults(liger: bool = True) -> dict[str, Any]:
+    """Precision, attention and kernels for this machine: bf16 + FlashAttention-2 (+ Liger,
+    where ``liger`` and installed) on a GPU that has them; on CPU SDPA, bfloat16 weights where
+    the CPU computes bfloat16 natively (about twice as fast a step; LoRA weights stay
+    float32), else float32. TRL's
     ``bf16`` (autocast) stays off on CPU: it was slower than either (bench/precision.py)."""
     import torch
 
@@ -65,9 +66,10 @@ def hardware_defaults() -> dict[str, Any]:
     return {
         "bf16": bf16,
         "fp16": not bf16,
-        # The paper trains with Liger kernels; TRL 1.x deprecates them for Hub kernels
-        # (model_init_kwargs.use_kernels), which need the Hub: use Liger where installed.
-        "use_liger_kernel": importable("liger_kernel"),
+        # The paper trains with Liger kernels (its SFT; not its GRPO, which passes
+        # liger=False); TRL 1.x deprecates them for Hub kernels (model_init_kwargs.use_kernels),
+        # which need the Hub: use Liger where installed.
+        "use_liger_kernel": liger and importable("liger_kernel"),
         "model_init_kwargs": {
             "dtype": "bfloat16" if bf16 else "float16",
             "attn_implementation": "flash_attention_2" if importable("flash_attn") else "sdpa",
@@ -75,11 +77,14 @@ def hardware_defaults() -> dict[str, Any]:
     }
 
 
-def trainer_config(cls: type, kwargs: dict[str, Any], where: str, **stage: Any) -> Any:
+def trainer_config(
+    cls: type, kwargs: dict[str, Any], where: str, *, liger: bool = True, **stage: Any
+) -> Any:
     """``cls`` (SFTConfig, GRPOConfig) from the profile's ``kwargs`` over the hardware
-    defaults; ``stage`` holds the values the stage derives from its other settings."""
+    defaults (Liger kernels on a GPU only where ``liger``; ``use_liger_kernel`` in ``kwargs``
+    wins); ``stage`` holds the values the stage derives from its other settings."""
     check_keys(cls, kwargs, where)
-    defaults = hardware_defaults()
+    defaults = hardware_defaults(liger)
     model_init_kwargs = {**defaults.pop("model_init_kwargs"), **kwargs.get("model_init_kwargs", {})}
     return cls(**{**defaults, **kwargs, **stage, "model_init_kwargs": model_init_kwargs})
 
