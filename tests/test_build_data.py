@@ -9,19 +9,21 @@ from pathlib import Path
 import pytest
 from datasets import load_from_disk
 
-from spacy_reasoningner.backends import BackendError
+from spacy_reasoningner.backends import BackendError, Completion, GenerationSettings
 from spacy_reasoningner.benchmark.readers import NERRecord, read_ner_cot_jsonl
 from spacy_reasoningner.protocol import Schema, parse_completion, render_answer
 from spacy_reasoningner.registry import backends
 from training.build_data import DataConfig, run
-from training.config import load_profile
+from training.config import ConfigError, build_backend, build_settings, load_profile
 from training.quality import (
     AGREES,
     COVERED,
     IN_SCHEMA,
     IN_TEXT,
     PARSED,
+    VERDICT_MAX_TOKENS,
     gold_check,
+    judge_checks,
     parse_judgement,
     structural_checks,
 )
@@ -266,6 +268,106 @@ def test_a_hostile_judge_reply_never_raises_and_costs_linear_time():
     assert parse_judgement('{"x": ' + "[" * 5000) is None  # the decoder recursed per bracket
     assert parse_judgement('{"coherence": 1' + "0" * 5000 + ', "accuracy": 9}') is None
     assert grows_linearly(lambda size: parse_judgement("{" * size), 8_000, 128_000)
+
+
+# A judge that thinks too long: with thinking on it spends the whole token budget reasoning
+# (about one token a word), and mentions scores on the way, as a thinking Qwen3 does.
+VERDICT = '{"coherence": 9, "accuracy": 10, "justification": "Every entity is discussed."}'
+JUDGE_RECORD = NERRecord(
+    "Ada Lovelace met Charles Babbage .", [(0, 12, "person")], "t:1", schema=["person"]
+)
+JUDGE_DRAFT = Draft("Ada Lovelace is a person.", {"person": ["Ada Lovelace"]}, "teacher")
+
+
+def long_thought(tokens: int) -> str:
+    return " ".join(["Hmm, coherence: 3, accuracy: 2? Let me check each entity again."] * tokens)[
+        : tokens * 5
+    ]
+
+
+def judge_reply(body: dict, number: int) -> tuple[int, dict, dict]:
+    """vLLM with Qwen3's reasoning parser: the thought in reasoning_content; the verdict in
+    content only when the chat template's thinking is off."""
+    from .test_openai_backend import chat_response
+
+    if (body.get("chat_template_kwargs") or {}).get("enable_thinking") is False:
+        return 200, chat_response(VERDICT), {}
+    thought = long_thought(body["max_tokens"])
+    return 200, chat_response("", reasoning=thought, finish="length"), {}
+
+
+class LongThinkingJudge:
+    """The same judge in process, as a local backend returns it: the open think block inline."""
+
+    def __init__(self) -> None:
+        self.settings: list[GenerationSettings] = []
+
+    def generate(self, prompts, settings: GenerationSettings) -> list[Completion]:
+        self.settings.append(settings)
+        if settings.chat_template_kwargs.get("enable_thinking") is False:
+            return [Completion(VERDICT) for _ in prompts]
+        thought = f"<think>\n{long_thought(settings.max_new_tokens)}"
+        return [Completion(thought, finish_reason="length") for _ in prompts]
+
+
+def test_gpu_profiles_judge_answers_with_thinking_off() -> None:
+    """The GPU profiles' judge (Qwen3-32B behind vllm serve with the qwen3 reasoning parser),
+    played by a loopback server: its verdict is read, asked for with thinking off."""
+    from .test_openai_backend import ScriptedServer
+
+    server = ScriptedServer(judge_reply)
+    try:
+        for profile in ("gpu-1.7b", "gpu-8b"):
+            config = DataConfig.from_profile(
+                load_profile(profile, {"cg.judge.base_url": server.url, "cg.judge.backoff": 0.01})
+            )
+            assert config.quality.judge and not config.quality.judge_thinking
+            [(check, judgement)] = judge_checks(
+                [JUDGE_RECORD],
+                [JUDGE_DRAFT],
+                build_backend(config.judge),
+                build_settings(config.judge_generation),
+                config.quality.judge_threshold,
+                thinking=config.quality.judge_thinking,
+            )
+            assert check.passed and judgement["coherence"] == 9, check.detail
+            body = server.bodies[-1]
+            assert body["chat_template_kwargs"] == {"enable_thinking": False}
+            assert body["max_tokens"] == 2048
+        assert server.calls == 2  # one request per verdict
+    finally:
+        server.close()
+
+
+def test_a_judge_that_thinks_too_long_is_asked_again_for_its_verdict() -> None:
+    """Thinking on (the default): the reply the budget cut before a verdict is asked once
+    more, thinking off and short; the scores in the thought are no verdict."""
+    judge = LongThinkingJudge()
+    settings = GenerationSettings(max_new_tokens=2048)
+    [(check, judgement)] = judge_checks([JUDGE_RECORD], [JUDGE_DRAFT], judge, settings, 9.0)
+    assert check.passed and judgement["accuracy"] == 10
+    assert "asked again without thinking" in check.detail
+    first, second = judge.settings
+    assert first == settings  # thinking as configured first
+    assert second.chat_template_kwargs == {"enable_thinking": False}
+    assert second.max_new_tokens == VERDICT_MAX_TOKENS
+    # With thinking off from the start, one call; a reply still cut names the fix.
+    judge = LongThinkingJudge()
+    [(check, _)] = judge_checks([JUDGE_RECORD], [JUDGE_DRAFT], judge, settings, 9.0, thinking=False)
+    assert check.passed and len(judge.settings) == 1
+    cut = Completion(f"<think>{long_thought(50)}", finish_reason="length")
+    stuck = ScriptedBackend(lambda text: "")
+    stuck.generate = lambda prompts, settings: [cut for _ in prompts]
+    [(check, _)] = judge_checks([JUDGE_RECORD], [JUDGE_DRAFT], stuck, settings, 9.0)
+    assert not check.passed
+    assert "cut by the token budget before a verdict" in check.detail
+    assert "raise [cg.judge_generation] max_new_tokens" in check.detail
+
+
+def test_judge_thinking_and_its_chat_template_switch_must_agree() -> None:
+    overrides = {"cg.judge_generation.chat_template_kwargs": {"enable_thinking": True}}
+    with pytest.raises(ConfigError, match=r"contradicts \[cg.quality\] judge_thinking"):
+        DataConfig.from_profile(load_profile("gpu-8b", overrides))
 
 
 def test_schema_sampling_varies_sizes_and_never_asks_present_or_excluded_types() -> None:

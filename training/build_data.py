@@ -7,6 +7,10 @@ and judge calls go through the response cache. Deterministic under ``cg.seed``: 
 sampling and negative types use seeded generators, and the outputs follow the planned order
 whatever the interruptions.
 
+Mode ``released`` generates nothing: it reads the released NER-CoT file of ``[cg.released]``
+(the reference's SFT data) through the same planner (de-duplication, decontamination,
+schemas) and writes the same outputs, so that ``[sft] dataset`` points at them either way.
+
     python -m training build-data cpu [--cg.mode rationalize ...]
 """
 
@@ -65,6 +69,11 @@ class QualityConfig:
     # A judge model scores coherence and factual accuracy 0-10; below the threshold is dropped.
     judge: bool = False
     judge_threshold: float = 9.0
+    # Whether the judge thinks before its verdict: false turns the chat template's thinking
+    # switch off (Qwen3's enable_thinking, sent to vLLM as a chat-template argument), so a
+    # reasoning judge answers at once. With true, a reply whose thinking fills
+    # [cg.judge_generation] max_new_tokens before a verdict is asked again, thinking off.
+    judge_thinking: bool = True
 
     def __post_init__(self) -> None:
         require(0.0 <= self.min_gold_f1 <= 1.0, "[cg.quality] min_gold_f1 must be in [0, 1]")
@@ -73,16 +82,48 @@ class QualityConfig:
         )
 
 
+# The source name of the released file in mode "released" (the dataset name of its rows,
+# whose own `dataset` field is null).
+RELEASED_SOURCE = "ner_cot"
+
+
+@dataclass
+class ReleasedConfig:
+    """``[cg.released]``: the released NER-CoT file that mode ``released`` reads."""
+
+    # HuiHuang/NER-CoT (a JSON list or JSONL of guid, dataset, sentence, schema, cot, entities).
+    path: Path
+    # Rows sampled (seeded); None keeps all, as the reference trains on all.
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        require(self.limit is None or self.limit >= 1, "[cg.released] limit must be >= 1 or null")
+
+    def source(self) -> SourceConfig:
+        """The file as a training source: the release's own schemas, no negatives added."""
+        return SourceConfig(
+            name=RELEASED_SOURCE, path=self.path, format="ner-cot", limit=self.limit
+        )
+
+
 @dataclass
 class DataConfig(StageConfig):
-    """``[cg]``: the CG stage."""
+    """``[cg]``: the CG stage.
+
+    In mode ``released`` the released file is the only source: ``sources`` is replaced by it
+    (``[cg.sources]`` are the texts the generating modes read), so that everything reading a
+    data stage's sources (the planner, the launcher's input check) reads that file.
+    """
 
     SECTION: ClassVar[str] = "cg"
 
     output: Path
-    sources: dict[str, SourceConfig]
-    # reannotate (the paper), rationalize (from gold) or template (no model).
+    # The texts the teacher (or the template) annotates; not read in mode "released".
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    # reannotate (the paper's CG), rationalize (from gold), template (no model) or released
+    # (the released NER-CoT file of [cg.released], as the reference's SFT reads it).
     mode: Mode = Mode.reannotate
+    released: ReleasedConfig | None = None
     seed: int = 0
     batch_size: int = 16
     drop_types: list[str] = field(default_factory=default_drop_types)
@@ -101,15 +142,36 @@ class DataConfig(StageConfig):
     tokenizer: str | None = None
 
     def __post_init__(self) -> None:
+        if self.mode is Mode.released:
+            require(
+                self.released is not None,
+                '[cg] mode "released" reads the file of [cg.released]: add that block with '
+                "path = the NER-CoT file (`spacy project assets --extra` downloads it)",
+            )
+            # The release was filtered by its authors and the reference trains on every row;
+            # a judge would also make the launcher start its server for nothing.
+            require(
+                not self.quality.judge,
+                '[cg] mode "released" judges nothing: set [cg.quality] judge = false (the '
+                "judge belongs to the generating modes)",
+            )
+            self.sources = {RELEASED_SOURCE: self.released.source()}
         require(bool(self.sources), "[cg.sources] is empty: add at least one training corpus")
         require(self.batch_size >= 1, "[cg] batch_size must be >= 1")
         require(
-            self.mode is Mode.template or bool(self.teacher),
+            not self.mode.needs_teacher or bool(self.teacher),
             f"[cg] mode {self.mode.value!r} needs a teacher: add a [cg.teacher] backend block",
         )
         require(
             not self.quality.judge or bool(self.judge),
             "[cg.quality] judge = true needs a [cg.judge] backend block",
+        )
+        switch = dict(self.judge_generation.get("chat_template_kwargs") or {})
+        require(
+            switch.get("enable_thinking", self.quality.judge_thinking)
+            == self.quality.judge_thinking,
+            "[cg.judge_generation] chat_template_kwargs.enable_thinking contradicts "
+            "[cg.quality] judge_thinking: set the judge's thinking with judge_thinking alone",
         )
 
     def identity(self) -> str:
@@ -155,8 +217,12 @@ def process_batch(
     name = _model_name(teacher) if teacher is not None else ""
     drafts = generate_drafts(records, config.mode, teacher, settings, name)
     quality = config.quality
+    # Released rows are kept as released (the reference trains on all of them); quality
+    # control is for what this stage generates.
     checks: list[list[Check]] = [
-        [
+        []
+        if config.mode is Mode.released
+        else [
             *structural_checks(r, d, require_coverage=quality.require_coverage),
             gold_check(r, d, quality.min_gold_f1),
         ]
@@ -172,6 +238,7 @@ def process_batch(
                 judge,
                 build_settings(config.judge_generation),
                 quality.judge_threshold,
+                thinking=quality.judge_thinking,
             )
             for i, (check, judgement) in zip(passing, verdicts, strict=True):
                 checks[i].append(check)
@@ -247,7 +314,7 @@ def run(config: DataConfig) -> dict[str, Any]:
     done = read_log(log_path)
     pending = [(g, r) for g, r in zip(planned.guids, planned.records, strict=True) if g not in done]
     teacher = judge = None
-    if pending and config.mode is not Mode.template:
+    if pending and config.mode.needs_teacher:
         teacher = _with_cache(build_backend(config.teacher), config.cache)
     if pending and config.quality.judge:
         # The same block as the teacher's shares its engine: one model load, one GPU pool.

@@ -8,15 +8,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from spacy_reasoningner.alignment import find_word_occurrences
-from spacy_reasoningner.backends.base import Backend, GenerationSettings
+from spacy_reasoningner.backends.base import (
+    AnswerFormat,
+    Backend,
+    Completion,
+    GenerationSettings,
+    generate,
+)
 from spacy_reasoningner.benchmark.readers import NERRecord
 from spacy_reasoningner.protocol import (
     ChatMessages,
     json_objects,
     normalize_mention,
+    split_reasoning,
     string_prf,
 )
 
@@ -91,6 +98,25 @@ entity of a schema type is missing.
 Reply with JSON only: {{"coherence": <0-10>, "accuracy": <0-10>, "justification": "<one sentence>"}}"""
 
 
+# The verdict's shape, for judges that constrain their answers (backend ``structured_output``;
+# the GPU profiles' judge answers freely and is read by ``parse_judgement``).
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "coherence": {"type": "number", "minimum": 0, "maximum": 10},
+        "accuracy": {"type": "number", "minimum": 0, "maximum": 10},
+        "justification": {"type": "string", "maxLength": 300},
+    },
+    "required": ["coherence", "accuracy", "justification"],
+    "additionalProperties": False,
+}
+
+
+def verdict_format(n: int, *, thinking: bool) -> AnswerFormat:
+    """The answer format of ``n`` judge prompts: thinking first or not, the verdict schema."""
+    return AnswerFormat(reasoning=thinking, schemas=(VERDICT_SCHEMA,) * n)
+
+
 @dataclass
 class Judgement:
     coherence: float
@@ -137,26 +163,84 @@ def parse_judgement(text: str) -> Judgement | None:
     return Judgement(scores["coherence"], scores["accuracy"], justification.strip())
 
 
+# Tokens of a verdict asked for without thinking: the JSON object and its one-sentence
+# justification take about 60.
+VERDICT_MAX_TOKENS = 256
+
+
+def without_thinking(settings: GenerationSettings) -> GenerationSettings:
+    """``settings`` with the chat template's thinking switch off (Qwen3's ``enable_thinking``,
+    which vLLM's server and the local backends pass to the template)."""
+    template = {**settings.chat_template_kwargs, "enable_thinking": False}
+    return replace(settings, chat_template_kwargs=template)
+
+
 def judge_checks(
     records: Sequence[NERRecord],
     drafts: Sequence[Draft],
     judge: Backend,
     settings: GenerationSettings,
     threshold: float,
+    *,
+    thinking: bool = True,
 ) -> list[tuple[Check, dict | None]]:
-    """One judge call for the list; per draft the check and the judgement (as a dict)."""
+    """One judge call for the list; per draft the check and the judgement (as a dict).
+
+    ``thinking`` False asks for the verdict with the judge's thinking off. With it on, a
+    reply that the token budget cut before any verdict (a reasoning judge that thought too
+    long) is asked again once, thinking off and at most ``VERDICT_MAX_TOKENS`` tokens, so the
+    budget bounds the thinking and the verdict is still read."""
     prompts = [judge_messages(r, d) for r, d in zip(records, drafts, strict=True)]
+    first = settings if thinking else without_thinking(settings)
+    completions = generate(judge, prompts, first, verdict_format(len(prompts), thinking=thinking))
+    judgements = [_verdict(c) for c in completions]
+    cut = [i for i, c in enumerate(completions) if judgements[i] is None and c.truncated]
+    asked_again: set[int] = set()
+    if thinking and cut:
+        short = replace(
+            without_thinking(settings),
+            max_new_tokens=min(settings.max_new_tokens, VERDICT_MAX_TOKENS),
+        )
+        for i, completion in zip(
+            cut,
+            generate(
+                judge, [prompts[i] for i in cut], short, verdict_format(len(cut), thinking=False)
+            ),
+            strict=True,
+        ):
+            completions[i], judgements[i] = completion, _verdict(completion)
+            asked_again.add(i)
     results = []
-    for completion in judge.generate(prompts, settings):
-        judgement = parse_judgement(completion.text)
+    for i, (completion, judgement) in enumerate(zip(completions, judgements, strict=True)):
         if judgement is None:
-            reply = " ".join(completion.text.split())[:200]
-            results.append((Check(JUDGED, False, f"unreadable judge reply: {reply!r}"), None))
+            detail = _unreadable(completion, thinking=thinking and i not in asked_again)
+            results.append((Check(JUDGED, False, detail), None))
             continue
         passed = judgement.score >= threshold
         detail = (
             f"coherence {judgement.coherence:g}, accuracy {judgement.accuracy:g} "
             f"(minimum {threshold:g}): {judgement.justification}"
         )
+        if i in asked_again:
+            detail += " [asked again without thinking: the reasoning reached max_new_tokens]"
         results.append((Check(JUDGED, passed, detail), asdict(judgement)))
     return results
+
+
+def _verdict(completion: Completion) -> Judgement | None:
+    """The judgement after the judge's think block: scores it mentions while thinking (or in
+    a block the budget left open) are no verdict."""
+    _, answer, _ = split_reasoning(completion.text)
+    return parse_judgement(answer)
+
+
+def _unreadable(completion: Completion, *, thinking: bool) -> str:
+    """Why a judge reply gives no verdict, and what to change when the budget cut it."""
+    reply = " ".join((completion.text or completion.reasoning or "").split())[:200]
+    if not completion.truncated:
+        return f"unreadable judge reply: {reply!r}"
+    fix = "set [cg.quality] judge_thinking = false or " if thinking else ""
+    return (
+        f"unreadable judge reply, cut by the token budget before a verdict: {reply!r}; "
+        f"{fix}raise [cg.judge_generation] max_new_tokens"
+    )

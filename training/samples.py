@@ -18,7 +18,7 @@ from typing import Any
 
 from spacy_reasoningner.alignment import find_word_occurrences
 from spacy_reasoningner.benchmark.readers import NERRecord
-from spacy_reasoningner.protocol import ChatMessages
+from spacy_reasoningner.protocol import THINK_CLOSE, THINK_OPEN, ChatMessages
 from spacy_reasoningner.task import NERTask
 
 Mention = tuple[str, str]  # (mention, type)
@@ -60,6 +60,25 @@ def gold_entities(record: NERRecord) -> dict[str, list[str]]:
 def pairs(answer: Mapping[str, Sequence[str]]) -> list[Mention]:
     """(mention, type) pairs of a grouped answer, in its order."""
     return [(mention, label) for label, mentions in answer.items() for mention in mentions]
+
+
+# SFT target formats: "compact" (ours: one-line JSON, labels in schema order, each mention
+# once: the order constrained decoding enforces) or "reference" (the reference's
+# InputExample.to_completion: indented JSON, labels and mentions in the sample's order,
+# repeats kept).
+TARGET_FORMATS = ("compact", "reference")
+
+
+def reference_target(entities: Sequence[Mention], reasoning: str | None) -> str:
+    """The target as the reference writes it: ``{"entities": {label: [mentions]}}`` dumped
+    with ``indent=2``, labels in order of first appearance and mentions in the order of
+    ``entities``, repeats kept; after ``<think>\n{reasoning}\n</think>\n`` when there is
+    reasoning (kept as it is, not stripped)."""
+    grouped: dict[str, list[str]] = {}
+    for mention, label in entities:
+        grouped.setdefault(label, []).append(mention)
+    answer = json.dumps({"entities": grouped}, ensure_ascii=False, indent=2)
+    return answer if reasoning is None else f"{THINK_OPEN}\n{reasoning}\n{THINK_CLOSE}\n{answer}"
 
 
 @dataclass
@@ -139,10 +158,14 @@ class Sample:
             messages[0]["content"] = intro + messages[0]["content"]
         return messages
 
-    def completion(self, *, reasoning: bool = True) -> str:
+    def completion(self, *, reasoning: bool = True, target_format: str = "compact") -> str:
         """The training target: the think block (when ``reasoning`` and the sample has
-        reasoning) and the JSON answer."""
+        reasoning) and the JSON answer, in ``target_format`` (``TARGET_FORMATS``)."""
         thought = self.reasoning if reasoning and self.reasoning else None
+        if target_format == "reference":
+            return reference_target(self.entities, thought)
+        if target_format != "compact":
+            raise ValueError(f"target_format {target_format!r} is not one of {TARGET_FORMATS}")
         return self.task().target(self.answer(), thought)
 
     # ----------------------------------------------------------------- storage

@@ -1,11 +1,15 @@
-"""Reasoning generation for training samples, in three modes.
+"""Reasoning for training samples, in four modes.
 
 * ``reannotate``: the teacher gets text and schema only, in the protocol's prompt, and its
   answer becomes the label (the paper re-annotates Pile-NER with DeepSeek-R1 this way);
 * ``rationalize``: the teacher also sees the gold entities and writes the reasoning that
   leads to them; the answer is gold;
 * ``template``: no model; a short deterministic rationale from gold and type definitions,
-  for smoke runs, ablations and the CPU profile. Every record says which mode (and model) produced it.
+  for smoke runs, ablations and the CPU profile;
+* ``released``: no model; the chain of thought and answer of a released NER-CoT file, as the
+  reference trains on them (the answer as the file lists it: mention order, repeats kept).
+
+Every record says which mode (and model) produced it.
 """
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from spacy_reasoningner.backends.base import Backend, Completion, GenerationSettings
+from spacy_reasoningner.backends.base import (
+    AnswerFormat,
+    Backend,
+    Completion,
+    GenerationSettings,
+    generate,
+)
 from spacy_reasoningner.benchmark.readers import NERRecord
-from spacy_reasoningner.protocol import ChatMessages, ParsedCompletion
+from spacy_reasoningner.protocol import ChatMessages, ParsedCompletion, label_key
 
 from .samples import gold_entities, record_task
 
@@ -26,6 +36,11 @@ class Mode(str, Enum):
     reannotate = "reannotate"
     rationalize = "rationalize"
     template = "template"
+    released = "released"
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self in (Mode.reannotate, Mode.rationalize)
 
 
 @dataclass
@@ -69,12 +84,28 @@ def generate_drafts(
     """One draft per record, with one backend call for the whole list."""
     if mode is Mode.template:
         return [template_draft(r) for r in records]
+    if mode is Mode.released:
+        return [released_draft(r) for r in records]
     if teacher is None:
         raise ValueError(f"mode {mode.value!r} needs a teacher backend ([cg.teacher])")
-    completions = teacher.generate([teacher_messages(r, mode) for r in records], settings)
+    prompts = [teacher_messages(r, mode) for r in records]
+    completions = generate(teacher, prompts, settings, teacher_answer_format(records))
     return [
         _model_draft(r, c, mode, generator_name) for r, c in zip(records, completions, strict=True)
     ]
+
+
+def teacher_answer_format(records: Sequence[NERRecord]) -> AnswerFormat:
+    """The answer format of one teacher call: reasoning first, each answer to its record's
+    schema. A teacher backend constrains its answers to it only where its
+    ``structured_output`` says so (the GPU profiles' teachers: off; a tiny model: on, or
+    nothing it writes parses), and mentions to spans of the text where it takes grammars."""
+    tasks = [record_task(r) for r in records]
+    return AnswerFormat(
+        reasoning=all(t.reasoning for t in tasks),
+        schemas=tuple(t.answer_schema(r.text) for t, r in zip(tasks, records, strict=True)),
+        grammars=tuple(t.answer_grammar(r.text) for t, r in zip(tasks, records, strict=True)),
+    )
 
 
 def _model_draft(record: NERRecord, completion: Completion, mode: Mode, name: str) -> Draft:
@@ -116,6 +147,23 @@ def template_draft(record: NERRecord) -> Draft:
     if not entities:
         lines.append("The text names no entity of the schema's types.")
     return Draft(reasoning="\n".join(lines), entities=entities, generator=Mode.template.value)
+
+
+def released_draft(record: NERRecord) -> Draft:
+    """The record's released chain of thought and answer: its mention list in the file's
+    order, repeats kept, under the types of its built schema (misc-like types dropped, as
+    ``with_schema`` drops them from gold); mentions stripped, as the reference reads them."""
+    if record.reasoning is None or record.mentions is None:
+        raise ValueError(
+            f"{record.source}: mode 'released' reads NER-CoT records (a chain of thought and "
+            'a mention list); read the file with format = "ner-cot"'
+        )
+    schema = set(record.schema or ())
+    entities: dict[str, list[str]] = {}
+    for mention, label in record.mentions:
+        if label_key(label) in schema:
+            entities.setdefault(label_key(label), []).append(mention.strip())
+    return Draft(reasoning=record.reasoning, entities=entities, generator=Mode.released.value)
 
 
 def _article(noun: str) -> str:

@@ -59,7 +59,10 @@ class NERRecord:
     absent). ``unaligned`` holds the (mention, label) pairs the source names but the text does
     not contain, so that they are reported instead of silently lost. ``reasoning`` is the
     chain of thought of NER-CoT data and ``id`` the source's record id (guid, UniNER id, SLIMER
-    passage id).
+    passage id). ``mentions`` is the source's own (mention, label) list where it names mentions
+    without offsets (NER-CoT, UniNER, SLIMER), in its order, repeats kept: the reference writes
+    its SFT targets from it. It is
+    wording, not content: records with the same entities compare equal whatever it holds.
     """
 
     text: str
@@ -72,6 +75,7 @@ class NERRecord:
     unaligned: list[tuple[str, str]] = field(default_factory=list)
     reasoning: str | None = None
     id: str = ""
+    mentions: list[tuple[str, str]] | None = field(default=None, compare=False)
 
 
 def decode_bio(tags: Sequence[str]) -> list[tuple[int, int, str]]:
@@ -240,7 +244,7 @@ _SLIMER_SHAPE = (
     '"output": "<JSON list of mention strings>"}'
 )
 _NER_COT_SHAPE = (
-    'JSONL of {"guid": str, "dataset": str, "sentence": str, "schema": [str], "cot": str, '
+    'JSONL of {"guid": str, "dataset": str or null, "sentence": str, "schema": [str], "cot": str, '
     '"entities": [{"text": str, "label": str}]}'
 )
 _QUESTION = re.compile(r"What describes (.+) in the text\?")
@@ -341,6 +345,7 @@ def _grounded_record(
     are taken: exact ones, else ones differing in case or whitespace. Mentions found nowhere
     go to ``unaligned``.
     """
+    mentions = list(mentions)
     entities = set(spans)
     unaligned = []
     for mention, label in dict.fromkeys(mentions):
@@ -351,7 +356,9 @@ def _grounded_record(
         entities.update((start, end, label) for start, end in found)
         if not found:
             unaligned.append((mention, label))
-    return NERRecord(text, sorted(entities), source, unaligned=unaligned, **fields)
+    return NERRecord(
+        text, sorted(entities), source, unaligned=unaligned, mentions=mentions, **fields
+    )
 
 
 def read_instructuie_json(path: str | Path, dataset: str = "") -> list[NERRecord]:
@@ -492,7 +499,8 @@ def read_slimer_jsonl(path: str | Path, dataset: str = "pile-ner") -> list[NERRe
 def read_ner_cot_jsonl(path: str | Path) -> list[NERRecord]:
     """Sentences of the NER-CoT release: text, schema, gold mentions and the chain of thought
     (``reasoning``), which is itself training data. Mentions are grounded to every
-    occurrence; an entity label outside the schema is an error."""
+    occurrence, and kept as listed in ``mentions``; an entity label outside the schema is an
+    error. ``dataset`` may be null, as in the released file."""
     path = Path(path)
     records = []
     for where, item in _json_items(path):
@@ -517,7 +525,7 @@ def read_ner_cot_jsonl(path: str | Path) -> list[NERRecord]:
                 _need(item, "sentence", str, where, _NER_COT_SHAPE),
                 mentions,
                 where,
-                dataset=_need(item, "dataset", str, where, _NER_COT_SHAPE),
+                dataset=_need(item, "dataset", (str, type(None)), where, _NER_COT_SHAPE) or "",
                 schema=schema,
                 reasoning=_need(item, "cot", str, where, _NER_COT_SHAPE),
                 id=guid,
