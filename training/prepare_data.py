@@ -1,8 +1,11 @@
-"""The prepare stage: check the data folder against the checksums of project.yml's assets
-and add the label files (``configs/labels/<dataset>.json``, compiled for this project: type
-names under each naming convention and definitions) where they are missing.
+"""The prepare stage, the first of every workflow: check the data folder against the
+checksums of project.yml's assets and add the label files (``configs/labels/<dataset>.json``,
+compiled for this project: type names under each naming convention and definitions) where
+they are missing. Given the workflow's profile it also checks, before any stage starts, that
+the profile exists, that the evaluation split it reads is there, and that this machine has the
+GPUs its stages are launched on.
 
-    python -m training prepare-data --data ../shared/data
+    python -m training prepare-data --data ../shared/data [--profile gpu-8b]
 """
 
 from __future__ import annotations
@@ -11,12 +14,12 @@ import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import srsly
 import typer
 
-from .config import require
+from .config import load_profile, require
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "configs" / "labels"
@@ -36,42 +39,114 @@ class PrepareConfig:
         )
 
 
-def asset_checksums(data: Path) -> dict[Path, str]:
-    """``{file in the data folder: md5}`` from project.yml's assets (the extra ones, such as
-    the GPU profiles' Pile-NER corpus, have no published checksum and are checked by the
-    stage that reads them)."""
+def data_assets(data: Path) -> dict[Path, dict[str, Any]]:
+    """``{file in the data folder: its asset}`` for project.yml's assets under ``vars.data``."""
     project = srsly.read_yaml(ROOT / "project.yml")
     prefix = "${vars.data}/"
     return {
-        data / asset["dest"][len(prefix) :]: asset["checksum"]
+        data / asset["dest"][len(prefix) :]: asset
         for asset in project["assets"]
-        if asset["dest"].startswith(prefix) and "checksum" in asset
+        if asset["dest"].startswith(prefix)
     }
 
 
+def checksum_problem(path: Path, asset: dict[str, Any]) -> str:
+    """What differs between ``path`` and the asset's published digest (spaCy's md5
+    ``checksum``, or the ``sha256`` this project checks where no md5 is published); empty
+    when it matches."""
+    for key, algorithm in (("checksum", "md5"), ("sha256", "sha256")):
+        if key in asset and hashlib.new(algorithm, path.read_bytes()).hexdigest() != asset[key]:
+            return (
+                f"{path} differs from the published file ({algorithm} {asset[key]}): delete it "
+                "and run `spacy project assets` again"
+            )
+    return ""
+
+
+def _fetch_hint(asset: dict[str, Any]) -> str:
+    extra = " --extra" if asset.get("extra") else ""
+    return f"run `spacy project assets{extra}` ({asset['url']}) or pass --vars.data"
+
+
 def prepare(config: PrepareConfig) -> list[str]:
-    """Problems found (missing or changed files); copies missing label files."""
+    """Problems found (missing or changed files); copies missing label files. Every asset with
+    an md5 must be there; the others (the test splits, the extra corpora) are checked when
+    present, and required by the profile that reads them (``profile_problems``)."""
     data = config.data
     problems = []
-    for path, checksum in asset_checksums(data).items():
-        if not path.is_file():
-            problems.append(f"missing {path}: run `spacy project assets` or pass --vars.data")
-        elif hashlib.md5(path.read_bytes()).hexdigest() != checksum:
-            problems.append(f"{path} differs from the published file (md5 {checksum})")
+    for path, asset in data_assets(data).items():
+        if path.is_file():
+            problems.append(checksum_problem(path, asset))
+        elif "checksum" in asset and not asset.get("extra"):
+            problems.append(f"missing {path}: {_fetch_hint(asset)}")
     for labels in sorted(LABELS.glob("*.json")):
         target = data / labels.stem / "labels.json"
         if target.parent.is_dir() and not target.exists():
             shutil.copyfile(labels, target)
+    return [p for p in problems if p]
+
+
+def split_problems(data: Path, datasets: list[str], split: str) -> list[str]:
+    """The evaluation files of ``split`` that are not there or differ from their asset. Dev
+    is always there (MIT's is a seeded slice of train); the test splits come as assets."""
+    if split == "dev":
+        return []
+    assets = data_assets(data)
+    problems = []
+    for dataset in datasets:
+        path = data / dataset / f"{split}.txt"
+        asset = assets.get(path)
+        if path.is_file():
+            problems.append(checksum_problem(path, asset) if asset else "")
+        else:
+            hint = _fetch_hint(asset) if asset else "add the file or evaluate another split"
+            problems.append(f"no {split} split of {dataset} at {path}: {hint}")
+    return [p for p in problems if p]
+
+
+def profile_problems(profile_name: str, data: Path) -> list[str]:
+    """What stops the ``all`` workflow of a profile before it starts: an unknown profile, an
+    evaluation split that is not there, GPUs its stages are launched on that this machine
+    does not have."""
+    from .launch import check_gpus, plan_stage, visible_gpus
+
+    override = {"paths.data": str(data)}
+    try:
+        profile = load_profile(profile_name, override)
+    except FileNotFoundError as error:
+        return [f"{error} (--vars.profile)"]
+    evaluation = profile.get("evaluate", {})
+    problems = split_problems(
+        data, list(evaluation.get("datasets", [])), evaluation.get("split", "dev")
+    )
+    available: int | None = None
+    for stage in ("data", "sft", "grpo", "evaluate"):
+        args = ["--paths.data", str(data)]
+        plan = plan_stage(stage, profile_name, args, profile)
+        if plan.gpus_needed():
+            available = visible_gpus() if available is None else available
+            problems += [
+                f"profile {profile_name!r}, stage {stage!r}: {p}; on a CPU machine use "
+                "--vars.profile cpu (or smoke)"
+                for p in check_gpus(plan, available)
+            ]
     return problems
 
 
 def command(
     data: Annotated[Path, typer.Option(help="The data folder (project.yml's vars.data).")],
+    profile: Annotated[
+        str | None,
+        typer.Option(help="The workflow's profile: checked before any stage starts."),
+    ] = None,
 ) -> None:
     """Check the benchmark files and add label files to the data folder."""
     problems = prepare(PrepareConfig(data))
+    if profile is not None:
+        problems += profile_problems(profile, data)
     for problem in problems:
         typer.echo(problem, err=True)
     if problems:
         raise typer.Exit(1)
-    typer.echo(f"{data}: every asset present and unchanged; label files in place")
+    checked = f"; profile {profile} can start here" if profile else ""
+    typer.echo(f"{data}: every asset present and unchanged; label files in place{checked}")
