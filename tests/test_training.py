@@ -168,6 +168,32 @@ def test_no_reasoning_rows_train_the_answer_alone(cg_dataset: Path) -> None:
 
 
 @needs_conll
+def test_reference_targets_are_indented_in_mention_order(cg_dataset: Path) -> None:
+    """[sft] target_format = "reference": the reference's json.dumps(indent=2) of the sample's
+    mentions in order, repeats kept, after the same think block; the prompt is unchanged."""
+    from datasets import load_from_disk
+
+    rows = load_from_disk(str(cg_dataset))
+    index = next(i for i, r in enumerate(rows) if len(r["entities"]) >= 2)
+    row = rows[index]
+    ours = sft_row(row, PromptOptions())
+    reference = sft_row(row, PromptOptions(target_format="reference"))
+    assert reference["prompt"] == ours["prompt"]
+    target = reference["completion"][0]["content"]
+    thought, answer = target.split("</think>\n", 1)
+    assert thought == ours["completion"][0]["content"].split("</think>", 1)[0]
+    assert answer == json.dumps({"entities": Sample.from_row(row).answer()}, indent=2)
+    assert answer.startswith('{\n  "entities": {\n')
+    sample = Sample.from_row(row)
+    sample.entities = [sample.entities[0], *sample.entities]  # a repeat stays a repeat
+    repeated = json.loads(sample.completion(target_format="reference").split("</think>\n")[1])
+    first_label = sample.entities[0][1]
+    assert repeated["entities"][first_label].count(sample.entities[0][0]) >= 2
+    with pytest.raises(ValueError, match="target_format 'pretty' is not one of"):
+        sample.completion(target_format="pretty")
+
+
+@needs_conll
 def test_overlong_rows_are_dropped(cg_dataset: Path, tiny_model_dir: Path) -> None:
     from datasets import load_from_disk
 

@@ -51,6 +51,9 @@ class PromptOptions:
         True  # our closing line (reason first / JSON only); not the reference's
     )
     add_source: bool = False  # name the source dataset, as the reference's 8B SFT does
+    # The SFT target's JSON (samples.TARGET_FORMATS): "compact" (ours, the stored form) or
+    # "reference" (indented, in mention order, repeats kept).
+    target_format: str = "compact"
 
     @property
     def stored(self) -> bool:
@@ -74,7 +77,7 @@ def sft_row(row: dict[str, Any], options: PromptOptions) -> dict[str, Any]:
     answer alone (the paper's ablation), the prompt rendered as ``options`` say."""
     sample = Sample.from_row(row)
     reasoning = options.reasoning
-    completion = sample.completion(reasoning=reasoning)
+    completion = sample.completion(reasoning=reasoning, target_format=options.target_format)
     result = {
         "prompt": prompt_messages(row, options),
         "completion": [{"role": "assistant", "content": completion}],

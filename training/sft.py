@@ -28,6 +28,7 @@ from confection import Config
 from .chat_data import PromptOptions, drop_overlong, load_training_data, sft_dataset
 from .config import StageConfig, load_profile, parse_overrides, require
 from .curves import MetricsLog
+from .samples import TARGET_FORMATS
 from .trainers import (
     check_keys,
     check_lora_sharding,
@@ -55,6 +56,10 @@ class SFTStageConfig(StageConfig):
     reasoning_instruction: bool = True
     # Open each prompt with the source dataset's name, as the reference's 8B SFT run does.
     add_source: bool = False
+    # The target's JSON: "compact" (ours: one line, labels in schema order, each mention once,
+    # the form constrained decoding writes) or "reference" (the reference's: indented, labels
+    # and mentions in the sample's order, repeats kept).
+    target_format: str = "compact"
     # Rows held back to measure the loss on (0: none).
     eval_size: int = 0
     # Continue from the last complete checkpoint in `output` after an interruption.
@@ -66,9 +71,15 @@ class SFTStageConfig(StageConfig):
 
     @property
     def prompt_options(self) -> PromptOptions:
-        return PromptOptions(self.reasoning, self.reasoning_instruction, self.add_source)
+        return PromptOptions(
+            self.reasoning, self.reasoning_instruction, self.add_source, self.target_format
+        )
 
     def __post_init__(self) -> None:
+        require(
+            self.target_format in TARGET_FORMATS,
+            f"[sft] target_format {self.target_format!r} is not one of {list(TARGET_FORMATS)}",
+        )
         require(self.eval_size >= 0, "[sft] eval_size must be >= 0")
         require(
             self.eval_size > 0 or self.trainer.get("eval_strategy", "no") == "no",
