@@ -1,8 +1,8 @@
 """project.yml as a user types it: every workflow of every profile dry-runs through
 `spacy project run`, `spacy project document` renders, and the prepare command, first in every
 workflow, stops a run that cannot work (unknown profile, missing or changed asset, GPUs this
-machine lacks) with a message that names the fix. The smoke profile's real run is in .ci/run
-(`make smoke`): minutes of training, not a unit test."""
+machine lacks) with a message that names the fix. The smoke profile's real run is
+tests/test_smoke_profile.py (slow)."""
 
 from __future__ import annotations
 
