@@ -36,9 +36,9 @@ from .backends.base import (
     Constrainable,
     ConstrainableBackend,
     GenerationSettings,
-    Identifiable,
     completion_problem,
     generate,
+    is_identifiable,
 )
 from .protocol import ChatMessages
 
@@ -194,7 +194,7 @@ class CachedBackend(ConstrainableBackend):
     """
 
     def __init__(self, backend: Backend, cache: ResponseCache):
-        if not isinstance(backend, Identifiable):
+        if not is_identifiable(backend):
             raise ValueError(
                 f"backend {type(backend).__name__} has no 'identity' property, so its answers "
                 "cannot be cached safely: add one (engine, model, settings; no secrets) or turn "

@@ -31,14 +31,14 @@ from .backends.base import (
     Completion,
     GenerationSettings,
     GuardsSavedSettings,
-    Identifiable,
     Loadable,
     SerializableBackend,
     generate,
+    is_identifiable,
 )
 from .cache import CachedBackend, ResponseCache
 from .protocol import Schema, reasoned_label
-from .settings import ComponentSettings, forwards_settings
+from .settings import EXTENSIONS, ComponentSettings, forwards_settings
 from .sharding import plan_windows
 from .task import NERTask, WindowReading
 from .trust import SavedPipeline
@@ -135,7 +135,7 @@ class ReasoningNER(Pipe):
     @property
     def backend_name(self) -> str:
         """The engine behind the completions, for accounting."""
-        if isinstance(self.backend, Identifiable):
+        if is_identifiable(self.backend):
             identity = self.backend.identity
             return f"{identity.get('backend', type(self.backend).__name__)}:{identity.get('model', '')}"
         return type(self.backend).__name__
@@ -472,3 +472,8 @@ def _register_extensions(names: dict[str, str]) -> dict[str, str]:
                 setter=lambda doc, value, slot=slot: doc.user_data.__setitem__(slot, value),
             )
     return dict(names)
+
+
+# The default names exist once the package is imported, so that Docs read back from a DocBin
+# (annotate's shards) answer doc._.ner_reasoning before any component has been created.
+_register_extensions({key: ComponentSettings.default_config()[f"{key}_attr"] for key in EXTENSIONS})

@@ -124,10 +124,15 @@ def resolve_model(reference: str) -> ModelSource:
         return ModelSource(str(path.parent), gguf_file=path.name)
     if path.exists():
         raise ValueError(f"model file {reference!r} is not a .gguf file: pass its folder instead")
-    if _HUB_ID.match(reference):
-        return ModelSource(reference)
     bundled = [*BUNDLED_MODELS, *BUNDLED_ADAPTERS, *TINY_RANDOM_MODELS]
     names = ", ".join(BUNDLED_PREFIX + n for n in bundled)
+    if reference.startswith((".", "/", "~")) or path.suffix == ".gguf":  # meant as a path
+        raise ValueError(
+            f"model {reference!r}: no such file or folder ({path.resolve()}); check the path, "
+            f"or give a bundled model ({names}) or a Hugging Face hub id (owner/name)"
+        )
+    if _HUB_ID.match(reference):
+        return ModelSource(reference)
     raise ValueError(
         f"model {reference!r} is not a local folder, a .gguf file, a bundled model ({names}) "
         "or a Hugging Face hub id (owner/name)"
@@ -272,11 +277,24 @@ def _convert_gguf(gguf: Path, folder: Path) -> None:
     _write_atomically(folder, write)
 
 
+def share_like_other_files(folder: Path) -> None:
+    """Give ``folder`` and what it holds the modes a plain write gives (0666/0777 less the
+    umask). Writers that stage in temporary files (transformers' safetensors shards,
+    ``mkdtemp``) leave 0600/0700, which users of an installed wheel other than its installer
+    cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for item in [folder, *folder.rglob("*")]:
+        if not item.is_symlink():
+            item.chmod((0o777 if item.is_dir() else 0o666) & ~umask)
+
+
 def _write_atomically(folder: Path, write: Any) -> None:
     """``write(staging)`` then rename: readers never see a half-written folder."""
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
     try:
         write(staging)
+        share_like_other_files(staging)
         os.replace(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

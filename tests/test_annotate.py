@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 import spacy_reasoningner.annotate
 from spacy_reasoningner.annotate import PipelineSpec, ShardFailed, annotate
 from spacy_reasoningner.annotate.sources import plan_shards, read_shard, resolve_inputs
+from spacy_reasoningner.annotate.worker import ShardAnnotator
 from spacy_reasoningner.cli import EXIT_REJECTS, app
 from spacy_reasoningner.overrides import parse_overrides
 from tests import _corpus
@@ -144,6 +145,41 @@ def test_local_run_writes_shards_rejects_and_manifest(corpus: Path, tmp_path: Pa
     assert manifest["settings"]["shard_size"] == 3
     assert len(manifest["shards"]) == len(manifest["done"]) == 8
     assert summary.complete and summary.skipped == 0 and summary.new_docs == 21
+
+
+def test_a_failing_document_in_a_batch_above_the_components_duplicates_nothing(tmp_path: Path):
+    """--batch-size 6 over a component of batch_size 2: the run's size reaches the component,
+    and when a later chunk fails no Doc of the chunks before it stays in the shard twice."""
+    lines = ["Ann one.", "Ben two.", "Cy three.", "Dee four.", "Eve will FAIL.", "Flo six."]
+    corpus, _ = write_lines(tmp_path / "corpus", lines)
+    block = {"@reasoning_ner_backends": "tests.Names.v1"}
+    spec = PipelineSpec.from_component(
+        {"labels": ["person"], "backend": block, "batch_size": 2}, code=[CODE]
+    )
+    out = tmp_path / "out"
+    summary = annotate(
+        [str(corpus)], out, spec, shard_size=6, batch_size=6, jsonl=True, progress=False
+    )
+    assert [line["text"] for line in output_lines(out)] == lines[:4] + lines[5:]
+    assert summary.counts["docs"] == 5 and summary.rejected == 1
+    annotator = ShardAnnotator(spec, str(tmp_path / "other"), "run", batch_size=6)
+    assert annotator.component.batch_size == annotator.batch_size == 6
+
+
+def test_shards_read_back_in_a_new_process_answer_the_extensions(tmp_path: Path):
+    """A user reading the DocBin shards later has imported the package, not built a
+    component: the default extensions must be there."""
+    corpus, _ = write_lines(tmp_path / "corpus", ["Ann met Ben."])
+    annotate([str(corpus)], tmp_path / "out", names_spec(tmp_path), progress=False)
+    [shard] = (tmp_path / "out" / "shards").glob("*.spacy")
+    script = (
+        "import spacy, spacy_reasoningner; from spacy.tokens import DocBin; "
+        f"[doc] = DocBin().from_disk({str(shard)!r}).get_docs(spacy.blank('en').vocab); "
+        "print(doc._.ner_reasoning, [e.text for e in doc.ents])"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "Capitalized words are people. ['Ann', 'Ben']"
 
 
 def test_rerun_skips_finished_shards_and_refuses_other_settings(corpus: Path, tmp_path: Path):

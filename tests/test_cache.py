@@ -150,3 +150,36 @@ def test_a_cache_that_stays_locked_is_a_cache_error(tmp_path, monkeypatch):
     monkeypatch.setattr("spacy_reasoningner.cache.BUSY_SECONDS", 0.2)
     with pytest.raises(CacheError, match=r"cannot be used \(database is locked\)"):
         ResponseCache(tmp_path / "c.sqlite")
+
+
+class CostlyIdentity:
+    """A backend whose ``identity`` is expensive (a transformers backend loads its model,
+    a local one stats every weight file): it counts its evaluations."""
+
+    def __init__(self):
+        self.evaluations = 0
+
+    @property
+    def identity(self):
+        self.evaluations += 1
+        return {"backend": "costly", "model": "m"}
+
+    def generate(self, prompts, settings):
+        return [Completion(text='{"entities": {}}') for _ in prompts]
+
+
+def test_asking_whether_a_backend_has_an_identity_does_not_compute_it(tmp_path):
+    """Before Python 3.12 isinstance(backend, Identifiable) runs the property (hasattr)."""
+    import spacy
+
+    from spacy_reasoningner.backends.base import is_identifiable
+
+    backend = CostlyIdentity()
+    assert is_identifiable(backend) and not is_identifiable(object())
+    CachedBackend(backend, ResponseCache(tmp_path / "cache"))
+    assert backend.evaluations == 0
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("reasoning_ner", config={"labels": ["person"]})
+    component.backend = backend
+    assert component.backend_name == "costly:m"
+    assert backend.evaluations == 1  # read once, not once to check and once to use

@@ -47,6 +47,19 @@ def test_weights_and_tokenizer_live_inside_the_pipeline_folder(saved_pipeline):
     assert "[components.reasoning_ner.backend]" in (saved_pipeline / "config.cfg").read_text()
 
 
+def test_saved_weights_are_readable_by_other_users(saved_pipeline):
+    """An installed wheel is read by users other than its installer: no 0600 files (the mode
+    transformers' staged safetensors shards are written with)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    if umask != 0o022:
+        pytest.skip(f"the expected modes assume umask 022, not {umask:03o}")
+    files = [p for p in saved_pipeline.rglob("*") if p.is_file()]
+    assert {oct(p.stat().st_mode & 0o777) for p in files} == {"0o644"}
+    folders = [saved_pipeline, *(p for p in saved_pipeline.rglob("*") if p.is_dir())]
+    assert {oct(p.stat().st_mode & 0o777) for p in folders} == {"0o755"}
+
+
 def test_saved_pipeline_loads_and_runs_offline_without_the_source_model(saved_pipeline):
     code = (
         "import spacy, sys\n"

@@ -189,6 +189,10 @@ def test_reference_kinds(tmp_path, tiny_model_dir):
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(ValueError, match=r"is not a \.gguf file"):
         resolve_model(str(tmp_path / "weights.bin"))
+    with pytest.raises(ValueError, match=r"'./typo-model.gguf': no such file or folder \(/"):
+        resolve_model("./typo-model.gguf")
+    with pytest.raises(ValueError, match=r"no such file or folder"):
+        resolve_model(str(tmp_path / "missing" / "model"))
     with pytest.raises(ValueError, match="unknown bundled model 'gpt'"):
         resolve_model("bundled:gpt")
 

@@ -184,7 +184,10 @@ class ShardAnnotator:
         self.output = OutputFolder(output)
         self.run = run
         self.jsonl = jsonl
-        self.batch_size = batch_size or self.component.batch_size
+        if batch_size is not None and batch_size != self.component.batch_size:
+            # The component caps every nlp.pipe chunk at its own batch_size: the run's wins.
+            self.component.settings = replace(self.component.settings, batch_size=batch_size)
+        self.batch_size = self.component.batch_size
         self.keep_going = keep_going
         self.model = describe_component(self.component)
 
@@ -235,7 +238,11 @@ class ShardAnnotator:
         for first in range(0, len(items), self.batch_size):
             batch = items[first : first + self.batch_size]
             try:
-                docs += self.nlp.pipe([self._doc(shard, i) for i in batch], batch_size=len(batch))
+                # Collected whole: Docs of chunks done before a failing one must not stay in
+                # `docs` when the batch is redone one by one below.
+                docs += list(
+                    self.nlp.pipe([self._doc(shard, i) for i in batch], batch_size=len(batch))
+                )
             except Exception as error:  # isolate the documents that fail
                 logger.warning(
                     "shard %s: a batch failed (%s); retrying one by one", shard.id, error

@@ -22,6 +22,7 @@ can do is a small capability, a runtime-checkable Protocol the component tests w
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -272,6 +273,13 @@ class Identifiable(Protocol):
 
     @property
     def identity(self) -> dict[str, Any]: ...
+
+
+def is_identifiable(backend: object) -> bool:
+    """``isinstance(backend, Identifiable)`` without evaluating ``identity``: before Python
+    3.12 runtime Protocol checks call ``hasattr`` on the instance, which runs the property
+    (for some backends it stats every weight file or loads the model)."""
+    return inspect.getattr_static(backend, "identity", None) is not None
 
 
 @runtime_checkable

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hardware import cpu_has_native_bfloat16
-from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model
+from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model, share_like_other_files
 from ..protocol import reasoning_loop_start
 from ..registry import backends
 from .answer_grammars import AnswerGrammars
@@ -187,6 +187,7 @@ class TransformersBackend(LocalBackend):
         self._ensure_loaded()
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
+        share_like_other_files(Path(path))
 
     def from_disk(self, path: Path) -> None:
         self.load(str(path))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, load_error, resolve_model
+from ..models import DEFAULT_MODEL, load_error, resolve_model, share_like_other_files
 from ..registry import backends
 from ..trust import SavedPipeline, check_remote_code
 from .base import AnswerConstraint, Completion, GenerationSettings
@@ -155,6 +155,7 @@ class VLLMBackend(LocalBackend):
         for pattern in _MODEL_FILES:
             for file in source.glob(pattern):
                 shutil.copy2(file, path / file.name)
+        share_like_other_files(path)
 
     def from_disk(self, path: Path) -> None:
         # The engine starts on first use: starting it is expensive and needs the device.

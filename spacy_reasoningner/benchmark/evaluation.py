@@ -42,7 +42,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from spacy.util import filter_spans
 
-from ..backends.base import Identifiable, TokenCounter
+from ..backends.base import TokenCounter, is_identifiable
 from ..component import ReasoningNER
 from ..protocol import PRF, is_misc_like, string_prf
 from .datasets import ZERO_SHOT_DATASETS, EvalSet
@@ -514,7 +514,7 @@ def _token_counter(component: ReasoningNER) -> tuple[Callable[[str], int], str]:
     """Count with the backend's tokenizer where it has one, else whitespace words."""
     backend = component.backend
     if isinstance(backend, TokenCounter):
-        name = backend.identity.get("model") if isinstance(backend, Identifiable) else None
+        name = backend.identity.get("model") if is_identifiable(backend) else None
         return (
             backend.count_tokens,
             f"tokens of the backend's tokenizer ({name or type(backend).__name__})",
