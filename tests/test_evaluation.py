@@ -107,6 +107,29 @@ def test_perfect_answers_score_100_with_each_datasets_labels():
     assert nlp.get_pipe("reasoning_ner").labels == ("person",)  # restored afterwards
 
 
+@needs_data
+def test_a_sample_without_gold_or_prediction_stays_out_of_the_mean(ai: EvalSet):
+    """--limit 1 on a sparse set can draw a sentence with no gold entity: when the model
+    names nothing either, F1 is 0/0, left out of the means and said so, not counted as 0."""
+    scored = one(ai, OTHER_OCCURRENCE)
+    [record] = scored.records
+    empty = dataclasses.replace(record, entities=[], text=record.text + " (copy)")
+    blank = dataclasses.replace(scored, name="crossner_music", records=[empty])
+    answers = oracle([scored])
+    nlp = scripted_nlp(lambda text: answers(text) if text in record.text else '{"entities": {}}')
+    result = evaluate(nlp, [scored, blank])
+    assert [d.undefined for d in result.datasets] == [False, True]
+    assert result.datasets[1].reference.f1 == 0.0  # per set as reported, but not averaged
+    assert result.averages()["zero-shot"]["reference"]["f1"] == 100.0
+    headline = result.headline()
+    assert headline["f1"] == 100.0 and headline["datasets"] == {"crossner_ai": 100.0}
+    assert headline["undefined"] == ["crossner_music"]
+    assert (
+        "F1 undefined (no gold entity, none predicted), left out of the means: crossner_music"
+        in (result.to_markdown())
+    )
+
+
 def test_labels_of_the_component_are_restored_after_evaluation(tmp_path: Path):
     bio = tmp_path / "mine" / "test.bio"
     bio.parent.mkdir()

@@ -114,6 +114,13 @@ class DatasetResult:
     note: str = ""
 
     @property
+    def undefined(self) -> bool:
+        """No gold entity and nothing predicted (a small sample of a sparse set): F1 is 0/0,
+        not 0, so the dataset stays out of the means."""
+        counts = [self.grounded_counts, *([self.reference_counts] if self.reference else [])]
+        return all(c.n_gold == 0 and c.n_pred == 0 for c in counts)
+
+    @property
     def unaligned_rate(self) -> float | None:
         """Percent of the mentions the model named that did not become entities."""
         if self.unaligned is None or not self.mentions:
@@ -158,11 +165,13 @@ class EvaluationResult:
     def _groups(self) -> tuple[dict[str, list[DatasetResult]], list[DatasetResult]]:
         """The datasets averaged, by group, and those reported apart: the paper's zero-shot
         sets are the one group where any are evaluated (the headline), the others (CoNLL-2003,
-        in-domain) apart; without any, all datasets form the group."""
-        zero_shot = [d for d in self.datasets if d.dataset in ZERO_SHOT_DATASETS]
-        if not zero_shot:
-            return {"all": list(self.datasets)}, []
-        apart = [d for d in self.datasets if d.dataset not in ZERO_SHOT_DATASETS]
+        in-domain) apart; without any, all datasets form the group. Datasets whose F1 is
+        undefined (``DatasetResult.undefined``) are in neither."""
+        defined = [d for d in self.datasets if not d.undefined]
+        zero_shot = [d for d in defined if d.dataset in ZERO_SHOT_DATASETS]
+        if not any(d.dataset in ZERO_SHOT_DATASETS for d in self.datasets):
+            return {"all": defined}, []
+        apart = [d for d in defined if d.dataset not in ZERO_SHOT_DATASETS]
         return {"zero-shot": zero_shot}, apart
 
     def averages(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -198,9 +207,10 @@ class EvaluationResult:
         return {
             "metric": metric,
             "group": group,
-            "f1": round(statistics.fmean(per_dataset.values()), 2),
+            "f1": round(statistics.fmean(per_dataset.values()), 2) if per_dataset else None,
             "datasets": per_dataset,
             "apart": {d.dataset: round(getattr(d, metric).f1, 2) for d in apart},
+            "undefined": [d.dataset for d in self.datasets if d.undefined],
             "complete": group == "zero-shot" and set(per_dataset) == set(ZERO_SHOT_DATASETS),
         }
 
@@ -258,7 +268,7 @@ class EvaluationResult:
             "answer the reference's json.loads refuses. Misc-like types are excluded from "
             "schema and gold.",
         ]
-        if (headline := self.headline()) is not None:
+        if (headline := self.headline()) is not None and headline["f1"] is not None:
             sets = ", ".join(headline["datasets"])
             line = (
                 f"- **headline: {METRICS[headline['metric']]} F1 {headline['f1']:.2f}**, the "
@@ -271,6 +281,11 @@ class EvaluationResult:
                 apart = ", ".join(f"{name} {f1:.2f}" for name, f1 in headline["apart"].items())
                 line += f"; reported apart, not in the mean: {apart}"
             notes.append(line)
+        if headline is not None and headline["undefined"]:
+            notes.append(
+                f"- F1 undefined (no gold entity, none predicted), left out of the means: "
+                f"{', '.join(headline['undefined'])}; evaluate more sentences (--limit)"
+            )
         if self.reasoning_token_unit:
             notes.append(f"- reasoning tokens: {self.reasoning_token_unit}")
         if self.model_loads is not None:
