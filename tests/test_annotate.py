@@ -182,6 +182,22 @@ def test_shards_read_back_in_a_new_process_answer_the_extensions(tmp_path: Path)
     assert run.stdout.strip() == "Capitalized words are people. ['Ann', 'Ben']"
 
 
+def test_a_run_that_failed_at_start_does_not_block_the_corrected_command(tmp_path: Path):
+    import dataclasses
+
+    corpus, lines = write_lines(tmp_path / "corpus", ["Ann one.", "Ben two."])
+    out = tmp_path / "out"
+    good = names_spec(tmp_path)
+    with pytest.raises(ValueError, match="label"):
+        annotate([str(corpus)], out, dataclasses.replace(good, labels=[""]), progress=False)
+    assert (out / "manifest.json").exists()  # it records the failed attempt
+    summary = annotate([str(corpus)], out, good, jsonl=True, progress=False)  # no --overwrite
+    assert summary.complete and [line["text"] for line in output_lines(out)] == lines
+    # A run that finished shards is still protected.
+    with pytest.raises(ValueError, match="holds a run with other pipeline"):
+        annotate([str(corpus)], out, dataclasses.replace(good, labels=["place"]), progress=False)
+
+
 def test_rerun_skips_finished_shards_and_refuses_other_settings(corpus: Path, tmp_path: Path):
     out = tmp_path / "out"
     spec = names_spec(tmp_path, log="log.txt")

@@ -229,11 +229,16 @@ def _check_previous_run(out: OutputFolder, fingerprint: dict[str, str], overwrit
     changed = [part for part, value in fingerprint.items() if before.get(part) != value]
     if not changed:
         return
-    if not overwrite:
+    # A run that finished no shard (it failed at start, e.g. on a bad option) holds nothing
+    # to protect: the corrected command replaces it without --overwrite.
+    finished = out.shards.is_dir() and any(out.shards.glob("*.done.json"))
+    if not overwrite and finished:
         raise ValueError(
             f"{out.path} holds a run with other {', '.join(changed)}; give another output "
             "folder, or --overwrite to delete its shards and start over"
         )
+    if not finished:
+        logger.info("%s: replacing a run that finished no shard", out.path)
     shutil.rmtree(out.shards, ignore_errors=True)
     out.rejects.unlink(missing_ok=True)
     out.manifest.unlink()
