@@ -81,6 +81,25 @@ def make_names_backend(
     return NamesBackend(log, kill_marker, heal_marker)
 
 
+class AnonymousNames:
+    """The names answer from a backend written like the README's first example: no
+    ``identity``, so nothing can key a cache of its answers."""
+
+    def generate(
+        self, prompts: Sequence[ChatMessages], settings: GenerationSettings
+    ) -> list[Completion]:
+        return [names_completion(p) for p in prompts]
+
+
+@backends.register("tests.AnonymousNames.v1")
+def make_anonymous_names_backend() -> AnonymousNames:
+    return AnonymousNames()
+
+
+def names_completion(prompt: ChatMessages) -> Completion:
+    return scripted_completion(prompt[-1]["content"].rsplit(TEXT_MARKER, 1)[1])
+
+
 # --------------------------------------------------------------------------- corpus helpers
 
 CODE = str(Path(__file__).resolve())  # what workers import (PipelineSpec.code, --code)

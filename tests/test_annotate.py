@@ -198,6 +198,18 @@ def test_a_run_that_failed_at_start_does_not_block_the_corrected_command(tmp_pat
         annotate([str(corpus)], out, dataclasses.replace(good, labels=["place"]), progress=False)
 
 
+def test_a_backend_without_identity_stops_a_cached_run_at_start(tmp_path: Path):
+    corpus, lines = write_lines(tmp_path / "corpus", ["Ann one.", "Ben two."])
+    block = {"@reasoning_ner_backends": "tests.AnonymousNames.v1"}
+    spec = PipelineSpec.from_component({"labels": ["person"], "backend": block}, code=[CODE])
+    with pytest.raises(ValueError, match=r"AnonymousNames has no 'identity'.*or pass --no-cache"):
+        annotate([str(corpus)], tmp_path / "out", spec, progress=False)
+    summary = annotate(
+        [str(corpus)], tmp_path / "out", spec, cache=False, jsonl=True, progress=False
+    )
+    assert summary.complete and [line["text"] for line in output_lines(tmp_path / "out")] == lines
+
+
 def test_rerun_skips_finished_shards_and_refuses_other_settings(corpus: Path, tmp_path: Path):
     out = tmp_path / "out"
     spec = names_spec(tmp_path, log="log.txt")

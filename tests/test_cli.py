@@ -286,7 +286,7 @@ def test_bad_labels_and_model_are_clear_errors(tmp_path: Path):
     assert result.exit_code == 1 and "labels is empty" in result.stderr
 
     result = run("predict", "--labels", "person", "--model", tmp_path / "nowhere", "Alice")
-    assert result.exit_code == 1 and "is not a local folder" in result.stderr
+    assert result.exit_code == 1 and "nowhere': no such file or folder" in result.stderr
 
     result = run("predict", "--labels", "person", "-i", tmp_path / "missing.txt")
     assert result.exit_code == 1 and "cannot read" in result.stderr

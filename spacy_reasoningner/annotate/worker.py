@@ -27,6 +27,7 @@ from spacy.language import Language
 from spacy.tokens import Doc, DocBin
 from spacy.util import import_file, load_model_from_config
 
+from ..backends.base import is_identifiable
 from ..component import ReasoningNER
 from .sinks import OutputFolder, ShardResult
 from .sources import Item, Shard
@@ -181,6 +182,14 @@ class ShardAnnotator:
         keep_going: bool = False,
     ):
         self.nlp, self.component = spec.load()
+        if self.component.cache is not None and not is_identifiable(self.component.backend):
+            # Else every batch would fail on it, one document at a time.
+            raise ValueError(
+                f"backend {type(self.component.backend).__name__} has no 'identity' property, "
+                "so its answers cannot be cached, and annotate caches them (a stopped run "
+                "resumes): add one (engine, model, settings; no secrets; see the README's "
+                "'Your own backend') or pass --no-cache"
+            )
         self.output = OutputFolder(output)
         self.run = run
         self.jsonl = jsonl
