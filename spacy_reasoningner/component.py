@@ -137,7 +137,10 @@ class ReasoningNER(Pipe):
         """The engine behind the completions, for accounting."""
         if is_identifiable(self.backend):
             identity = self.backend.identity
-            return f"{identity.get('backend', type(self.backend).__name__)}:{identity.get('model', '')}"
+            # The model as the user named it (bundled:..., a hub id) over the folder it
+            # resolved to (a cache folder for bundled and merged models).
+            model = getattr(self.backend, "reference", None) or identity.get("model", "")
+            return f"{identity.get('backend', type(self.backend).__name__)}:{model}"
         return type(self.backend).__name__
 
     # ----------------------------------------------------------------- lifecycle

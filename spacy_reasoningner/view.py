@@ -108,7 +108,7 @@ def _render_doc(
         "<div class='columns'><div>",
         f"<h2>Entities ({len(doc.ents)})</h2>{entities}",
         _scored(doc, spans_key),
-        _unaligned_table(unaligned),
+        _unaligned_table(unaligned, len(doc.ents)),
         "</div><div><h2>Reasoning</h2>",
         f"<pre class='reasoning'>{html.escape(reasoning)}</pre>"
         if reasoning
@@ -123,9 +123,10 @@ def _extension(doc: Doc, name: str | None) -> Any:
     return doc._.get(name) if name and Doc.has_extension(name) else None
 
 
-def _unaligned_table(unaligned: list[dict[str, str]]) -> str:
+def _unaligned_table(unaligned: list[dict[str, str]], entities: int) -> str:
     if not unaligned:
-        return "<h2>Not grounded</h2><p class='none'>every mention was found in the text</p>"
+        said = "every mention was found in the text" if entities else "the model named nothing"
+        return f"<h2>Not grounded</h2><p class='none'>{said}</p>"
     rows = "".join(
         f"<tr><td>{html.escape(u['text'])}</td><td>{html.escape(u['label'])}</td>"
         f"<td>{html.escape(u['reason'])}</td></tr>"

@@ -616,6 +616,13 @@ def test_token_counts_of_a_real_model(tiny_model_dir):
     assert pipe.stats["completion_tokens"] == 5
 
 
+def test_usage_names_the_model_as_configured_not_its_cache_folder():
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("reasoning_ner", config={"labels": ["person"]})
+    # The default: a bundled model, resolved to a cache folder when it loads.
+    assert pipe.backend_name == "transformers:bundled:smollm2-135m-ner"
+
+
 def test_extensions_keep_lists_after_a_docbin_round_trip():
     from spacy.tokens import DocBin
 

@@ -56,6 +56,17 @@ def test_the_view_holds_entities_reasoning_and_unaligned_mentions(annotated):
     assert "src=" not in page and "http" not in page.replace("http-equiv", "")
 
 
+def test_a_doc_where_the_model_named_nothing_says_so():
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(
+        "reasoning_ner",
+        config={"labels": ["person"], "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}},
+    )
+    pipe.backend = ScriptedBackend(lambda text: '<think>No one.</think>{"entities": {}}')
+    page = render_html([nlp("Nothing here.")], component=pipe)
+    assert "the model named nothing" in page and "every mention was found" not in page
+
+
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     command = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
