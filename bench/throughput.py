@@ -74,7 +74,7 @@ def run_mode(mode: str, prompts: list, settings: GenerationSettings) -> dict:
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from spacy_reasoningner.backends.openai import OpenAIBackend
-        from tests._vllm_server import SERVED_NAME, VLLMServer
+        from tests._servers import SERVED_NAME, VLLMServer
 
         server = VLLMServer(model_dir)
         server.start()

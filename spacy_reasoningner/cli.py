@@ -21,6 +21,7 @@ import typer
 from tqdm import tqdm
 
 from . import __version__
+from .backends import BackendError
 from .component import ReasoningNER
 from .models import (
     BUNDLED_ADAPTERS,
@@ -540,9 +541,25 @@ def annotate(
 
 
 @app.command()
-def info() -> None:
+def info(
+    server: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="Also probe this OpenAI-compatible server (its API root, ending in /v1): "
+            "the model size it reports and how it takes constrained answers.",
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="The served model name to probe with --server.")
+    ] = "default",
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the server's API key.")
+    ] = "OPENAI_API_KEY",
+) -> None:
     """Print the version, the default model, the bundled models, the registered backends, the
-    device the transformers backend would use and the model cache."""
+    device the transformers backend would use and the model cache; with --server, what that
+    server says about its model and the answer constraint it takes."""
     typer.echo(f"spacy-reasoningner {__version__} (spaCy {spacy.__version__})")
     typer.echo(f"default model: {DEFAULT_MODEL}")
     for name, spec in BUNDLED_MODELS.items():
@@ -567,6 +584,36 @@ def info() -> None:
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
     entries = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     typer.echo(f"model cache: {folder} ({size / 2**20:,.0f} MB: {', '.join(entries) or 'empty'})")
+    if server is not None:
+        _probe(server, model, api_key_env)
+
+
+def _probe(base_url: str, model: str, api_key_env: str) -> None:
+    """The server's answer to ``structured_output = "auto"`` and the way of the constraint
+    ladder it takes (one short request per way tried)."""
+    from .backends.openai import OpenAIBackend
+
+    try:
+        probe = OpenAIBackend(model, base_url=base_url, api_key_env=api_key_env, max_retries=1)
+    except ValueError as error:
+        _fail(2, str(error))
+    count = probe.served_parameters()
+    size = "not reported" if count is None else f"{count / 1e9:.2f}B parameters"
+    auto = "constrained" if probe.constrained else "unconstrained"
+    typer.echo(f"server {base_url}, model {model!r}: {size}; structured_output auto: {auto}")
+    forced = OpenAIBackend(
+        model, base_url=base_url, api_key_env=api_key_env, max_retries=1, structured_output=True
+    )
+    try:
+        way = forced.probe_constraint()
+    except BackendError as error:
+        _fail(1, f"could not probe {base_url}: {error}")
+    finally:
+        probe.close()
+        forced.close()
+    taken = f"as {way}" if way else "not taken (answers unconstrained)"
+    refused = f" after refusing {'; '.join(forced.refusals)}" if forced.refusals else ""
+    typer.echo(f"constrained answers: {taken}{refused}")
 
 
 def _device() -> str:

@@ -297,8 +297,11 @@ class ReasoningNER(Pipe):
                     "seconds": sum(c.seconds or 0.0 for c in completions),
                 }
             )
+        constraints = Counter(c.constraint or "none" for r in readings for c in r.completions)
         return {
             "backend": self.backend_name,
+            # completions by how their answer was constrained ("none": free)
+            "constraints": dict(sorted(constraints.items())),
             "prompt_tokens": _total(w["prompt_tokens"] for w in windows),
             "completion_tokens": _total(w["completion_tokens"] for w in windows),
             "seconds": sum(w["seconds"] for w in windows),

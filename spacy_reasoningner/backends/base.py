@@ -165,6 +165,9 @@ class Completion:
     # Time spent on this completion alone, when the backend can tell (a server request);
     # batched engines cannot, and the component shares the call's time out instead.
     seconds: float | None = None
+    # How the answer was constrained, in the backend's words ("json_schema", "grammar", a
+    # server's way of taking it, see the OpenAI backend's ladder); None: a free answer.
+    constraint: str | None = None
 
     @property
     def truncated(self) -> bool:
@@ -184,6 +187,7 @@ def completion_problem(completion: Any) -> str | None:
         and (completion.reasoning is None or type(completion.reasoning) is str)
         and (completion.prompt is None or type(completion.prompt) is str)
         and (completion.n_tokens is None or type(completion.n_tokens) is int)
+        and (completion.constraint is None or type(completion.constraint) is str)
     ):
         return None
     if not isinstance(completion, Completion):
@@ -193,6 +197,7 @@ def completion_problem(completion: Any) -> str | None:
         "reasoning": (str, type(None)),
         "prompt": (str, type(None)),
         "n_tokens": (int, type(None)),
+        "constraint": (str, type(None)),
     }
     for name, types in expected.items():
         value = getattr(completion, name)

@@ -242,4 +242,5 @@ class LocalBackend(ConstrainableBackend):
             completion.n_tokens = (completion.n_tokens or 0) + generated[i]
             completion.prompt_tokens = (completion.prompt_tokens or 0) + read[i]  # both passes
             completion.prompt = texts[i]
+            completion.constraint = "grammar" if isinstance(schemas[i], str) else "json_schema"
         return completions

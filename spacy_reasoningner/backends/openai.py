@@ -34,8 +34,16 @@ from urllib.parse import urlparse
 import httpcore
 import httpx
 
-from ..models import ModelSource
-from ..protocol import REASONING_STOPS, ChatMessages, closed_think_block, template_kwargs
+from ..grounded import schema_answer_grammar
+from ..models import ModelSource, parameter_count
+from ..protocol import (
+    REASONING_STOPS,
+    ChatMessages,
+    Schema,
+    answer_json_schema,
+    closed_think_block,
+    template_kwargs,
+)
 from ..registry import backends
 from ..trust import SavedPipeline, key_destination_problem
 from .base import (
@@ -48,9 +56,9 @@ from .base import (
 from .structured import (
     ANSWER_MAX_TOKENS,
     StructuredOption,
+    auto_constrains,
     check_answer_budget,
     check_option,
-    structured_enabled,
 )
 
 logger = logging.getLogger(__name__)
@@ -59,6 +67,15 @@ RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 30.0
 EXCERPT_CHARS = 200  # of a response body, in errors and warnings
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# Ways to send the answer constraint, from the most widely taken: a JSON Schema through
+# response_format (vLLM, llama.cpp's llama-server, Ollama, OpenAI), json_object with the
+# schema (llama-cpp-python's server), a grammar (llama.cpp's GBNF). Each with the request
+# field a server names when it refuses it.
+CONSTRAINT_LADDER: tuple[tuple[str, str], ...] = (
+    ("json_schema", "response_format"),
+    ("json_object", "response_format"),
+    ("grammar", "grammar"),
+)
 
 
 @backends.register("reasoning_ner.OpenAI.v1")
@@ -78,12 +95,14 @@ class OpenAIBackend(ConstrainableBackend):
         enable_thinking for Qwen3); turn off for servers that reject unknown fields.
     extra_body: extra request fields, e.g. {"top_k": 20} or a provider's reasoning options.
     structured_output: constrain the JSON answer to its schema, the rule of every backend
-        (``structured``): "auto" constrains models below 4B parameters, read from the model
-        folder the server names in /v1/models (a server on this machine). The answer goes
-        through ``response_format`` (json_schema); with reasoning, the model first reasons
-        freely up to ``</think>``, then the answer continues that assistant message under the
-        schema (vLLM's ``continue_final_message``). A server that refuses is warned about
-        once and asked without the constraint from then on.
+        (``structured``): "auto" constrains models below 4B parameters, the size read from
+        what the server reports (the model folder vLLM names in /v1/models on this machine,
+        llama.cpp's ``meta.n_params`` there, Ollama's /api/show). With reasoning, the model
+        first reasons freely up to ``</think>``, then the answer continues that assistant
+        message under the constraint (``continue_final_message``). The constraint is sent
+        the first way of ``CONSTRAINT_LADDER`` the server takes: a refusal (a 4xx, or a 5xx
+        naming the field) moves down the ladder, decided once per server and logged once;
+        a server that takes none is asked without a constraint.
     answer_max_tokens: token budget of the constrained answer.
     """
 
@@ -128,7 +147,9 @@ class OpenAIBackend(ConstrainableBackend):
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._constrained: bool | None = None  # "auto" resolved on first use
-        self._refused: str | None = None  # why the server refused constrained answers
+        self._rung = 0  # the way of CONSTRAINT_LADDER tried next; past its end: none
+        self._refusals: list[str] = []  # why the server refused the ways above the rung
+        self._ladder_logged = False
         self._key_refused: str | None = None  # why a saved pipeline may not send the key
 
     def __getstate__(self) -> dict[str, Any]:
@@ -160,30 +181,67 @@ class OpenAIBackend(ConstrainableBackend):
     @property
     def constrained(self) -> bool:
         """Whether answers are constrained: the option, "auto" resolved against the model
-        folder the server names (unknown: off), and off once the server refused."""
-        if self._refused is not None:
+        size the server reports (unknown: off), and off once the server refused every way
+        of sending the constraint."""
+        if self._rung >= len(CONSTRAINT_LADDER):
             return False
         if self._constrained is None:
-            source = self._served_source() if self.structured_output == "auto" else None
-            self._constrained = structured_enabled(self.structured_output, source)
+            if self.structured_output != "auto":
+                self._constrained = bool(self.structured_output)
+            else:
+                count = self.served_parameters()
+                self._constrained = auto_constrains(count)
+                if count is None:
+                    logger.warning(
+                        "%s does not report the size of %r: its answers are unconstrained; "
+                        "set structured_output = true to constrain them",
+                        self.base_url,
+                        self.model,
+                    )
         return self._constrained
 
-    def _served_source(self) -> ModelSource | None:
-        """The local folder of the served model, when a server on this machine (loopback)
-        names one (vLLM's /v1/models gives it as ``root``)."""
-        if urlparse(self.base_url).hostname not in LOOPBACK_HOSTS:
-            return None
-        try:
-            status, content, _ = self._exchange(self.base_url + "/models", None, self._headers())
-            entries = json.loads(content).get("data") if status == 200 else None
-        except (httpx.HTTPError, BackendError, ValueError, AttributeError) as error:
-            logger.info("%s: model size unknown (%s): answers unconstrained", self.base_url, error)
-            return None
+    @property
+    def refusals(self) -> list[str]:
+        """Why the server refused the ways of the ladder above the one it takes."""
+        return list(self._refusals)
+
+    @property
+    def constraint(self) -> str | None:
+        """The way answers are constrained now (a name of ``CONSTRAINT_LADDER``), or None."""
+        return CONSTRAINT_LADDER[self._rung][0] if self.constrained else None
+
+    def served_parameters(self) -> int | None:
+        """Parameters of the served model as the server reports them: the local folder a
+        server on this machine names (vLLM's /v1/models ``root``), llama.cpp's
+        ``meta.n_params`` in /v1/models, or Ollama's /api/show; None when none says."""
+        entries = self._get_json("/models", None)
+        entries = entries.get("data") if isinstance(entries, dict) else None
         for entry in entries if isinstance(entries, list) else []:
-            root = entry.get("root") if isinstance(entry, dict) else None
-            if entry.get("id") == self.model and isinstance(root, str) and Path(root).is_dir():
-                return ModelSource(root)
-        return None
+            if not isinstance(entry, dict) or entry.get("id") != self.model:
+                continue
+            meta = entry.get("meta")
+            if isinstance(meta, dict) and _count(meta.get("n_params")):
+                return meta["n_params"]
+            root = entry.get("root")
+            local = urlparse(self.base_url).hostname in LOOPBACK_HOSTS
+            if local and isinstance(root, str) and Path(root).is_dir():
+                return parameter_count(ModelSource(root))
+        # Ollama's native API sits beside its /v1.
+        show = self._get_json("/api/show", {"model": self.model}, root=True)
+        info = show.get("model_info") if isinstance(show, dict) else None
+        count = info.get("general.parameter_count") if isinstance(info, dict) else None
+        return _count(count) or None
+
+    def _get_json(self, route: str, body: dict[str, Any] | None, root: bool = False) -> Any:
+        """The JSON of one answer to ``route`` (a GET, or a POST of ``body``) under the API
+        root (``root``: under the server's root), or None on any failure: for probes."""
+        base = self.base_url.removesuffix("/v1") if root else self.base_url
+        try:
+            status, content, _ = self._exchange(base + route, body, self._headers())
+            return json.loads(content) if status == 200 else None
+        except (httpx.HTTPError, BackendError, ValueError, RecursionError) as error:
+            logger.info("%s%s: %s", base, route, error)
+            return None
 
     def _http(self) -> httpx.Client:
         with self._lock:
@@ -206,6 +264,10 @@ class OpenAIBackend(ConstrainableBackend):
         reasoning = answer_format.reasoning
         template = template_kwargs(settings.chat_template_kwargs, reasoning=reasoning)
         constrained = bool(answer_format.schemas) and self.constrained
+        constraints = [
+            (answer_format.schema(i), answer_format.grammar(i)) if constrained else (None, None)
+            for i in range(len(prompts))
+        ]
         with ThreadPoolExecutor(
             max_workers=min(self.max_concurrency, max(len(prompts), 1))
         ) as pool:
@@ -215,7 +277,7 @@ class OpenAIBackend(ConstrainableBackend):
                     prompt,
                     _seeded(settings, i),
                     template,
-                    answer_format.schema(i) if constrained else None,
+                    *constraints[i],
                     reasoning,
                 ): i
                 for i, prompt in enumerate(prompts)
@@ -242,19 +304,17 @@ class OpenAIBackend(ConstrainableBackend):
         settings: GenerationSettings,
         template: dict[str, Any],
         schema: Mapping[str, Any] | None,
+        grammar: str | None,
         reasoning: bool,
     ) -> Completion:
-        """One prompt's completion, timed; constrained to ``schema`` when there is one and
-        the server has not refused it."""
+        """One prompt's completion, timed; constrained to ``schema`` (or ``grammar``, for the
+        ladder's grammar rung) when there is one and the server takes a way to send it."""
         started = time.perf_counter()
         completion = None
-        if schema is not None and self._refused is None:
-            try:
-                completion = self._complete_constrained(
-                    messages, settings, template, schema, reasoning
-                )
-            except _ConstraintRefused as refusal:
-                self._refuse(str(refusal))
+        if schema is not None and self.constrained:
+            completion = self._complete_constrained(
+                messages, settings, template, schema, grammar, reasoning
+            )
         if completion is None:
             completion = self._request(self._body(messages, settings, template))
         completion.seconds = time.perf_counter() - started
@@ -266,48 +326,88 @@ class OpenAIBackend(ConstrainableBackend):
         settings: GenerationSettings,
         template: dict[str, Any],
         schema: Mapping[str, Any],
+        grammar: str | None,
         reasoning: bool,
-    ) -> Completion:
+    ) -> Completion | None:
         """Free reasoning up to ``</think>`` (when asked for), then the answer under the
-        schema, continuing the assistant message that holds the closed think block."""
+        constraint, continuing the assistant message that holds the closed think block;
+        None when the server refused every way of sending the constraint."""
         answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
         body = self._body(messages, answer, template)
-        body["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": "entities", "schema": dict(schema), "strict": True},
-        }
-        if not reasoning:
-            return self._constrained_request(body)
-        free = replace(settings, stop=REASONING_STOPS)
-        thinking = self._request(self._body(messages, free, template))
-        thought = f"{thinking.reasoning or ''}\n{thinking.text}"
-        head = closed_think_block(thought, stop_loops=settings.stop_reasoning_loops)
-        body["messages"] = [*messages, {"role": "assistant", "content": head}]
-        body.update(continue_final_message=True, add_generation_prompt=False)
-        completion = self._constrained_request(body)
-        completion.text = head + completion.text
-        completion.reasoning = None  # the head holds it
-        completion.n_tokens = _add(completion.n_tokens, thinking.n_tokens)
-        completion.prompt_tokens = _add(completion.prompt_tokens, thinking.prompt_tokens)
-        return completion
+        head, thinking = "", None
+        if reasoning:
+            free = replace(settings, stop=REASONING_STOPS)
+            thinking = self._request(self._body(messages, free, template))
+            thought = f"{thinking.reasoning or ''}\n{thinking.text}"
+            head = closed_think_block(thought, stop_loops=settings.stop_reasoning_loops)
+            body["messages"] = [*messages, {"role": "assistant", "content": head}]
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        while (rung := self._rung) < len(CONSTRAINT_LADDER):
+            way, field = CONSTRAINT_LADDER[rung]
+            try:
+                completion = self._request(_constrain(body, way, schema, grammar), field)
+            except RequestRefused as refusal:
+                self._step_down(rung, str(refusal))
+                continue
+            self._settled(rung)
+            completion.constraint = way
+            if thinking is not None:
+                completion.text = head + completion.text
+                completion.reasoning = None  # the head holds it
+                completion.n_tokens = _add(completion.n_tokens, thinking.n_tokens)
+                completion.prompt_tokens = _add(completion.prompt_tokens, thinking.prompt_tokens)
+            return completion
+        return None
 
-    def _constrained_request(self, body: dict[str, Any]) -> Completion:
-        try:
-            return self._request(body)
-        except RequestRefused as refusal:
-            raise _ConstraintRefused(str(refusal)) from None
-
-    def _refuse(self, reason: str) -> None:
+    def _step_down(self, rung: int, reason: str) -> None:
+        """The server refused the ladder's way ``rung``: the next one from now on (once,
+        however many requests in flight were refused)."""
         with self._lock:
-            if self._refused is None:
-                self._refused = reason
+            if self._rung != rung:
+                return
+            self._refusals.append(f"{CONSTRAINT_LADDER[rung][0]}: {reason}")
+            self._rung += 1
+            if self._rung == len(CONSTRAINT_LADDER):
                 logger.warning(
-                    "%s refused constrained answers (%s); asking without the constraint from "
-                    "now on: answers may not parse. Set structured_output = false to skip "
-                    "the attempt, or serve the model with vLLM",
+                    "%s refused constrained answers every way (%s); asking without the "
+                    "constraint from now on: answers may not parse. Set structured_output = "
+                    "false to skip the attempts, or serve the model with vLLM or llama.cpp",
                     self.base_url,
-                    reason,
+                    "; ".join(self._refusals),
                 )
+
+    def _settled(self, rung: int) -> None:
+        """Log once, when the server took a way below the first, which one and why."""
+        if self._refusals and not self._ladder_logged:
+            with self._lock:
+                if self._ladder_logged:
+                    return
+                self._ladder_logged = True
+            logger.warning(
+                "%s takes constrained answers as %s, after refusing %s",
+                self.base_url,
+                CONSTRAINT_LADDER[rung][0],
+                "; ".join(self._refusals),
+            )
+
+    def probe_constraint(self) -> str | None:
+        """The way this server takes the answer constraint (walking the ladder with one
+        short request per way), or None: unconstrained (by the option, the unknown size of
+        an "auto" model, or the server's refusals). For ``spacy-reasoningner info``."""
+        if not self.constrained:
+            return None
+        schema = answer_json_schema(Schema.from_config(["thing"]))
+        answer = GenerationSettings(max_new_tokens=8)
+        body = self._body([{"role": "user", "content": "Answer {}."}], answer, {})
+        while (rung := self._rung) < len(CONSTRAINT_LADDER):
+            way, field = CONSTRAINT_LADDER[rung]
+            try:
+                self._request(_constrain(body, way, schema, None), field)
+            except RequestRefused as refusal:
+                self._step_down(rung, str(refusal))
+                continue
+            return way
+        return None
 
     def _body(
         self, messages: ChatMessages, settings: GenerationSettings, template: dict[str, Any]
@@ -328,8 +428,8 @@ class OpenAIBackend(ConstrainableBackend):
         body.update(self.extra_body)
         return body
 
-    def _request(self, body: dict[str, Any]) -> Completion:
-        content = self._post("/chat/completions", body)
+    def _request(self, body: dict[str, Any], constraint_field: str | None = None) -> Completion:
+        content = self._post("/chat/completions", body, constraint_field)
         return self._read_choice(self._json(content), content)
 
     def _api_key(self) -> str | None:
@@ -350,8 +450,10 @@ class OpenAIBackend(ConstrainableBackend):
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _post(self, route: str, body: dict[str, Any]) -> bytes:
-        """The body of a 200 answer, after retries."""
+    def _post(self, route: str, body: dict[str, Any], constraint_field: str | None = None) -> bytes:
+        """The body of a 200 answer, after retries. A request carrying an answer constraint
+        in ``constraint_field`` is refused, not retried, by a 5xx that names that field
+        (llama-cpp-python's server answers 500 to a response_format it does not know)."""
         url = self.base_url + route
         key = self._api_key()
         headers = self._headers()
@@ -367,7 +469,8 @@ class OpenAIBackend(ConstrainableBackend):
                 if status == 200:
                     return content
                 cause = f"HTTP {status}: {_excerpt(content, key)}"
-                if status not in RETRY_STATUS:
+                names_field = constraint_field is not None and constraint_field.encode() in content
+                if status not in RETRY_STATUS or (status >= 500 and names_field):
                     raise RequestRefused(f"server {self.base_url} refused the request ({cause})")
                 retry_after = _retry_after(response_headers.get("retry-after"))
             if attempt == self.max_retries:
@@ -459,8 +562,17 @@ class RequestRefused(BackendError):
     """The server answered a request with a status that retrying cannot change (4xx)."""
 
 
-class _ConstraintRefused(Exception):
-    """The server refused a request because of its answer constraint (or its extensions)."""
+def _constrain(
+    body: dict[str, Any], way: str, schema: Mapping[str, Any], grammar: str | None
+) -> dict[str, Any]:
+    """``body`` with the answer constraint sent ``way`` (a name of ``CONSTRAINT_LADDER``):
+    the schema, or for a grammar the one given (grounded answers) or the schema's."""
+    if way == "json_schema":
+        json_schema = {"name": "entities", "schema": dict(schema), "strict": True}
+        return {**body, "response_format": {"type": "json_schema", "json_schema": json_schema}}
+    if way == "json_object":
+        return {**body, "response_format": {"type": "json_object", "schema": dict(schema)}}
+    return {**body, "grammar": grammar if grammar is not None else schema_answer_grammar(schema)}
 
 
 def _seeded(settings: GenerationSettings, position: int) -> GenerationSettings:

@@ -28,8 +28,12 @@ def structured_enabled(option: StructuredOption, source: ModelSource | None) -> 
     """Resolve ``"auto"`` from the model's size (unknown model or size: off)."""
     if option != "auto":
         return bool(option)
-    count = parameter_count(source) if source is not None else None
-    return count is not None and count < AUTO_MAX_PARAMETERS
+    return auto_constrains(parameter_count(source) if source is not None else None)
+
+
+def auto_constrains(parameters: int | None) -> bool:
+    """What ``"auto"`` decides for a model of that many parameters (unknown: off)."""
+    return parameters is not None and parameters < AUTO_MAX_PARAMETERS
 
 
 def check_answer_budget(answer_max_tokens: int) -> int:
