@@ -173,3 +173,69 @@ def test_a_cut_compressed_body_is_an_error(serve):
     server = serve(lambda request, reply: reply.full(200, body, {"Content-Encoding": "gzip"}))
     with pytest.raises(BackendError, match="compressed body ends before the end of its stream"):
         run(server)
+
+
+def sse(*chunks: dict, done: bool = True) -> bytes:
+    lines = [f"data: {json.dumps(c)}\n\n" for c in chunks] + (["data: [DONE]\n\n"] if done else [])
+    return "".join(lines).encode()
+
+
+def delta(finish: str | None = None, **fields: str) -> dict:
+    return {
+        "object": "chat.completion.chunk",
+        "choices": [{"delta": fields, "finish_reason": finish}],
+    }
+
+
+def test_a_stream_not_asked_for_is_joined_into_its_answer(serve):
+    body = sse(
+        delta(role="assistant", reasoning_content="Ada is "),
+        delta(reasoning_content="a person.", content='{"entities": '),
+        delta("stop", content='{"person": ["Ada"]}}'),
+        {"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 9}},
+    )
+    server = serve(
+        lambda request, reply: reply.full(200, body, {"Content-Type": "text/event-stream"})
+    )
+    (completion,) = run(server)
+    assert completion.text == '{"entities": {"person": ["Ada"]}}'
+    assert completion.reasoning == "Ada is a person."
+    assert (completion.finish_reason, completion.prompt_tokens, completion.n_tokens) == (
+        "stop",
+        11,
+        9,
+    )
+    assert "stream" not in server.requests[0].body  # nothing asked it to
+
+
+def test_a_stream_that_never_finishes_is_an_error_not_an_empty_answer(serve):
+    body = sse(delta(content='{"entities": {"pers'), done=False)
+    server = serve(
+        lambda request, reply: reply.full(200, body, {"Content-Type": "text/event-stream"})
+    )
+    with pytest.raises(BackendError, match=rf"server {server.url} streamed an answer \(not asked to\) that never finished: data:"):  # fmt: skip
+        run(server)
+
+
+def test_an_answer_as_another_model_is_warned_about_once(serve, caplog):
+    def as_model(name: str) -> Scenario:
+        return lambda request, reply: reply.json(200, {**chat_payload(), "model": name})
+
+    backend = OpenAIBackend(model="m-large", base_url=serve(as_model("other")).url, timeout=5)
+    for _ in range(2):
+        (completion,) = backend.generate(PROMPTS, GenerationSettings())
+        assert completion.text == '{"entities": {}}'  # a working answer
+    assert caplog.text.count("answered as model 'other', not 'm-large' as configured") == 1
+    dated = OpenAIBackend(model="m-large", base_url=serve(as_model("m-large-2026-01")).url)
+    dated.generate(PROMPTS, GenerationSettings())
+    assert "m-large-2026-01" not in caplog.text
+
+
+def test_an_older_api_without_models_or_usage_still_answers(serve, caplog):
+    no_usage = {"choices": [{"message": {"content": '{"entities": {}}'}, "finish_reason": "stop"}]}
+    server = serve(lambda request, reply: reply.json(200, no_usage))
+    backend = OpenAIBackend(model="m", base_url=server.url, timeout=5)
+    assert not backend.constrained  # "auto" without /v1/models: unconstrained, and said
+    assert "does not report the size of 'm'" in caplog.text
+    (completion,) = backend.generate(PROMPTS, GenerationSettings())
+    assert completion.text == '{"entities": {}}' and completion.n_tokens is None

@@ -150,6 +150,7 @@ class OpenAIBackend(ConstrainableBackend):
         self._rung = 0  # the way of CONSTRAINT_LADDER tried next; past its end: none
         self._refusals: list[str] = []  # why the server refused the ways above the rung
         self._ladder_logged = False
+        self._other_model_warned = False
         self._key_refused: str | None = None  # why a saved pipeline may not send the key
 
     def __getstate__(self) -> dict[str, Any]:
@@ -430,7 +431,55 @@ class OpenAIBackend(ConstrainableBackend):
 
     def _request(self, body: dict[str, Any], constraint_field: str | None = None) -> Completion:
         content = self._post("/chat/completions", body, constraint_field)
-        return self._read_choice(self._json(content), content)
+        if content.lstrip().startswith(b"data:"):  # streamed though not asked to
+            payload = self._joined_stream(content)
+        else:
+            payload = self._json(content)
+        self._check_model_name(payload)
+        return self._read_choice(payload, content)
+
+    def _joined_stream(self, content: bytes) -> dict[str, Any]:
+        """A streamed answer (server-sent events of ``chat.completion.chunk``s) joined into
+        the one response it stands for: some servers stream whatever the request says."""
+        text, reasoning, finish, usage = [], [], None, None
+        for line in content.splitlines():
+            data = line.strip().removeprefix(b"data:").strip()
+            if not line.strip().startswith(b"data:") or data == b"[DONE]":
+                continue
+            chunk = self._json(data)
+            usage = (chunk.get("usage") if isinstance(chunk, dict) else None) or usage
+            choices = chunk.get("choices") if isinstance(chunk, dict) else None
+            choice = choices[0] if isinstance(choices, list) and choices else {}
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict):
+                text.append(delta.get("content") or "")
+                reasoning.append(delta.get("reasoning_content") or delta.get("reasoning") or "")
+                finish = choice.get("finish_reason") or finish
+        if finish is None:
+            raise BackendError(
+                f"server {self.base_url} streamed an answer (not asked to) that never finished: "
+                f"{_excerpt(content, self._api_key())}"
+            )
+        message = {"content": "".join(text), "reasoning_content": "".join(reasoning) or None}
+        return {"choices": [{"message": message, "finish_reason": finish}], "usage": usage}
+
+    def _check_model_name(self, payload: Any) -> None:
+        """Warn once when the server answers as another model than the one asked for
+        (llama.cpp's and Ollama's servers may run whatever they loaded); a dated name of the
+        same model (``gpt-4o`` answered by ``gpt-4o-2024-08-06``) is the same."""
+        served = payload.get("model") if isinstance(payload, dict) else None
+        if not isinstance(served, str) or self._other_model_warned:
+            return
+        if not (served.startswith(self.model) or self.model.startswith(served)):
+            self._other_model_warned = True
+            logger.warning(
+                "%s answered as model %r, not %r as configured: check backend.model and what "
+                "the server loaded (the cache keys its answers under %r)",
+                self.base_url,
+                served,
+                self.model,
+                self.model,
+            )
 
     def _api_key(self) -> str | None:
         key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
