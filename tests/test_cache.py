@@ -183,3 +183,64 @@ def test_asking_whether_a_backend_has_an_identity_does_not_compute_it(tmp_path):
     component.backend = backend
     assert component.backend_name == "costly:m"
     assert backend.evaluations == 1  # read once, not once to check and once to use
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+class NamedModel:
+    """A backend whose answers come from ``model``: each completion names the model and the
+    how-many-th it is, so that stored and fresh completions tell apart."""
+
+    def __init__(self, model: str):
+        self.model, self.calls = model, 0
+        self.identity = {"backend": "named", "model": model}
+
+    def generate(self, prompts, settings):
+        completions = []
+        for _ in prompts:
+            self.calls += 1
+            reasoning = f"{self.model} completion {self.calls}"
+            completions.append(Completion(text=f'<think>{reasoning}</think>{{"entities": {{}}}}'))
+        return completions
+
+
+def cached_pipeline(cache, backend, **config):
+    import spacy
+
+    nlp = spacy.blank("en")
+    scripted = {"@reasoning_ner_backends": "tests.Scripted.v1"}
+    settings = {"labels": ["person"], "backend": scripted, "cache_path": str(cache), **config}
+    pipe = nlp.add_pipe("reasoning_ner", config=settings)
+    pipe.backend = backend  # the component puts the cache in front of it
+    return nlp
+
+
+def test_another_model_misses_the_cache_the_same_model_hits_it(tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    first = NamedModel("model-a")
+    assert cached_pipeline(cache, first)("Ada came.")._.ner_reasoning == "model-a completion 1"
+    other = NamedModel("model-b")
+    assert cached_pipeline(cache, other)("Ada came.")._.ner_reasoning == "model-b completion 1"
+    again = NamedModel("model-a")
+    assert cached_pipeline(cache, again)("Ada came.")._.ner_reasoning == "model-a completion 1"
+    assert (first.calls, other.calls, again.calls) == (1, 1, 0)
+
+
+def test_samples_are_stored_apart_and_served_back_in_order(tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    config = {
+        "samples": 3,
+        "spans_key": "sc",
+        "keep_raw": True,
+        "generation": {"temperature": 0.7, "seed": 1},
+    }
+    first = NamedModel("model-a")
+    stored = cached_pipeline(cache, first, **config)("Ada came.")
+    assert first.calls == 3 and len(ResponseCache(cache)) == 3
+    again = NamedModel("model-a")
+    served = cached_pipeline(cache, again, **config)("Ada came.")
+    assert again.calls == 0
+    completions = [raw["completion"] for raw in served._.ner_raw]
+    assert completions == [raw["completion"] for raw in stored._.ner_raw]
+    assert len(set(completions)) == 3

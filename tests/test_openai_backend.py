@@ -548,3 +548,47 @@ def test_each_prompt_of_a_call_gets_its_own_seed(serve):
     server = serve(echo_answer)
     backend(server.url).generate(prompts(1) * 3, GenerationSettings(temperature=0.7, seed=5))
     assert sorted(b["seed"] for b in server.bodies) == [5, 6, 7]
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def served_component(url: str, **backend_settings):
+    nlp = spacy.blank("en")
+    backend_config = {
+        "@reasoning_ner_backends": "reasoning_ner.OpenAI.v1",
+        "base_url": url,
+        "model": "test-model",
+        "structured_output": False,
+        **backend_settings,
+    }
+    nlp.add_pipe(
+        "reasoning_ner",
+        config={
+            "labels": ["person", "location"],
+            "backend": backend_config,
+            "reasoning": False,  # so that the chat template gets enable_thinking=False
+        },
+    )
+    return nlp
+
+
+@pytest.mark.parametrize("send", [True, False])
+def test_send_chat_template_kwargs_can_be_turned_off(serve, send):
+    server = serve(echo_answer)
+    served_component(server.url, send_chat_template_kwargs=send)("Ada came.")
+    [body] = server.bodies
+    assert ("chat_template_kwargs" in body) == send
+    if send:
+        assert body["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+@pytest.mark.parametrize("field", ["reasoning", "reasoning_content"])
+def test_reasoning_in_a_separate_field_reaches_the_doc(serve, field):
+    def separate(body, number):
+        message = {"content": '{"entities": {"person": ["Ada"]}}', field: "Ada is a person."}
+        return 200, {"choices": [{"message": message, "finish_reason": "stop"}]}, {}
+
+    doc = served_component(serve(separate).url)("Ada came.")
+    assert doc._.ner_reasoning == "Ada is a person."
+    assert [(e.text, e.label_) for e in doc.ents] == [("Ada", "person")]

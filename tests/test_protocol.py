@@ -189,6 +189,16 @@ def test_answer_tags():
     assert parsed.entities == {"location": ["Paris"]} and parsed.valid
 
 
+def test_the_object_in_answer_tags_wins_over_an_earlier_one():
+    # A model that quotes an example answer in its prose before tagging the real one.
+    text = 'An answer looks like {"entities": {"person": ["Bob"]}}.\n<answer>{"entities": {"location": ["Paris"]}}</answer>'
+    assert parse(text).entities == {"location": ["Paris"]}
+    unclosed = (
+        'Like {"entities": {"person": ["Bob"]}}. <answer>{"entities": {"location": ["Paris"]}}'
+    )
+    assert parse(unclosed).entities == {"location": ["Paris"]}  # cut before </answer>
+
+
 def test_prose_before_and_after_the_json():
     parsed = parse('Sure! Here it is: {"entities": {"person": ["Ada"]}} Hope this helps.')
     assert parsed.entities == {"Person": ["Ada"]}
