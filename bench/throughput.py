@@ -8,10 +8,12 @@ child process so that its peak memory is its own:
 * ``hf-batched``: transformers, the whole list in one backend call (sub-batches of 16);
 * ``vllm``: the vLLM offline engine, one ``generate`` for all prompts;
 * ``vllm-structured``: the same with the answer constrained to the protocol's JSON;
-* ``openai-vllm-serve``: the OpenAI-compatible backend against ``vllm serve`` on 127.0.0.1.
+* ``openai-vllm-serve``: the OpenAI-compatible backend against ``vllm serve`` on 127.0.0.1;
+* ``openai-llama-cpp``: the same against llama-cpp-python's server (``make llama-server``) of
+  the model exported by ``export-gguf`` (f16), repeat penalty off as in process.
 
 Reports docs/s, generated tokens/s, the share of completions that do not parse, and peak RSS
-(for ``vllm serve`` the server's, sampled). The slow ``hf-single`` baseline runs on the first
+(for the servers the server's, sampled). The slow ``hf-single`` baseline runs on the first
 ``--single-limit`` prompts; its rates are per prompt, so they compare directly.
 
     python bench/throughput.py [--prompts 200] [--max-new-tokens 64] [--modes ...]
@@ -24,6 +26,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,7 +41,14 @@ from spacy_reasoningner.protocol import (
     render_messages,
 )
 
-MODES = ("hf-single", "hf-batched", "vllm", "vllm-structured", "openai-vllm-serve")
+MODES = (
+    "hf-single",
+    "hf-batched",
+    "vllm",
+    "vllm-structured",
+    "openai-vllm-serve",
+    "openai-llama-cpp",
+)
 DATASETS = [*CROSSNER_DATASETS, "conll2003"]
 
 
@@ -74,11 +84,22 @@ def run_mode(mode: str, prompts: list, settings: GenerationSettings) -> dict:
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
         from spacy_reasoningner.backends.openai import OpenAIBackend
-        from tests._servers import SERVED_NAME, VLLMServer
+        from tests._servers import SERVED_NAME, LlamaCppServer, VLLMServer
 
-        server = VLLMServer(model_dir)
+        extra_body = {}
+        if mode == "openai-llama-cpp":
+            from spacy_reasoningner.export_gguf import export_gguf
+
+            folder = Path(tempfile.mkdtemp(prefix="throughput-"))
+            gguf = export_gguf(model_dir, folder / "model.gguf", "f16")
+            server = LlamaCppServer(gguf, folder / "server.log")
+            extra_body = {"repeat_penalty": 1.0}  # llama-cpp-python's default is 1.1
+        else:
+            server = VLLMServer(model_dir)
         server.start()
-        backend = OpenAIBackend(model=SERVED_NAME, base_url=server.url, max_concurrency=32)
+        backend = OpenAIBackend(
+            model=SERVED_NAME, base_url=server.url, max_concurrency=32, extra_body=extra_body
+        )
     peak = _RSSSampler(server.process.pid if server else None)
     started = time.perf_counter()
     try:
@@ -179,7 +200,7 @@ def main() -> None:
         speedup = f"{rate / single:.1f}x" if single else "-"
         print(f"{r['mode']:<20}{r['docs']:>6}{rate:>9.2f}{r['tokens'] / r['seconds']:>9.1f}{speedup:>10}"
               f"{r['unparsed'] / r['docs']:>10.0%}{peak:>9.0f}")  # fmt: skip
-    print("peak MB: the process's peak RSS; for openai-vllm-serve the server's (client excluded)")
+    print("peak MB: the process's peak RSS; for the openai modes the server's (client excluded)")
 
 
 if __name__ == "__main__":

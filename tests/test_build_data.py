@@ -114,10 +114,11 @@ def test_template_run_writes_dataset_ner_cot_and_report(tmp_path: Path) -> None:
     # a sentence may hold unannotated.
     profile = load_profile("cpu", overrides)
     pool = set(json.loads(Path(profile["types"]["negative_pool"]).read_text()))
-    for entry in samples:
-        if entry["dataset"] == "conll2003":
-            negatives = set(entry["schema"]) - {"location", "organization", "person"}
-            assert negatives <= pool - set(profile["types"]["not_negative"])
+    conll = [entry for entry in samples if entry["dataset"] == "conll2003"]
+    assert conll and any(len(entry["schema"]) > 3 for entry in conll)  # some got negatives
+    for entry in conll:
+        negatives = set(entry["schema"]) - {"location", "organization", "person"}
+        assert negatives <= pool - set(profile["types"]["not_negative"])
     cot = read_ner_cot_jsonl(config.output / "ner_cot.jsonl")
     assert [r.text for r in cot] == [r["text"] for r in dataset]
     assert "# Reasoning data (template): 9 of 9 kept" in (config.output / "report.md").read_text()
@@ -174,10 +175,11 @@ def test_rerun_with_another_configuration_is_refused(tmp_path: Path) -> None:
 def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
     config = config_for(tmp_path, mode="reannotate")
     records = config.plan().records
+    uncovered = next(r for r in records[2:] if gold_entities(r))  # a gold entity to miss
     bad = {
         records[0].text: "I cannot find anything.",
         records[1].text: '<think>Hmm.</think>{"entities": {"weapon": ["gun"]}}',
-        records[2].text: oracle_completion(records[2], cover=False),
+        uncovered.text: oracle_completion(uncovered, cover=False),
     }
     ORACLE.update({r.text: oracle_completion(r) for r in records} | bad)
     config.teacher = {"@reasoning_ner_backends": "tests.OracleTeacher.v1"}
@@ -185,8 +187,7 @@ def test_quality_control_drops_bad_drafts_with_reasons(tmp_path: Path) -> None:
     entries = {e["text"]: e for e in map(json.loads, (config.output / "samples.jsonl").open())}
     assert entries[records[0].text]["drop_reason"] == PARSED
     assert entries[records[1].text]["drop_reason"] == IN_SCHEMA
-    if gold_entities(records[2]):
-        assert entries[records[2].text]["drop_reason"] == COVERED
+    assert entries[uncovered.text]["drop_reason"] == COVERED
     assert report["kept"] == sum(e["kept"] for e in entries.values())
     assert report["dropped_by_reason"][PARSED] == 1
 
@@ -396,11 +397,9 @@ def test_schema_sampling_varies_sizes_and_never_asks_present_or_excluded_types()
     # Gold follows the subset asked.
     only_location = next(s for s in schemas if set(s) & set(corpus) == {"location"})
     rng = random.Random(0)
-    for _ in schemas:
-        built = with_schema(record, corpus, sampling=sampling, rng=rng)
-        if built.schema == only_location:
-            assert [t for *_, t in built.entities] == ["location"]
-            break
+    rebuilt = (with_schema(record, corpus, sampling=sampling, rng=rng) for _ in schemas)
+    built = next(b for b in rebuilt if b.schema == only_location)  # the same draws again
+    assert [t for *_, t in built.entities] == ["location"]
     with pytest.raises(ValueError, match="fewest"):
         SchemaSampling.from_counts([3, 1])
     with pytest.raises(ValueError, match="rng"):

@@ -111,8 +111,9 @@ def test_scripted_teacher_to_a_spacy_ner_student(tmp_path: Path):
     student = spacy.load(best)
     assert student.pipe_names == ["tok2vec", "ner"]  # spacy init config's CPU ner
     assert student.get_pipe("ner").labels == ("PER",)
+    # The teacher's rule (every capitalized word a person), learned: unseen names found.
     doc = student("Hana Petrov met the board on day 3 .")
-    assert isinstance(doc.ents, tuple) and all(e.label_ == "PER" for e in doc.ents)
+    assert [(e.text, e.label_) for e in doc.ents] == [("Hana", "PER"), ("Petrov", "PER")]
     meta = json.loads((best / "meta.json").read_text())
     provenance = meta["distillation"]
     assert provenance["data"]["dropped"]["truncated"] == 2 and provenance["data"]["train"] == 27
@@ -126,7 +127,7 @@ def test_scripted_teacher_to_a_spacy_ner_student(tmp_path: Path):
     assert rows["student"]["datasets"][0]["sentences"] == 8
     assert set(rows["student"]["average"]["all"]) == {"grounded", "offset"}
     assert "reference" in rows["teacher"]["average"]["all"]  # the paper's metric
-    assert 0.0 <= rows["agreement"]["names"] <= 100.0
+    assert rows["agreement"]["names"] >= 90.0  # the student tags as its teacher does
     scores = json.loads((best / "meta.json").read_text())["distillation"]["scores"]
     assert set(scores) == {"teacher", "student", "agreement_f1"}
 

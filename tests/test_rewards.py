@@ -126,15 +126,20 @@ def test_plain_string_completions() -> None:
 
 
 def test_combined_weighting_is_the_papers() -> None:
-    """TRL sums reward_weights x rewards: 10 x F1 + 1 x schema."""
+    """TRL sums reward_weights x rewards; the stage's default weights are the paper's:
+    10 x F1 + 1 x schema, and no length penalty."""
+    from training.grpo import RewardConfig, reward_functions
+
+    functions, weights = reward_functions(RewardConfig(), WordTokenizer())
     contents = [
         EXACT,  # 10 + 1
         '{"entities": {"person": ["Angela Merkel"]}}',  # 10 x 2/3 + 1
         "{'entities': {'person': ['Angela Merkel'], 'location': ['Berlin']}}",  # 0 + 0
         "no answer",  # 0
     ]
-    f1, schema = rewards(contents)
-    totals = [10 * f + 1 * s for f, s in zip(f1, schema, strict=True)]
+    columns = {"schema": [SCHEMA] * 4, "entities": [GOLD] * 4}
+    scores = [f([chat(c) for c in contents], **columns) for f in functions]
+    totals = [sum(w * s[i] for w, s in zip(weights, scores, strict=True)) for i in range(4)]
     assert totals == pytest.approx([11.0, 10 * 2 / 3 + 1, 0.0, 0.0])
 
 
