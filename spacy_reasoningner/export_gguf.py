@@ -31,8 +31,24 @@ _BYTE_LEVEL = {
     "trim_offsets": True,
     "use_regex": True,
 }
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 PRE_TOKENIZERS: dict[str, dict[str, Any]] = {
     "gpt-2": _BYTE_LEVEL,
+    "qwen2": {
+        "type": "Sequence",
+        "pretokenizers": [
+            {
+                "type": "Split",
+                "pattern": {"Regex": _QWEN2_SPLIT},
+                "behavior": "Isolated",
+                "invert": False,
+            },
+            {**_BYTE_LEVEL, "use_regex": False},
+        ],
+    },
     "smollm": {
         "type": "Sequence",
         "pretokenizers": [{"type": "Digits", "individual_digits": True}, _BYTE_LEVEL],

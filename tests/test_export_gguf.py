@@ -142,3 +142,22 @@ def test_the_exported_pipeline_answers_in_llama_cpp_as_in_process(tmp_path):
         assert got._.ner_raw[0]["completion"] == want._.ner_raw[0]["completion"]
         assert [(e.text, e.label_) for e in got.ents] == [(e.text, e.label_) for e in want.ents]
     assert sum(len(d.ents) for d in found) >= 8  # the model finds the demo's entities
+
+
+@pytest.mark.slow
+def test_the_qwen_0_5b_exports_with_the_qwen2_pre_tokenizer(tmp_path):
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama.cpp is not installed: make test")
+    from transformers import AutoTokenizer
+
+    folder = model_folder("bundled:qwen2.5-coder-0.5b-instruct")
+    written = export_gguf(folder, tmp_path / "qwen.gguf", "q8_0")
+    reader = gguf.GGUFReader(written)
+    assert field(reader, "general.architecture") == "qwen2"
+    assert field(reader, "tokenizer.ggml.pre") == "qwen2"
+    assert "output.weight" not in {t.name for t in reader.tensors}  # tied, as converted
+    text = (
+        "<|im_start|>user\nIn 1833, Ada's notes (über 20 pages)\n\n  ran to 65,000 words.<|im_end|>"
+    )
+    expected = AutoTokenizer.from_pretrained(folder)(text, add_special_tokens=False)["input_ids"]
+    vocab = llama_cpp.Llama(str(written), vocab_only=True, verbose=False)
+    assert vocab.tokenize(text.encode(), add_bos=False, special=True) == expected

@@ -7,7 +7,6 @@ and takes ``json_object`` with a schema), "auto" without a reported model size, 
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from spacy_reasoningner.models import BUNDLED_MODELS
+from spacy_reasoningner.models import bundled_gguf
 from spacy_reasoningner.protocol import Schema, parse_completion
 
 from ._servers import SERVED_NAME, LlamaCppServer, kill_mid_batch, served_pipeline
@@ -29,8 +28,7 @@ TEXTS = [f"Ada Lovelace met person number {i} in London." for i in range(8)]
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> LlamaCppServer:
-    spec = BUNDLED_MODELS["smollm2-135m-instruct"]
-    gguf = Path(str(importlib.metadata.distribution(spec.distribution).locate_file(spec.gguf_path)))
+    gguf = bundled_gguf("smollm2-135m-instruct")
     served = LlamaCppServer(gguf, tmp_path_factory.mktemp("llama") / "server.log")
     served.start(timeout=120)
     yield served

