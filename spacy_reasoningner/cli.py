@@ -210,7 +210,7 @@ def predict(
         tqdm(total=len(records), disable=len(records) < 2, unit="doc", file=sys.stderr) as bar,
     ):
         for (_, extra), doc in zip(records, docs, strict=True):
-            out.write(json.dumps({**extra, **doc_to_json(doc, component.ext)}, ensure_ascii=False))
+            out.write(json.dumps({**extra, **component.to_json(doc)}, ensure_ascii=False))
             out.write("\n")
             out.flush()
             bar.update()
@@ -688,21 +688,6 @@ def _open_output(path: str | None) -> contextlib.AbstractContextManager[TextIO]:
         return open(path, "w", encoding="utf-8")
     except OSError as e:
         _fail(1, f"cannot write {path}: {e.strerror or e}")
-
-
-def doc_to_json(doc: Any, ext: dict[str, str]) -> dict[str, Any]:
-    """The output object of one annotated Doc; ``ext`` maps reasoning/unaligned/truncated to
-    the extension names the component writes."""
-    return {
-        "text": doc.text,
-        "entities": [
-            {"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char}
-            for e in doc.ents
-        ],
-        "reasoning": doc._.get(ext["reasoning"]),
-        "unaligned": doc._.get(ext["unaligned"]),
-        "truncated": doc._.get(ext["truncated"]),
-    }
 
 
 def read_records(

@@ -326,6 +326,22 @@ class ReasoningNER(Pipe):
         stats["completion_tokens"] += usage["completion_tokens"] or 0
         stats["seconds"] += usage["seconds"]
 
+    def to_json(self, doc: Doc) -> dict[str, Any]:
+        """The annotation of ``doc`` as one JSON object, as ``spacy-reasoningner predict`` and
+        ``annotate`` write it: text, entities with character offsets, and this component's
+        reasoning, unaligned mentions and truncation flag."""
+        ext = self.ext
+        return {
+            "text": doc.text,
+            "entities": [
+                {"text": e.text, "label": e.label_, "start": e.start_char, "end": e.end_char}
+                for e in doc.ents
+            ],
+            "reasoning": doc._.get(ext["reasoning"]),
+            "unaligned": doc._.get(ext["unaligned"]),
+            "truncated": doc._.get(ext["truncated"]),
+        }
+
     # ----------------------------------------------------------------- serialization
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = SimpleFrozenList()) -> None:

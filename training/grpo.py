@@ -47,6 +47,7 @@ from .chat_data import (
 from .config import StageConfig, load_profile, parse_overrides, require
 from .curves import MetricsLog
 from .decontamination import DecontaminationConfig
+from .health import answers
 from .rewards import f1_reward, length_penalty, schema_reward
 from .samples import Sample
 from .sources import Plan, SourceConfig, default_drop_types, default_forbidden_datasets, plan
@@ -337,8 +338,6 @@ def prompts_report(
 
 def check_rollout_server(args: Any) -> None:
     """Fail at once, not after TRL's 240 s of retries, when no vLLM server answers."""
-    from .launch import answers
-
     base = args.vllm_server_base_url or f"http://{args.vllm_server_host}:{args.vllm_server_port}"
     if not answers(f"{base.rstrip('/')}/health"):
         raise ConnectionError(

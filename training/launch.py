@@ -24,8 +24,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +36,7 @@ from confection import Config
 from spacy_reasoningner.models import BUNDLED_PREFIX
 
 from .config import StageConfig, load_profile, parse_overrides, require, section
+from .health import answers
 
 ROOT = Path(__file__).resolve().parents[1]
 # Stages the launcher runs, and the `python -m training` command of each.
@@ -294,19 +293,6 @@ def check_gpus(plan: Plan, available: int) -> list[str]:
     ]
 
 
-# Servers are local: no proxy from the environment in between.
-_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def answers(url: str, timeout: float = 3.0) -> bool:
-    """True when ``url`` answers with a success status."""
-    try:
-        with _DIRECT.open(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 def check_external_servers(plan: Plan) -> list[str]:
     return [
         f"the {name} does not answer at {url}: start it, or let the launcher start it "
@@ -318,10 +304,10 @@ def check_external_servers(plan: Plan) -> list[str]:
 
 def check_inputs(stage: str, profile: Config) -> list[str]:
     """The stage's input data, checked before any server or process starts."""
+    from .assets import split_problems
     from .build_data import DataConfig
     from .evaluate import EvaluateConfig
     from .grpo import GRPOStageConfig, prompt_pool
-    from .prepare_data import split_problems
     from .sft import SFTStageConfig
 
     problems: list[str] = []

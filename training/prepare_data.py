@@ -10,15 +10,14 @@ GPUs its stages are launched on.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import srsly
 import typer
 
+from .assets import checksum_problem, data_assets, fetch_hint, split_problems
 from .config import load_profile, require
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,35 +38,6 @@ class PrepareConfig:
         )
 
 
-def data_assets(data: Path) -> dict[Path, dict[str, Any]]:
-    """``{file in the data folder: its asset}`` for project.yml's assets under ``vars.data``."""
-    project = srsly.read_yaml(ROOT / "project.yml")
-    prefix = "${vars.data}/"
-    return {
-        data / asset["dest"][len(prefix) :]: asset
-        for asset in project["assets"]
-        if asset["dest"].startswith(prefix)
-    }
-
-
-def checksum_problem(path: Path, asset: dict[str, Any]) -> str:
-    """What differs between ``path`` and the asset's published digest (spaCy's md5
-    ``checksum``, or the ``sha256`` this project checks where no md5 is published); empty
-    when it matches."""
-    for key, algorithm in (("checksum", "md5"), ("sha256", "sha256")):
-        if key in asset and hashlib.new(algorithm, path.read_bytes()).hexdigest() != asset[key]:
-            return (
-                f"{path} differs from the published file ({algorithm} {asset[key]}): delete it "
-                "and run `spacy project assets` again"
-            )
-    return ""
-
-
-def _fetch_hint(asset: dict[str, Any]) -> str:
-    extra = " --extra" if asset.get("extra") else ""
-    return f"run `spacy project assets{extra}` ({asset['url']}) or pass --vars.data"
-
-
 def prepare(config: PrepareConfig) -> list[str]:
     """Problems found (missing or changed files); copies missing label files. Every asset with
     an md5 must be there; the others (the test splits, the extra corpora) are checked when
@@ -78,29 +48,11 @@ def prepare(config: PrepareConfig) -> list[str]:
         if path.is_file():
             problems.append(checksum_problem(path, asset))
         elif "checksum" in asset and not asset.get("extra"):
-            problems.append(f"missing {path}: {_fetch_hint(asset)}")
+            problems.append(f"missing {path}: {fetch_hint(asset)}")
     for labels in sorted(LABELS.glob("*.json")):
         target = data / labels.stem / "labels.json"
         if target.parent.is_dir() and not target.exists():
             shutil.copyfile(labels, target)
-    return [p for p in problems if p]
-
-
-def split_problems(data: Path, datasets: list[str], split: str) -> list[str]:
-    """The evaluation files of ``split`` that are not there or differ from their asset. Dev
-    is always there (MIT's is a seeded slice of train); the test splits come as assets."""
-    if split == "dev":
-        return []
-    assets = data_assets(data)
-    problems = []
-    for dataset in datasets:
-        path = data / dataset / f"{split}.txt"
-        asset = assets.get(path)
-        if path.is_file():
-            problems.append(checksum_problem(path, asset) if asset else "")
-        else:
-            hint = _fetch_hint(asset) if asset else "add the file or evaluate another split"
-            problems.append(f"no {split} split of {dataset} at {path}: {hint}")
     return [p for p in problems if p]
 
 

@@ -159,13 +159,11 @@ def describe_component(component: ReasoningNER) -> dict[str, Any]:
     }
 
 
-def doc_record(doc: Doc, ext: dict[str, str]) -> dict[str, Any]:
+def doc_record(doc: Doc, component: ReasoningNER) -> dict[str, Any]:
     """The JSONL line of an annotated Doc: its input fields, its source, then the annotation
     as ``spacy-reasoningner predict`` writes it (those keys win over input fields)."""
-    from ..cli import doc_to_json
-
     fields = doc.user_data.get(FIELDS_KEY, {})
-    return {**fields, "source": doc.user_data[SOURCE_KEY], **doc_to_json(doc, ext)}
+    return {**fields, "source": doc.user_data[SOURCE_KEY], **component.to_json(doc)}
 
 
 class ShardAnnotator:
@@ -234,7 +232,7 @@ class ShardAnnotator:
             shard.id, self.run, counts, round(time.perf_counter() - started, 3), self.model
         )
         docbin = DocBin(store_user_data=True, docs=docs).to_bytes()
-        lines = [doc_record(doc, ext) for doc in docs] if self.jsonl else None
+        lines = [doc_record(doc, self.component) for doc in docs] if self.jsonl else None
         self.output.write_shard(result, docbin, lines, rejects)
         return result
 
