@@ -771,3 +771,15 @@ def test_a_full_fine_tune_exports_as_a_4_bit_delta_under_the_grpo_adapter(
     shutil.rmtree(tmp_path / "out" / "sft" / "model")
     with pytest.raises(ConfigError, match="neither a LoRA adapter"):
         export(profile, tmp_path / "again")
+
+
+def test_the_trl_shims_refuse_a_trl_they_were_not_written_for(monkeypatch):
+    import trl
+
+    from training.trl_compat import check_trl_version, vllm_on_cpu
+
+    check_trl_version()  # the pinned one
+    monkeypatch.setattr(trl, "__version__", "1.17.0")
+    refused = r"TRL 1\.17\.0 is installed; .* written for TRL 1\.16"
+    with pytest.raises(RuntimeError, match=refused), vllm_on_cpu():
+        pass

