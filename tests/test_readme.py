@@ -11,6 +11,7 @@ language (folder trees, outputs) are prose.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -78,6 +79,16 @@ def test_every_block_is_run_or_says_why_not():
         assert block.language in ("", "python", "bash", "ini"), block.name
         if block.language in ("bash", "ini"):  # these state how they are run
             assert block.mark is not None, f"{block.name}: mark it skip or slow"
+
+
+def test_every_python_block_does_something():
+    """A block of bare expressions (dict literals, names) runs without testing anything: it
+    is a listing, to be written as prose (a block without a language)."""
+    for block in PYTHON:
+        statements = ast.parse(block.code).body
+        assert any(
+            not isinstance(s, ast.Expr) or isinstance(s.value, ast.Call) for s in statements
+        ), f"{block.name}: only bare expressions; make it a listing (no language)"
 
 
 @pytest.fixture
