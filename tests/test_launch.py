@@ -234,6 +234,22 @@ def test_gpu_profiles_rehearse_sft_and_grpo_on_cpu(
     assert launch("grpo", profile, [*common, *grpo], rehearse=True) == 0
     assert (tmp_path / "grpo" / "model" / "model.safetensors").is_file()
     assert len((tmp_path / "grpo" / "prompts.jsonl").read_text().splitlines()) == 4
-    # What the stage logged is the profile's recipe: the reference's loss and schedule.
     state = (tmp_path / "grpo" / "trainer_state.json").read_text()
     assert '"global_step": 1' in state
+    # The arguments TRL trained with are the profile's recipe (the reference's loss, clipping,
+    # KL and schedule, TRL's newer corrections off), but for what this test set above.
+    import torch
+
+    saved = next((tmp_path / "grpo").rglob("training_args.bin"))  # the model's or checkpoint's
+    args = torch.load(saved, weights_only=False)  # written by this run
+    recipe = load_profile(profile)["grpo"]["trainer"]
+    overridden = {a.removeprefix("--grpo.trainer.") for a in grpo[::2] if "trainer." in a}
+    overridden |= {"bf16", "use_vllm"}  # what the rehearsal turns off on CPU
+    compared = {k: v for k, v in recipe.items() if k not in overridden and hasattr(args, k)}
+    assert {"loss_type", "beta", "epsilon_high", "lr_scheduler_type"} <= set(compared)
+    for key, value in compared.items():
+        found = getattr(args, key)
+        found = found.value if hasattr(found, "value") else found  # enums: their value
+        if key == "report_to":  # transformers reads "none" as no integration
+            value = [] if value == "none" else value
+        assert found == value, key
