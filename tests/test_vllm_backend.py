@@ -112,7 +112,7 @@ def test_structured_output_always_parses_and_stays_in_schema(engine):
                     ISSUE_NO_JSON not in parsed.issues and ISSUE_OUT_OF_SCHEMA not in parsed.issues
                 )
                 assert completion.text.startswith("<think>") == reasoning
-                assert completion.constraint == "json_schema"
+                assert completion.constraint == "grammar"  # grounded answers, the default
     finally:
         engine.structured_output = False
 
