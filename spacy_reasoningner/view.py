@@ -161,11 +161,14 @@ def _scored(doc: Doc, spans_key: str | None) -> str:
 def _usage_line(usage: dict[str, Any] | None) -> str:
     if not usage:
         return ""
+    windows = usage["windows"]
+    completions = sum(w["completions"] for w in windows)
     if usage["prompt_tokens"] is None or usage["completion_tokens"] is None:
         tokens = "tokens not counted by this backend"
-    else:
+    else:  # the totals of every completion: with samples = k, of k per window
         tokens = f"{usage['prompt_tokens']} prompt + {usage['completion_tokens']} completion tokens"
+    counted = f"{len(windows)} window(s), {completions} completion(s): {tokens}"
     return (
-        f"<p class='usage'>{len(usage['windows'])} window(s), {html.escape(tokens)}, "
-        f"{usage['seconds']:.2f} s, {html.escape(str(usage['backend']))}</p>"
+        f"<p class='usage'>{html.escape(counted)}, {usage['seconds']:.2f} s, "
+        f"{html.escape(str(usage['backend']))}</p>"
     )

@@ -67,6 +67,25 @@ def test_a_doc_where_the_model_named_nothing_says_so():
     assert "the model named nothing" in page and "every mention was found" not in page
 
 
+def test_the_usage_line_says_how_many_completions_its_tokens_cover():
+    usage = {
+        "backend": "scripted",
+        "prompt_tokens": 900,
+        "completion_tokens": 150,
+        "seconds": 2.5,
+        "windows": [{"completions": 5}],  # samples = 5
+    }
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(
+        "reasoning_ner",
+        config={"labels": ["person"], "backend": {"@reasoning_ner_backends": "tests.Scripted.v1"}},
+    )
+    doc = nlp.make_doc("Ada came.")
+    doc._.ner_usage = usage
+    page = render_html([doc], component=pipe)
+    assert "1 window(s), 5 completion(s): 900 prompt + 150 completion tokens, 2.50 s" in page
+
+
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     command = [
         CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
