@@ -58,8 +58,8 @@ def refusal(data: Path, profile: str) -> str:
     return run.stderr
 
 
-def test_the_profiles_are_the_four_documented() -> None:
-    assert PROFILES == ["cpu", "gpu-1.7b", "gpu-8b", "smoke"]
+def test_the_profiles_are_the_five_documented() -> None:
+    assert PROFILES == ["cpu", "cpu-0.5b", "gpu-1.7b", "gpu-8b", "smoke"]
     assert WORKFLOWS == ["all", "distill"]
 
 

@@ -4,6 +4,7 @@ are read, no data or model is needed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ def build(stage: type[StageConfig], profile: str = "cpu", **overrides: Any) -> A
     return stage.from_profile(load_profile(profile, overrides))
 
 
-@pytest.mark.parametrize("profile", ["cpu", "gpu-1.7b", "gpu-8b"])
+@pytest.mark.parametrize("profile", ["cpu", "cpu-0.5b", "gpu-1.7b", "gpu-8b"])
 def test_every_stage_reads_every_profile(profile: str) -> None:
     configs = {stage: build(stage, profile) for stage in STAGES}
     data = configs[DataConfig]
@@ -43,6 +44,41 @@ def test_every_stage_reads_every_profile(profile: str) -> None:
     assert all(isinstance(s, SourceConfig) for s in data.sources.values())
     assert all(name == s.name for name, s in data.sources.items())
     assert configs[GRPOStageConfig].prompts.seed == data.seed
+
+
+def test_a_profile_extends_its_base_and_interpolates_after_the_merge() -> None:
+    cpu, small = load_profile("cpu"), load_profile("cpu-0.5b")
+    # What cpu-0.5b sets wins; references written in cpu.cfg follow cpu-0.5b's paths.
+    assert small["paths"]["base_model"] == "bundled:qwen2.5-coder-0.5b-instruct"
+    assert small["sft"]["model"] == small["paths"]["base_model"]
+    assert small["cg"]["output"] == "outputs/cpu-0.5b/reasoning_data"
+    assert small["grpo"]["model"] == "outputs/cpu-0.5b/sft/model"
+    assert small["sft"]["lora"]["enabled"] and not cpu["sft"]["lora"]["enabled"]
+    # What it leaves alone is the base's, nested keys of a section it touches included.
+    assert small["sft"]["trainer"]["max_length"] == cpu["sft"]["trainer"]["max_length"]
+    assert small["cg"]["sources"] == {
+        name: {**source} for name, source in cpu["cg"]["sources"].items()
+    }
+    assert "profile" not in small
+    # Command-line overrides apply to the merged profile.
+    assert (
+        load_profile("cpu-0.5b", {"sft.trainer.max_steps": 7})["sft"]["trainer"]["max_steps"] == 7
+    )
+
+
+def test_profile_bases_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "a.cfg").write_text('[profile]\nbase = "b"\n')
+    (tmp_path / "b.cfg").write_text('[profile]\nbase = "a"\n')
+    with pytest.raises(ConfigError, match=re.escape("in a circle: a.cfg -> b.cfg -> a.cfg")):
+        load_profile(tmp_path / "a.cfg")
+    (tmp_path / "c.cfg").write_text('[profile]\nbase = "cpu"\nbasis = "cpu"\n')
+    with pytest.raises(ConfigError, match="takes only `base`"):
+        load_profile(tmp_path / "c.cfg")
+    (tmp_path / "d.cfg").write_text('[profile]\nbase = "no-such-profile"\n')
+    with pytest.raises(
+        FileNotFoundError, match="extends profile 'no-such-profile', which is neither"
+    ):
+        load_profile(tmp_path / "d.cfg")
 
 
 @pytest.mark.parametrize(

@@ -38,14 +38,48 @@ T = TypeVar("T")
 
 
 def load_profile(path: str | Path, overrides: dict[str, Any] | None = None) -> Config:
-    """The interpolated profile; ``path`` may also be a profile name such as ``cpu``."""
+    """The interpolated profile; ``path`` may also be a profile name such as ``cpu``.
+
+    A profile may start from another: ``[profile] base = "cpu"`` reads ``cpu`` first and
+    lays this file's values over it (a section holding ``@...`` of another block replaces
+    the block). References are interpolated after the merge, so ``${paths.output}`` in the
+    base profile means this profile's output.
+    """
+    merged = _read_profile(_profile_path(path), seen=())
+    return Config().from_str(merged.to_str(), overrides=overrides or {}, interpolate=True)
+
+
+def _profile_path(path: str | Path) -> Path:
     path = Path(path)
     if path.suffix != ".cfg" and not path.exists():  # a profile name such as gpu-1.7b
         path = CONFIG_DIR / f"{path}.cfg"
     if not path.is_file():
         known = sorted(p.stem for p in CONFIG_DIR.glob("*.cfg"))
         raise FileNotFoundError(f"no profile {str(path)!r}: give a .cfg file or one of {known}")
-    return Config().from_disk(path, overrides=overrides or {}, interpolate=True)
+    return path
+
+
+def _read_profile(path: Path, seen: tuple[Path, ...]) -> Config:
+    """The profile at ``path`` merged over its base profiles, not interpolated."""
+    if path.resolve() in seen:
+        chain = " -> ".join(p.name for p in (*seen, path.resolve()))
+        raise ConfigError(f"profiles extend each other in a circle: {chain}")
+    config = Config().from_disk(path, interpolate=False)
+    header = config.pop("profile", {})
+    if set(header) - {"base"}:
+        raise ConfigError(f"[profile] of {path} takes only `base`, got {sorted(header)}")
+    base = header.get("base")
+    if base is None:
+        return config
+    # The base is a profile beside this one, or one of configs/.
+    candidates = [path.parent / f"{base}.cfg", CONFIG_DIR / f"{base}.cfg"]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        known = sorted(p.stem for p in CONFIG_DIR.glob("*.cfg"))
+        raise FileNotFoundError(
+            f"{path} extends profile {base!r}, which is neither beside it nor one of {known}"
+        )
+    return _read_profile(found, (*seen, path.resolve())).merge(config)
 
 
 def section(config: Mapping[str, Any], name: str) -> dict[str, Any]:
