@@ -10,6 +10,8 @@ import os
 import pickle
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,6 +147,34 @@ def test_num_threads_sets_torchs_threads(tiny_model_dir):
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="num_threads must be >= 1"):
         TransformersBackend(num_threads=0)
+
+
+FORKED_PIPE = """
+import json, sys, spacy
+nlp = spacy.blank("en")
+nlp.add_pipe("reasoning_ner", config={
+    "labels": ["person"],
+    "backend": {"model": sys.argv[1], "num_threads": 2, "answer_max_tokens": 6},
+    "generation": {"max_new_tokens": 4},
+})
+nlp("Ada Lovelace lived in London.")  # the parent's threads have run
+texts = [f"Person number {i} lived in London." for i in range(6)]
+docs = list(nlp.pipe(texts, n_process=2, batch_size=2))
+print(json.dumps([doc.text for doc in docs] == texts))
+"""
+
+
+def test_nlp_pipe_with_processes_after_the_parent_generated(tiny_model_dir):
+    """n_process forks: GNU OpenMP children of a parent that ran a parallel region hung in
+    their first one, forever. The timeout only tells a hang apart, it measures nothing."""
+    run = subprocess.run(
+        [sys.executable, "-c", FORKED_PIPE, str(tiny_model_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip().splitlines()[-1] == "true"  # every Doc back, in order
 
 
 def test_pipeline_pickles_before_and_after_constrained_generation(tiny_model_dir, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import replace
@@ -34,6 +35,19 @@ logger = logging.getLogger(__name__)
 MAX_GRAMMARS = 256  # compiled answer grammars kept (schemas may differ per prompt)
 
 
+_FORK_HANDLER: list[bool] = []  # registered once per process
+
+
+def _one_thread_in_forked_children(torch: Any) -> None:
+    """``nlp.pipe(texts, n_process=N)`` forks the process on Linux. GNU OpenMP is not
+    fork-safe: a child whose parent has run a parallel region (any generation with more than
+    one thread) waits forever in its own first one. Forked children compute on one thread:
+    the N processes are the parallelism asked for."""
+    if not _FORK_HANDLER and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
+        _FORK_HANDLER.append(True)
+
+
 @backends.register("reasoning_ner.Transformers.v1")
 class TransformersBackend(LocalBackend):
     """A local transformers model.
@@ -52,6 +66,7 @@ class TransformersBackend(LocalBackend):
     num_threads: CPU threads of torch (``torch.set_num_threads``, for the whole process),
         set when the model loads; unset: torch's default, one per core. On a shared machine
         set it to the cores you may use: oversubscribed threads slow generation many times.
+        Processes forked by ``nlp.pipe(n_process=N)`` compute on one thread each.
     prefix_caching: a prompt generated alone reuses the key/value cache of the last one for
         the tokens they share (``prefix_cache``): the answer pass continues its reasoning
         pass, and prompts with the same instruction and schema share their head.
@@ -120,6 +135,7 @@ class TransformersBackend(LocalBackend):
 
         if self.num_threads:
             torch.set_num_threads(self.num_threads)
+        _one_thread_in_forked_children(torch)
         device = self._device(torch)
         kwargs: dict[str, Any] = {
             "dtype": self._dtype(torch, device),
