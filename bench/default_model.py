@@ -17,6 +17,7 @@ shorter reasoning budget, reasoning loops run to the budget). Prints:
   the model answered), grounded string F1 and its precision (only the mentions found in the
   text), offset F1, unparsed answers, the share of named mentions not found in the text
   (unaligned), reasoning tokens, seconds per sentence of ``nlp.pipe`` (batched);
+* the peak resident memory of the process;
 * latency: ``nlp(text)`` one sentence at a time (``--latency`` per set), p50 / p95 seconds,
   tokens per completion and how many of them the model generated (the others, forced by the
   protocol, are read with the prompt or appended).
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -56,6 +58,21 @@ EXAMPLES = [
     "Apple Inc. was founded by Steve Jobs and Steve Wozniak in Cupertino, California.",
 ]
 EXAMPLE_LABELS = ["person", "organization", "location"]
+# What the example sentences name (text, label): the scaling table's "demo" column.
+EXAMPLE_ENTITIES = {
+    ("Ada Lovelace", "person"),
+    ("Charles Babbage", "person"),
+    ("London", "location"),
+    ("Tim Cook", "person"),
+    ("Sundar Pichai", "person"),
+    ("Google", "organization"),
+    ("Mountain View", "location"),
+    ("Apple Inc.", "organization"),
+    ("Steve Jobs", "person"),
+    ("Steve Wozniak", "person"),
+    ("Cupertino", "location"),
+    ("California", "location"),
+}
 
 
 def build(args: argparse.Namespace) -> spacy.Language:
@@ -88,9 +105,15 @@ def build(args: argparse.Namespace) -> spacy.Language:
 
 def examples(nlp: spacy.Language) -> None:
     print("## Example sentences (labels person, organization, location)")
+    found: set[tuple[str, str]] = set()
     for doc in nlp.pipe(EXAMPLES):
-        found = "; ".join(f"{e.text} ({e.label_})" for e in doc.ents) or "nothing"
-        print(f"- {doc.text}\n  -> {found}")
+        found |= {(e.text, e.label_) for e in doc.ents}
+        listed = "; ".join(f"{e.text} ({e.label_})" for e in doc.ents) or "nothing"
+        print(f"- {doc.text}\n  -> {listed}")
+    print(
+        f"{len(found & EXAMPLE_ENTITIES)} of the {len(EXAMPLE_ENTITIES)} expected entities "
+        f"found (text and label), {len(found - EXAMPLE_ENTITIES)} other"
+    )
 
 
 def latency(nlp: spacy.Language, eval_sets: list, per_set: int) -> dict[str, float]:
@@ -202,6 +225,9 @@ def main() -> None:
             f"{figures['tokens_mean']:.0f} completion tokens per sentence, "
             f"{figures['generated_mean']:.0f} of them generated"
         )
+    # Linux reports the peak resident set in KiB.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"\nPeak memory (resident set of this process): {peak:.2f} GiB")
 
 
 if __name__ == "__main__":
