@@ -31,11 +31,15 @@ import os
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+
+# The fault servers and invariants are the test suite's (tests/_faults.py, _invariants.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import spacy
 
@@ -47,10 +51,11 @@ from spacy_reasoningner.backends.base import (
     generate,
 )
 from spacy_reasoningner.backends.openai import OpenAIBackend
-from spacy_reasoningner.benchmark import faults, invariants
 from spacy_reasoningner.cache import CachedBackend, CacheError, ResponseCache
 from spacy_reasoningner.protocol import Schema, parse_completion, render_messages
 from spacy_reasoningner.registry import backends
+from tests import _faults as faults
+from tests import _invariants as invariants
 
 SCHEMA = Schema.from_config(["person", "location", "organisation"])
 SIZES = [1_000, 4_000, 16_000, 64_000, 256_000, 1_000_000]

@@ -16,7 +16,9 @@ import pytest
 
 from spacy_reasoningner.backends import BackendError, GenerationSettings
 from spacy_reasoningner.backends.openai import OpenAIBackend, _retry_after
-from spacy_reasoningner.benchmark.faults import (
+from spacy_reasoningner.protocol import Schema, render_messages
+
+from ._faults import (
     FaultServer,
     Scenario,
     answer,
@@ -28,7 +30,6 @@ from spacy_reasoningner.benchmark.faults import (
     non_json,
     slow_drip,
 )
-from spacy_reasoningner.protocol import Schema, render_messages
 
 KEY = "sk-test-4f9d2c7e1b"
 PROMPTS = [render_messages("Ada lives here.", Schema.from_config(["person"]))]

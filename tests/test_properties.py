@@ -18,12 +18,6 @@ import spacy
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from spacy_reasoningner.benchmark.invariants import (
-    FRAGMENTS,
-    HARD_WORDS,
-    SEPARATORS,
-    violations,
-)
 from spacy_reasoningner.protocol import (
     THINK_CLOSE,
     THINK_OPEN,
@@ -34,6 +28,12 @@ from spacy_reasoningner.protocol import (
     render_completion,
 )
 
+from ._invariants import (
+    FRAGMENTS,
+    HARD_WORDS,
+    SEPARATORS,
+    violations,
+)
 from ._scripted_backend import ScriptedBackend
 from ._timing import grows_linearly
 

@@ -15,8 +15,9 @@ import pytest
 import spacy
 
 from spacy_reasoningner.backends import BackendError
-from spacy_reasoningner.benchmark.faults import FaultServer, answer
 from spacy_reasoningner.trust import API_HOSTS_ENV, TRUST_REMOTE_CODE_ENV, UntrustedPipelineError
+
+from ._faults import FaultServer, answer
 
 # Imported by transformers when trust_remote_code is on: it leaves a mark, then is a model.
 SHIPPED_CODE = """

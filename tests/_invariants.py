@@ -17,7 +17,7 @@ from typing import Any
 
 from spacy.tokens import Doc
 
-from ..alignment import REASON_NOT_FOUND
+from spacy_reasoningner.alignment import REASON_NOT_FOUND
 
 HARD_WORDS = [
     *("Ada", "Lovelace", "ada", "LOVELACE", "London", "New", "York", "U.S.", "3.14", "the"),
