@@ -6,12 +6,17 @@ the slow tests). Python blocks run in a fresh namespace that holds ``spacy`` (th
 block's import), in a temporary folder; Hugging Face hub ids resolve to the tiny test model,
 the stand-in for a hub that cannot be reached here. Bash blocks run with bash, in a folder
 holding the files they name. Config (ini) blocks say why they are not run. Blocks without a
-language (folder trees, outputs) are prose.
+language (folder trees, outputs) are prose. What a run block prints is checked: against the
+block after it marked ``<!-- readme-test: output -->`` (``...`` for any lines or characters),
+and a one-line ``print(...)`` against the output its comment states (``# {'person': ...}``).
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
+import dataclasses
+import io
 import os
 import re
 import shutil
@@ -35,6 +40,11 @@ from ._data import DATA, needs_data
 README = Path(__file__).resolve().parents[1] / "README.md"
 FENCE = re.compile(r"^\s*```(\w*)\s*$")
 MARKER = re.compile(r"^\s*<!-- readme-test: (skip|slow): (.+?) -->\s*$")
+# Before a block without a language right after a Python block: what that block prints.
+OUTPUT_MARKER = re.compile(r"^\s*<!-- readme-test: output -->\s*$")
+# A comment after a one-line print() that states what it prints (a literal's first
+# character), not what it means: `print(parsed.entities)  # {'person': ['Ada Lovelace']}`.
+OUTPUT_COMMENT = re.compile(r"""^#\s*(?P<expected>[\[{('"0-9-].*|(?:True|False|None)\b.*)$""")
 
 
 @dataclass(frozen=True)
@@ -42,8 +52,9 @@ class Block:
     line: int
     language: str
     code: str
-    mark: str | None  # "skip", "slow" or None
+    mark: str | None  # "skip", "slow", "output" or None
     reason: str = ""
+    output: str | None = None  # what the block prints (the output block after it)
 
     @property
     def name(self) -> str:
@@ -64,6 +75,12 @@ def readme_blocks() -> list[Block]:
         before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         marker = MARKER.match(before)
         mark, reason = marker.groups() if marker else (None, "")
+        if OUTPUT_MARKER.match(before):
+            assert blocks and blocks[-1].language == "python" and not opened.group(1), (
+                f"README.md:{i + 1}: an output block follows a Python block, without a language"
+            )
+            blocks[-1] = dataclasses.replace(blocks[-1], output=code)
+            mark = "output"
         blocks.append(Block(i + 1, opened.group(1), code, mark, reason))
         i = end + 1
     return blocks
@@ -104,10 +121,87 @@ def hub_is_the_tiny_model(monkeypatch, tiny_model_dir):
         monkeypatch.setattr(module, "resolve_model", resolve_offline)
 
 
-def run_python(block: Block, folder: Path, monkeypatch) -> None:
+def output_pattern(expected: str) -> re.Pattern[str]:
+    """``expected`` as a pattern of the whole output: a line ``...`` stands for any lines
+    (none included), ``...`` inside a line for any characters."""
+    parts = []
+    for line in expected.splitlines():
+        if line.strip() == "...":
+            parts.append(r"(?:.*\n)*?")
+        else:
+            parts.append(".*".join(map(re.escape, line.split("..."))) + r"\n")
+    return re.compile("".join(parts))
+
+
+class WrongOutput(AssertionError):
+    pass
+
+
+def check_output(printed: str, expected: str, where: str) -> None:
+    if not output_pattern(expected).fullmatch(printed):
+        raise WrongOutput(f"{where} printed:\n{printed}\nwhich is not what it says:\n{expected}")
+
+
+def with_output_comments_checked(tree: ast.Module, code: str) -> tuple[ast.Module, int]:
+    """``print(...)  # <output>`` becomes ``__expect__(..., expected=<output>)``, which
+    checks what the print writes; the number of such prints."""
+    lines = code.splitlines()
+    checked = 0
+    for node in ast.walk(tree):
+        call = node.value if isinstance(node, ast.Expr) else None
+        if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "print"):
+            continue
+        if call.lineno != call.end_lineno:
+            continue
+        comment = OUTPUT_COMMENT.match(lines[call.lineno - 1][call.end_col_offset :].strip())
+        if comment:
+            call.func = ast.Name("__expect__", ast.Load())
+            call.keywords.append(ast.keyword("expected", ast.Constant(comment["expected"])))
+            checked += 1
+    return ast.fix_missing_locations(tree), checked
+
+
+def run_python(block: Block, folder: Path, monkeypatch) -> int:
+    """Run ``block``, checking what it prints against its output block and the output its
+    print comments state; the number of outputs checked."""
     monkeypatch.chdir(folder)
-    code = compile(block.code, block.name, "exec")
-    exec(code, {"spacy": spacy, "__name__": "__readme__"})
+    tree, checked = with_output_comments_checked(ast.parse(block.code), block.code)
+
+    def expect(*values: object, expected: str, **options: object) -> None:
+        line = io.StringIO()
+        print(*values, file=line, **options)  # type: ignore[call-overload]
+        print(line.getvalue(), end="")
+        check_output(line.getvalue(), expected + "\n", f"{block.name}: a print")
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        namespace = {"spacy": spacy, "__name__": "__readme__", "__expect__": expect}
+        exec(compile(tree, block.name, "exec"), namespace)
+    if block.output is not None:
+        check_output(printed.getvalue(), block.output, block.name)
+        checked += 1
+    return checked
+
+
+def test_printed_outputs_are_checked_against_what_the_readme_says(tmp_path, monkeypatch):
+    code = 'print({"person": ["Ada"]})  # {\'person\': [\'Ada\']}\nprint(["a"], "b")  # [...] c\n'
+    block = Block(1, "python", code, None)
+    with pytest.raises(WrongOutput, match=re.escape("a print printed:\n['a'] b")):
+        run_python(block, tmp_path, monkeypatch)  # the second comment is wrong
+    right = dataclasses.replace(block, code=code.replace("] c", "] b"), output="...\n['a'] b\n")
+    assert run_python(right, tmp_path, monkeypatch) == 3
+    with pytest.raises(WrongOutput):
+        run_python(dataclasses.replace(right, output="{...}\n"), tmp_path, monkeypatch)
+
+
+def test_every_run_block_that_prints_says_what_it_prints():
+    """Run here (not slow, not skipped) and printing: its output block or print comments say
+    what it prints. (Slow blocks print what a model answers, which varies.)"""
+    for block in PYTHON:
+        if block.mark is not None or "print(" not in block.code:
+            continue
+        _, comments = with_output_comments_checked(ast.parse(block.code), block.code)
+        assert block.output is not None or comments, f"{block.name}: state what it prints"
 
 
 @pytest.mark.parametrize("block", [b for b in PYTHON if b.mark is None], ids=lambda b: b.name)
