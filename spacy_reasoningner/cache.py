@@ -222,9 +222,11 @@ class CachedBackend(ConstrainableBackend):
                     identity, prompt, settings, {**(answer or {}), "repeat": repeats[key]}
                 )
             keys.append(key)
-        known = self.cache.get_many(keys)
-        for completion in known.values():
-            completion.seconds = 0.0  # served from the cache: no generation time
+        # Served from the cache: no generation time.
+        known = {
+            key: dataclasses.replace(completion, seconds=0.0)
+            for key, completion in self.cache.get_many(keys).items()
+        }
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
             subset = [prompts[i] for i in missing]

@@ -14,6 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,7 @@ class ReasoningNER(Pipe):
         prompts = [prompt for piece in windows for prompt in [task.prompt(piece)] * k]
         started = time.perf_counter()
         completions = generate(self.generator, prompts, self.generation, task.answer_format(pieces))
-        _share_time(completions, time.perf_counter() - started)
+        completions = _share_time(completions, time.perf_counter() - started)
         if logger.isEnabledFor(logging.DEBUG):
             for prompt, completion in zip(prompts, completions, strict=True):
                 logger.debug("%s prompt: %s\ncompletion: %s", self.name, prompt, completion.text)
@@ -423,12 +424,11 @@ def _merge_windows(
     return [best[key][0] for key in order], [best[key][1] for key in order]
 
 
-def _share_time(completions: list[Completion], seconds: float) -> None:
-    """Give every completion a time: its own when the backend measured it, else an equal
+def _share_time(completions: list[Completion], seconds: float) -> list[Completion]:
+    """Every completion with a time: its own when the backend measured it, else an equal
     share of the call (a batched engine generates them together)."""
-    unmeasured = [c for c in completions if c.seconds is None]
-    for completion in unmeasured:
-        completion.seconds = seconds / len(unmeasured)
+    share = seconds / max(1, sum(c.seconds is None for c in completions))
+    return [c if c.seconds is not None else replace(c, seconds=share) for c in completions]
 
 
 def _total(values: Iterable[int | None]) -> int | None:

@@ -152,9 +152,13 @@ class AnswerFormat:
 AnswerConstraint = Mapping[str, Any] | str
 
 
-@dataclass
+@dataclass(frozen=True)
 class Completion:
-    """One generated answer. ``finish_reason == "length"`` means the token budget cut it."""
+    """One generated answer. ``finish_reason == "length"`` means the token budget cut it.
+
+    Immutable: a completion may be cached, shared by samples or kept in ``ner_raw``; a step
+    that adds to it (the reasoning pass's head, the call's time) makes a new one with
+    ``dataclasses.replace``."""
 
     text: str
     finish_reason: FinishReason = "stop"

@@ -237,10 +237,14 @@ class LocalBackend(ConstrainableBackend):
                 read[i] = completion.prompt_tokens or 0
         answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
         completions = self._generate_answers(prompts, answer, schemas)
-        for i, completion in enumerate(completions):
-            completion.text = heads[i] + completion.text
-            completion.n_tokens = (completion.n_tokens or 0) + generated[i]
-            completion.prompt_tokens = (completion.prompt_tokens or 0) + read[i]  # both passes
-            completion.prompt = texts[i]
-            completion.constraint = "grammar" if isinstance(schemas[i], str) else "json_schema"
-        return completions
+        return [
+            replace(
+                completion,
+                text=heads[i] + completion.text,
+                n_tokens=(completion.n_tokens or 0) + generated[i],
+                prompt_tokens=(completion.prompt_tokens or 0) + read[i],  # both passes
+                prompt=texts[i],
+                constraint="grammar" if isinstance(schemas[i], str) else "json_schema",
+            )
+            for i, completion in enumerate(completions)
+        ]

@@ -318,8 +318,7 @@ class OpenAIBackend(ConstrainableBackend):
             )
         if completion is None:
             completion = self._request(self._body(messages, settings, template))
-        completion.seconds = time.perf_counter() - started
-        return completion
+        return replace(completion, seconds=time.perf_counter() - started)
 
     def _complete_constrained(
         self,
@@ -351,13 +350,16 @@ class OpenAIBackend(ConstrainableBackend):
                 self._step_down(rung, str(refusal))
                 continue
             self._settled(rung)
-            completion.constraint = way
-            if thinking is not None:
-                completion.text = head + completion.text
-                completion.reasoning = None  # the head holds it
-                completion.n_tokens = _add(completion.n_tokens, thinking.n_tokens)
-                completion.prompt_tokens = _add(completion.prompt_tokens, thinking.prompt_tokens)
-            return completion
+            if thinking is None:
+                return replace(completion, constraint=way)
+            return replace(
+                completion,
+                constraint=way,
+                text=head + completion.text,
+                reasoning=None,  # the head holds it
+                n_tokens=_add(completion.n_tokens, thinking.n_tokens),
+                prompt_tokens=_add(completion.prompt_tokens, thinking.prompt_tokens),
+            )
         return None
 
     def _step_down(self, rung: int, reason: str) -> None:

@@ -243,12 +243,16 @@ class TransformersBackend(LocalBackend):
                 close_repeats=True,
                 answer_heads=grammars.prefixes,
             )
-            for row, (text, completion) in enumerate(zip(batch, completions, strict=True)):
-                completion.text = grammars.complete(row, completion.text)
-                completion.prompt = text
-                if grammars.done[row]:  # ended by the grammar, even on the budget's last token
-                    completion.finish_reason = "stop"
-            return completions
+            return [
+                replace(
+                    completion,
+                    text=grammars.complete(row, completion.text),
+                    prompt=text,
+                    # Ended by the grammar, even on the budget's last token: not cut.
+                    finish_reason="stop" if grammars.done[row] else completion.finish_reason,
+                )
+                for row, (text, completion) in enumerate(zip(batch, completions, strict=True))
+            ]
 
         return self._in_batches(texts, constrained)
 
