@@ -90,6 +90,15 @@ def test_generation_settings_reach_the_backend():
     assert settings.stop_reasoning_loops is False
 
 
+def test_one_seed_rule_gives_each_prompt_position_its_own_seed():
+    """Every backend seeds the prompt at position i of a call with seed + i (transformers a
+    sub-batch as its first row), so repeats of a prompt sample differently."""
+    seeded = GenerationSettings(temperature=0.7, seed=5)
+    assert [seeded.at_position(i).seed for i in range(3)] == [5, 6, 7]
+    assert seeded.at_position(2).temperature == 0.7
+    assert GenerationSettings().at_position(2).seed is None  # unseeded stays unseeded
+
+
 def test_renamed_extensions_hold_the_annotations_the_defaults_stay_unset():
     backend = answering({"person": ["Ada Lovelace", "Nobody Here"]})
     names = {

@@ -25,7 +25,7 @@ from __future__ import annotations
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -100,6 +100,12 @@ class GenerationSettings:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    def at_position(self, position: int) -> GenerationSettings:
+        """The settings of the prompt at ``position`` of a backend call; the one seed rule of
+        every backend: with a seed, ``seed + position``, so that repeats of a prompt (samples
+        to vote on) draw different numbers while a run stays reproducible."""
+        return self if self.seed is None else replace(self, seed=self.seed + position)
 
 
 @dataclass(frozen=True)

@@ -276,7 +276,7 @@ class OpenAIBackend(ConstrainableBackend):
                 pool.submit(
                     self._complete,
                     prompt,
-                    _seeded(settings, i),
+                    settings.at_position(i),
                     template,
                     *constraints[i],
                     reasoning,
@@ -624,12 +624,6 @@ def _constrain(
     if way == "json_object":
         return {**body, "response_format": {"type": "json_object", "schema": dict(schema)}}
     return {**body, "grammar": grammar if grammar is not None else schema_answer_grammar(schema)}
-
-
-def _seeded(settings: GenerationSettings, position: int) -> GenerationSettings:
-    """The settings of the prompt at ``position``: with a seed, ``seed + position``, so that
-    repeats of a prompt (sampled answers to vote on) differ and a run stays reproducible."""
-    return settings if settings.seed is None else replace(settings, seed=settings.seed + position)
 
 
 def _count(value: Any) -> int | None:

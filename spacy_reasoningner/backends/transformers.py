@@ -398,11 +398,9 @@ class TransformersBackend(LocalBackend):
 
 
 def _seeded(settings: GenerationSettings, rows: list[int]) -> GenerationSettings:
-    """A sub-batch samples with ``seed + `` its first prompt's position, so that sub-batches
-    holding repeats of a prompt (answers to vote on) do not draw the same numbers."""
-    if settings.seed is None or not rows:
-        return settings
-    return replace(settings, seed=settings.seed + min(rows))
+    """A sub-batch draws from one generator, seeded as its first prompt
+    (``GenerationSettings.at_position``)."""
+    return settings.at_position(min(rows)) if rows else settings
 
 
 def _text_stop(tokenizer: Any, prompt_length: int, stop: Sequence[str], loops: bool) -> Any:

@@ -164,16 +164,15 @@ class VLLMBackend(LocalBackend):
     # ----------------------------------------------------------------- generation
 
     def _sampling(self, settings: GenerationSettings, position: int, **extra: Any) -> Any:
-        """vLLM seeds each request: the prompt at ``position`` of a call gets ``seed +
-        position``, so that repeats of a prompt (sampled answers to vote on) differ while a
-        run stays reproducible."""
+        """vLLM seeds each request: the prompt at ``position`` as
+        ``GenerationSettings.at_position`` says."""
         from vllm import SamplingParams
 
         return SamplingParams(
             max_tokens=settings.max_new_tokens,
             temperature=settings.temperature,
             top_p=settings.top_p,
-            seed=None if settings.seed is None else settings.seed + position,
+            seed=settings.at_position(position).seed,
             **extra,
         )
 
