@@ -25,6 +25,7 @@ from training.chat_data import (
     even_indices,
     gold_rows,
     grpo_dataset,
+    load_training_data,
     proportional_indices,
     sample_prompts,
     sft_dataset,
@@ -207,6 +208,47 @@ def test_overlong_rows_are_dropped(cg_dataset: Path, tiny_model_dir: Path) -> No
     assert len(drop_overlong(rows, tokenizer, limit)) == sum(n <= limit for n in lengths)
     with pytest.raises(ValueError, match="longer than max_length"):
         drop_overlong(rows, tokenizer, 10)
+
+
+@needs_conll
+def test_overlong_rows_are_kept_and_cut_from_the_left_when_asked(
+    cg_dataset: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """over_length = "truncate" with truncation_mode = "keep_end", as the reference: every
+    row trains, the long ones cut to max_length from the left (the answer kept)."""
+    profile = tiny_profile(
+        tiny_model_dir,
+        cg_dataset,
+        tmp_path,
+        **{
+            "sft.over_length": "truncate",
+            "sft.eval_size": 0,
+            "sft.trainer.eval_strategy": "no",
+            "sft.trainer.max_length": 96,
+            "sft.trainer.truncation_mode": "keep_end",
+        },
+    )
+    with pytest.warns(FutureWarning, match="keep_end"):  # TRL deprecates it, still does it
+        trainer, _, _ = sft.build_trainer(profile)
+    rows = sft_dataset(load_training_data(cg_dataset), PromptOptions())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    assert len(trainer.train_dataset) == len(rows)  # nothing dropped
+    cut = 0
+    for row, trained in zip(rows, trainer.train_dataset, strict=True):
+        full = tokenizer.apply_chat_template(row["prompt"] + row["completion"], return_dict=False)
+        assert len(trained["input_ids"]) == min(len(full), 96)
+        assert trained["input_ids"] == full[-96:]  # the end kept (when not cut: all of it)
+        cut += len(full) > 96
+    assert cut > 0  # some rows were long enough to be cut
+    with pytest.raises(ConfigError, match="padding-free batches without packing"):
+        sft.SFTStageConfig.from_profile(
+            tiny_profile(
+                tiny_model_dir,
+                cg_dataset,
+                tmp_path,
+                **{"sft.over_length": "truncate", "sft.trainer.padding_free": True},
+            )
+        )
 
 
 def counts(groups: list[str], picked: list[int]) -> dict[str, int]:

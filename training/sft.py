@@ -39,6 +39,9 @@ from .trainers import (
     trainer_config,
 )
 
+# [sft] over_length: what happens to rows longer than [sft.trainer] max_length.
+OVER_LENGTH = ("drop", "truncate")
+
 
 @dataclass
 class SFTStageConfig(StageConfig):
@@ -60,6 +63,10 @@ class SFTStageConfig(StageConfig):
     # the form constrained decoding writes) or "reference" (the reference's: indented, labels
     # and mentions in the sample's order, repeats kept).
     target_format: str = "compact"
+    # Rows longer than [sft.trainer] max_length: "drop" (ours: a cut row teaches a truncated
+    # answer or loses its text) or "truncate" (the reference: kept and cut by TRL as
+    # [sft.trainer] truncation_mode says; the reference's "keep_end" cuts from the left).
+    over_length: str = "drop"
     # Rows held back to measure the loss on (0: none).
     eval_size: int = 0
     # Continue from the last complete checkpoint in `output` after an interruption.
@@ -79,6 +86,18 @@ class SFTStageConfig(StageConfig):
         require(
             self.target_format in TARGET_FORMATS,
             f"[sft] target_format {self.target_format!r} is not one of {list(TARGET_FORMATS)}",
+        )
+        require(
+            self.over_length in OVER_LENGTH,
+            f"[sft] over_length {self.over_length!r} is not one of {list(OVER_LENGTH)}",
+        )
+        require(
+            self.over_length == "drop"
+            or not self.trainer.get("padding_free")
+            or self.trainer.get("packing"),
+            '[sft] over_length = "truncate" needs TRL to cut the rows, which it does not on '
+            "padding-free batches without packing: set [sft.trainer] padding_free = false, or "
+            'keep over_length = "drop"',
         )
         require(self.eval_size >= 0, "[sft] eval_size must be >= 0")
         require(
@@ -113,7 +132,8 @@ def build_trainer(profile: Config) -> tuple[Any, Path, bool]:
     path = model_path(config.model)
     tokenizer = load_tokenizer(path, args.trust_remote_code)
     rows = sft_dataset(load_training_data(config.dataset), config.prompt_options)
-    rows = drop_overlong(rows, tokenizer, args.max_length, args.dataset_num_proc)
+    if config.over_length == "drop":
+        rows = drop_overlong(rows, tokenizer, args.max_length, args.dataset_num_proc)
     if args.padding_free and not args.packing:
         # Every row fits by now; TRL refuses a max_length it would not enforce on
         # padding-free batches, so it gets none.
