@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from spacy_reasoningner.backends import BackendError, GenerationSettings
-from spacy_reasoningner.backends.openai import OpenAIBackend, _retry_after
+from spacy_reasoningner.backends.http import retry_after
+from spacy_reasoningner.backends.openai import OpenAIBackend
 from spacy_reasoningner.protocol import Schema, render_messages
 
 from ._faults import (
@@ -125,8 +126,8 @@ def test_unusable_retry_after_values_still_retry(serve, value):
 
 
 def test_retry_after_is_clamped():
-    assert _retry_after("nan") is None and _retry_after("-5") == 0.0
-    assert _retry_after("100000") == 30.0 and _retry_after("2") == 2.0
+    assert retry_after("nan") is None and retry_after("-5") == 0.0
+    assert retry_after("100000") == 30.0 and retry_after("2") == 2.0
 
 
 def test_5xx_then_ok_is_retried(serve):

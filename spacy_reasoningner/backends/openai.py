@@ -14,16 +14,13 @@ pipeline loaded from disk sends it only where ``trust`` allows.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import math
 import os
 import random
-import re
 import threading
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import replace
@@ -31,7 +28,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpcore
 import httpx
 
 from ..grounded import schema_answer_grammar
@@ -53,6 +49,17 @@ from .base import (
     ConstrainableBackend,
     GenerationSettings,
 )
+from .http import (
+    DEADLINE,
+    MAX_BACKOFF_SECONDS,
+    RETRY_STATUS,
+    BodyReader,
+    enforce_deadlines,
+    excerpt,
+    redact,
+    redact_key,
+    retry_after,
+)
 from .structured import (
     ANSWER_MAX_TOKENS,
     StructuredOption,
@@ -63,9 +70,6 @@ from .structured import (
 
 logger = logging.getLogger(__name__)
 
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-MAX_BACKOFF_SECONDS = 30.0
-EXCERPT_CHARS = 200  # of a response body, in errors and warnings
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 # Ways to send the answer constraint, from the most widely taken: a JSON Schema through
 # response_format (vLLM, llama.cpp's llama-server, Ollama, OpenAI), json_object with the
@@ -249,7 +253,7 @@ class OpenAIBackend(ConstrainableBackend):
             if self._client is None:
                 limits = httpx.Limits(max_connections=self.max_concurrency)
                 transport = httpx.HTTPTransport(limits=limits)
-                _enforce_deadlines(transport)
+                enforce_deadlines(transport)
                 self._client = httpx.Client(timeout=self.timeout, transport=transport)
             return self._client
 
@@ -295,7 +299,7 @@ class OpenAIBackend(ConstrainableBackend):
         if isinstance(failure, BackendError):
             raise BackendError(str(failure), completed=results) from failure
         if failure is not None:  # not ours: its message may quote a header, so no chaining
-            message = _redact(f"{type(failure).__name__}: {failure}", self._api_key())
+            message = redact(f"{type(failure).__name__}: {failure}", self._api_key())
             raise BackendError(f"request to {self.base_url} failed: {message}", completed=results)
         return [results[i] for i in range(len(prompts))]
 
@@ -460,7 +464,7 @@ class OpenAIBackend(ConstrainableBackend):
         if finish is None:
             raise BackendError(
                 f"server {self.base_url} streamed an answer (not asked to) that never finished: "
-                f"{_excerpt(content, self._api_key())}"
+                f"{excerpt(content, self._api_key())}"
             )
         message = {"content": "".join(text), "reasoning_content": "".join(reasoning) or None}
         return {"choices": [{"message": message, "finish_reason": finish}], "usage": usage}
@@ -509,24 +513,24 @@ class OpenAIBackend(ConstrainableBackend):
         key = self._api_key()
         headers = self._headers()
         for attempt in range(self.max_retries + 1):
-            retry_after = None
+            asked_wait = None
             try:
                 status, content, response_headers = self._exchange(url, body, headers)
             except httpx.TimeoutException:
                 cause = f"no complete answer within {self.timeout:g} s"
             except httpx.HTTPError as e:  # transport errors; their text may quote headers
-                cause = _redact(f"{type(e).__name__}: {e}", key)
+                cause = redact(f"{type(e).__name__}: {e}", key)
             else:
                 if status == 200:
                     return content
-                cause = f"HTTP {status}: {_excerpt(content, key)}"
+                cause = f"HTTP {status}: {excerpt(content, key)}"
                 names_field = constraint_field is not None and constraint_field.encode() in content
                 if status not in RETRY_STATUS or (status >= 500 and names_field):
                     raise RequestRefused(f"server {self.base_url} refused the request ({cause})")
-                retry_after = _retry_after(response_headers.get("retry-after"))
+                asked_wait = retry_after(response_headers.get("retry-after"))
             if attempt == self.max_retries:
                 break
-            delay = retry_after if retry_after is not None else self.backoff * 2**attempt
+            delay = asked_wait if asked_wait is not None else self.backoff * 2**attempt
             delay = min(delay, MAX_BACKOFF_SECONDS) * (1 + 0.1 * random.random())
             logger.warning(
                 "%s: %s; retry %d/%d in %.1f s", url, cause, attempt + 1, self.max_retries, delay
@@ -542,11 +546,11 @@ class OpenAIBackend(ConstrainableBackend):
         """One attempt (a POST of ``body``, a GET without one): status, decoded body and
         headers, within the deadline and size limit."""
         deadline = time.monotonic() + self.timeout
-        _DEADLINE.value = deadline
+        DEADLINE.value = deadline
         method = "GET" if body is None else "POST"
         try:
             with self._http().stream(method, url, json=body, headers=headers) as response:
-                reader = _BodyReader(
+                reader = BodyReader(
                     response.headers.get("content-encoding"), self.max_response_bytes
                 )
                 for chunk in response.iter_raw():
@@ -555,7 +559,7 @@ class OpenAIBackend(ConstrainableBackend):
                         raise httpx.ReadTimeout("deadline passed")
                 return response.status_code, reader.finish(self.base_url), response.headers
         finally:
-            _DEADLINE.value = None
+            DEADLINE.value = None
 
     def _json(self, content: bytes) -> Any:
         try:
@@ -563,7 +567,7 @@ class OpenAIBackend(ConstrainableBackend):
         except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
             raise BackendError(
                 f"server {self.base_url} answered 200 with a body that is not JSON: "
-                f"{_excerpt(content, self._api_key())}"
+                f"{excerpt(content, self._api_key())}"
             ) from None
 
     def _read_choice(self, payload: Any, content: bytes) -> Completion:
@@ -576,7 +580,7 @@ class OpenAIBackend(ConstrainableBackend):
         if not isinstance(message, dict):
             raise BackendError(
                 f"server {self.base_url} answered without choices[0].message: "
-                f"{_excerpt(content, self._api_key())}"
+                f"{excerpt(content, self._api_key())}"
             )
         text = message.get("content")
         if text is not None and not isinstance(text, str):
@@ -590,8 +594,8 @@ class OpenAIBackend(ConstrainableBackend):
         key = self._api_key()
         if key:  # a server that echoes headers into its answer must not put the key in a Doc
             text, reasoning = (
-                _redact_key(text or "", key),
-                reasoning and _redact_key(reasoning, key),
+                redact_key(text or "", key),
+                reasoning and redact_key(reasoning, key),
             )
         usage = payload.get("usage")
         usage = usage if isinstance(usage, dict) else {}
@@ -633,158 +637,3 @@ def _count(value: Any) -> int | None:
 
 def _add(a: int | None, b: int | None) -> int | None:
     return None if a is None or b is None else a + b
-
-
-# --------------------------------------------------------------------------- deadlines
-
-
-class _Deadline(threading.local):
-    value: float | None = None
-
-
-_DEADLINE = _Deadline()  # per thread: the attempt running in that thread
-
-
-def _bounded(timeout: float | None) -> float | None:
-    """``timeout`` cut to what is left of the current thread's deadline."""
-    deadline = _DEADLINE.value
-    if deadline is None:
-        return timeout
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise httpcore.ReadTimeout("deadline passed")
-    return left if timeout is None else min(timeout, left)
-
-
-class _DeadlineStream(httpcore.NetworkStream):
-    """A connection whose every read and write waits no longer than the deadline."""
-
-    def __init__(self, stream: httpcore.NetworkStream):
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return self._stream.read(max_bytes, _bounded(timeout))
-
-    def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        self._stream.write(buffer, _bounded(timeout))
-
-    def close(self) -> None:
-        self._stream.close()
-
-    def start_tls(self, *args: Any, **kwargs: Any) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._stream.start_tls(*args, **kwargs))
-
-    def get_extra_info(self, info: str) -> Any:
-        return self._stream.get_extra_info(info)
-
-
-class _DeadlineNetwork(httpcore.NetworkBackend):
-    def __init__(self, network: httpcore.NetworkBackend):
-        self._network = network
-
-    def connect_tcp(
-        self, host: str, port: int, timeout: float | None = None, *args: Any, **kwargs: Any
-    ) -> httpcore.NetworkStream:
-        stream = self._network.connect_tcp(host, port, _bounded(timeout), *args, **kwargs)
-        return _DeadlineStream(stream)
-
-    def connect_unix_socket(
-        self, path: str, timeout: float | None = None, *args: Any, **kwargs: Any
-    ) -> httpcore.NetworkStream:
-        stream = self._network.connect_unix_socket(path, _bounded(timeout), *args, **kwargs)
-        return _DeadlineStream(stream)
-
-    def sleep(self, seconds: float) -> None:
-        self._network.sleep(seconds)
-
-
-def _enforce_deadlines(transport: httpx.HTTPTransport) -> None:
-    """Put the deadline on every socket operation of ``transport``'s connections: httpx's
-    timeouts are per read, so a server sending a byte a second would never time out. The
-    pool's network backend is not public in httpx; without it, the deadline is checked
-    between the chunks of the body only."""
-    pool = getattr(transport, "_pool", None)
-    network = getattr(pool, "_network_backend", None)
-    if isinstance(network, httpcore.NetworkBackend):
-        pool._network_backend = _DeadlineNetwork(network)  # type: ignore[union-attr]
-
-
-# --------------------------------------------------------------------------- answers
-
-
-class _BodyReader:
-    """Collects a response body up to ``limit`` bytes after decompression, inflating gzip and
-    deflate here a bounded amount at a time (a small compressed body can inflate to GBs)."""
-
-    def __init__(self, encoding: str | None, limit: int):
-        encoding = (encoding or "identity").strip().lower()
-        if encoding not in ("identity", "gzip", "x-gzip", "deflate"):
-            raise httpx.DecodingError(f"unsupported Content-Encoding {encoding!r}")
-        # wbits 32 + 15: a gzip or zlib header, detected.
-        self._inflate = None if encoding == "identity" else zlib.decompressobj(32 + 15)
-        self._parts: list[bytes] = []
-        self._size = 0
-        self._limit = limit
-
-    def feed(self, chunk: bytes, server: str) -> None:
-        if self._inflate is not None:
-            try:  # at most one byte past the limit: enough to know it is passed
-                chunk = self._inflate.decompress(chunk, self._limit - self._size + 1)
-            except zlib.error as e:
-                raise httpx.DecodingError(f"compressed body is corrupt ({e})") from None
-        self._keep(chunk, server)
-
-    def finish(self, server: str) -> bytes:
-        if self._inflate is not None:  # all input is consumed by now: little or nothing left
-            self._keep(self._inflate.flush(), server)
-            if not self._inflate.eof:
-                raise httpx.DecodingError("compressed body ends before the end of its stream")
-        return b"".join(self._parts)
-
-    def _keep(self, data: bytes, server: str) -> None:
-        self._size += len(data)
-        if self._size > self._limit:
-            raise BackendError(
-                f"server {server} sent an answer larger than max_response_bytes="
-                f"{self._limit}: stopped reading; raise the limit if the server is right"
-            )
-        self._parts.append(data)
-
-
-_BEARER = re.compile(r"(?i)(bearer\s+)[^\s\"',;\\]+")
-
-
-def _redact(text: str, key: str | None) -> str:
-    """``text`` without the API key and without any Bearer token."""
-    return _BEARER.sub(r"\1[redacted]", _redact_key(text, key))
-
-
-def _redact_key(text: str, key: str | None) -> str:
-    return text.replace(key, "[redacted]") if key else text
-
-
-def _excerpt(content: bytes, key: str | None) -> str:
-    """The start of a response body for a message: decoded, redacted, capped."""
-    text = content[: 4 * EXCERPT_CHARS].decode("utf-8", errors="replace")
-    text = _redact(" ".join(text.split()), key)  # whole, then capped: a key is never cut
-    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), clamped to
-    [0, MAX_BACKOFF_SECONDS]; None when absent or not a usable value (nan, inf, garbage)."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            return None
-        seconds = when.timestamp() - time.time()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_BACKOFF_SECONDS)
