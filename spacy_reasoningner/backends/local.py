@@ -19,16 +19,13 @@ import logging
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from ..models import ModelSource, model_fingerprint, resolve_model
 from ..protocol import (
     DEFAULT_CHAT_TEMPLATE,
-    REASONING_STOPS,
     THINK_OPEN,
     ChatMessages,
-    closed_think_block,
     open_think_block,
     render_prompt,
 )
@@ -41,6 +38,7 @@ from .base import (
     GenerationSettings,
 )
 from .structured import StructuredOption, check_answer_budget, check_option, structured_enabled
+from .two_pass import answer_settings, joined, reasoning_settings, think_head
 
 logger = logging.getLogger(__name__)
 
@@ -221,30 +219,25 @@ class LocalBackend(ConstrainableBackend):
         """Free reasoning from the opened think block up to ``</think>`` (when asked for),
         then the constrained answer after the closed think block."""
         heads = [""] * len(texts)
-        generated = [0] * len(texts)  # tokens of the first pass, generated and read
-        read = [0] * len(texts)
+        firsts: list[Completion | None] = [None] * len(texts)
         prompts = list(texts)
         if reasoning:
             # The pass starts inside the opened think block; the answer pass continues it.
             prompts = [open_think_block(t) for t in texts]
-            free = replace(settings, stop=REASONING_STOPS)
+            free = reasoning_settings(settings)
             for i, completion in enumerate(self._generate_reasoning(prompts, free)):
-                heads[i] = closed_think_block(
-                    completion.text, stop_loops=settings.stop_reasoning_loops
-                )
+                heads[i] = think_head(completion.text, settings)
                 prompts[i] += heads[i].removeprefix(f"{THINK_OPEN}\n")
-                generated[i] = completion.n_tokens or 0
-                read[i] = completion.prompt_tokens or 0
-        answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
+                firsts[i] = completion
+        answer = answer_settings(settings, self.answer_max_tokens)
         completions = self._generate_answers(prompts, answer, schemas)
         return [
-            replace(
+            joined(
                 completion,
-                text=heads[i] + completion.text,
-                n_tokens=(completion.n_tokens or 0) + generated[i],
-                prompt_tokens=(completion.prompt_tokens or 0) + read[i],  # both passes
+                "grammar" if isinstance(schemas[i], str) else "json_schema",
+                heads[i],
+                firsts[i],
                 prompt=texts[i],
-                constraint="grammar" if isinstance(schemas[i], str) else "json_schema",
             )
             for i, completion in enumerate(completions)
         ]

@@ -33,11 +33,9 @@ import httpx
 from ..grounded import schema_answer_grammar
 from ..models import ModelSource, parameter_count
 from ..protocol import (
-    REASONING_STOPS,
     ChatMessages,
     Schema,
     answer_json_schema,
-    closed_think_block,
     template_kwargs,
 )
 from ..registry import backends
@@ -67,6 +65,7 @@ from .structured import (
     check_answer_budget,
     check_option,
 )
+from .two_pass import answer_settings, joined, reasoning_settings, think_head
 
 logger = logging.getLogger(__name__)
 
@@ -336,14 +335,12 @@ class OpenAIBackend(ConstrainableBackend):
         """Free reasoning up to ``</think>`` (when asked for), then the answer under the
         constraint, continuing the assistant message that holds the closed think block;
         None when the server refused every way of sending the constraint."""
-        answer = replace(settings, max_new_tokens=self.answer_max_tokens, stop=())
+        answer = answer_settings(settings, self.answer_max_tokens)
         body = self._body(messages, answer, template)
         head, thinking = "", None
         if reasoning:
-            free = replace(settings, stop=REASONING_STOPS)
-            thinking = self._request(self._body(messages, free, template))
-            thought = f"{thinking.reasoning or ''}\n{thinking.text}"
-            head = closed_think_block(thought, stop_loops=settings.stop_reasoning_loops)
+            thinking = self._request(self._body(messages, reasoning_settings(settings), template))
+            head = think_head(f"{thinking.reasoning or ''}\n{thinking.text}", settings)
             body["messages"] = [*messages, {"role": "assistant", "content": head}]
             body.update(continue_final_message=True, add_generation_prompt=False)
         while (rung := self._rung) < len(CONSTRAINT_LADDER):
@@ -354,16 +351,7 @@ class OpenAIBackend(ConstrainableBackend):
                 self._step_down(rung, str(refusal))
                 continue
             self._settled(rung)
-            if thinking is None:
-                return replace(completion, constraint=way)
-            return replace(
-                completion,
-                constraint=way,
-                text=head + completion.text,
-                reasoning=None,  # the head holds it
-                n_tokens=_add(completion.n_tokens, thinking.n_tokens),
-                prompt_tokens=_add(completion.prompt_tokens, thinking.prompt_tokens),
-            )
+            return joined(completion, way, head, thinking)
         return None
 
     def _step_down(self, rung: int, reason: str) -> None:
@@ -633,7 +621,3 @@ def _constrain(
 def _count(value: Any) -> int | None:
     """A token count from ``usage``, or None when it is not a count."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _add(a: int | None, b: int | None) -> int | None:
-    return None if a is None or b is None else a + b
