@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import spacy
 
@@ -9,6 +11,7 @@ from spacy_reasoningner.backends import GenerationSettings
 from spacy_reasoningner.backends.transformers import TransformersBackend
 from spacy_reasoningner.backends.vllm import GUARD_FLAG, VLLMBackend
 from spacy_reasoningner.grounded import grounded_answer_grammar
+from spacy_reasoningner.models import bundled_model_folder
 from spacy_reasoningner.protocol import (
     ISSUE_NO_JSON,
     ISSUE_OUT_OF_SCHEMA,
@@ -56,10 +59,18 @@ class PreferredScript(AdapterLogitsProcessor):
 
 
 @pytest.fixture(scope="module")
-def engine(bundled_model_dir) -> VLLMBackend:
-    # The engine runs in this process on CPU, so a test's processor class can be passed.
+def default_model_dir() -> Path:
+    """The package's default model (SmolLM2 with our adapter merged in)."""
+    return bundled_model_folder("smollm2-135m-ner")
+
+
+@pytest.fixture(scope="module")
+def engine(default_model_dir) -> VLLMBackend:
+    # The engine runs in this process on CPU, so a test's processor class can be passed. The
+    # default model: trained, so that the component's entities can be checked (one engine
+    # per process: vLLM's parallel state takes no second).
     backend = VLLMBackend(
-        model="bundled:smollm2-135m-instruct",
+        model="bundled:smollm2-135m-ner",
         max_model_len=2048,
         structured_output=False,
         engine_kwargs={"logits_processors": [PreferredScript]},
@@ -72,10 +83,10 @@ def prompts(texts=TEXTS, reasoning=True):
     return [render_messages(t, SCHEMA, reasoning=reasoning) for t in texts]
 
 
-def test_batch_generation_matches_transformers_greedy(engine, bundled_model_dir):
+def test_batch_generation_matches_transformers_greedy(engine, default_model_dir):
     settings = GenerationSettings(max_new_tokens=12)
     from_vllm = engine.generate(prompts(), settings)
-    transformers = TransformersBackend(model=str(bundled_model_dir), dtype="float32")
+    transformers = TransformersBackend(model=str(default_model_dir), dtype="float32")
     reference = transformers.generate(prompts(), settings)
     assert [c.prompt for c in from_vllm] == [c.prompt for c in reference]
     # float32 on both sides: greedy decoding agrees on every prompt.
@@ -147,20 +158,29 @@ def test_an_answer_list_closes_at_its_first_repeated_mention(engine):
 
 
 def test_component_with_the_vllm_backend(engine, tmp_path):
+    """The default pipeline's settings (answers constrained and grounded) on vLLM find the
+    people and places of the sentences."""
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe(
         "reasoning_ner",
         config={
             "labels": ["person", "location"],
             "backend": {"@reasoning_ner_backends": "reasoning_ner.VLLM.v1"},
-            "generation": {"max_new_tokens": 24},
             "keep_raw": True,
         },
     )
     pipe.backend = engine  # reuse the running engine
-    docs = list(nlp.pipe(TEXTS, batch_size=4))
+    engine.structured_output = True
+    try:
+        docs = list(nlp.pipe(TEXTS, batch_size=4))
+    finally:
+        engine.structured_output = False
     assert [d.text for d in docs] == TEXTS
-    assert all(d._.ner_raw[0]["finish_reason"] in ("stop", "length") for d in docs)
+    assert all(d._.ner_raw[0]["finish_reason"] == "stop" for d in docs)
+    found = {(e.text, e.label_) for d in docs for e in d.ents}
+    assert {("Ada Lovelace", "person"), ("Marie Curie", "person")} <= found, found
+    places = {(p, "location") for p in ("London", "Warsaw", "Paris", "Berlin", "Geneva")}
+    assert len(places & found) >= 3, found  # measured here: London, Berlin, Geneva
     engine.to_disk(tmp_path / "model")
     assert (tmp_path / "model" / "model.safetensors").exists()
     assert (tmp_path / "model" / "tokenizer.json").exists()
