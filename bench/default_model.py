@@ -212,7 +212,8 @@ def main() -> None:
     examples(nlp)
     data = args.data or DEFAULT_DATA
     eval_sets = [load_eval_set(data, name, limit=args.n, seed=args.seed) for name in args.datasets]
-    result = evaluate(nlp, eval_sets, limit=args.n, seed=args.seed, name="default model")
+    name = args.model or "the default model"
+    result = evaluate(nlp, eval_sets, limit=args.n, seed=args.seed, name=name)
     print(f"\n## Dev sets (n = {args.n} per set, seed {args.seed})")
     print(table(result))
     if args.output:

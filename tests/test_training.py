@@ -746,10 +746,15 @@ def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: P
     stale = tmp_path / "exported" / DELTA_WEIGHTS  # from an export of a full fine-tune
     stale.parent.mkdir()
     stale.write_bytes(b"stale")
-    exported = export(profile, tmp_path / "exported")
+    exported = export(profile, tmp_path / "exported", "cpu-0.5b", "python -m training ...")
     assert not stale.exists()  # it would be merged beneath the new adapter
     assert json.loads((exported / "adapter_config.json").read_text())["r"] == 12
-    assert "sft + grpo" in (exported / "PROVENANCE.md").read_text()
+    provenance = (exported / "PROVENANCE.md").read_text()
+    assert "sft + grpo" in provenance
+    assert "spacy project run grpo . --vars.profile cpu-0.5b" in provenance
+    assert "\npython -m training ...\n" in provenance  # the export as it was run
+    # Readable by every user of an installed wheel, not 0600 as safetensors writes.
+    assert all(f.stat().st_mode & 0o044 == 0o044 for f in exported.iterdir())
     decontamination = (exported / "DECONTAMINATION.md").read_text()
     assert "crossner_ai" in decontamination and "removed" in decontamination
     merged = tmp_path / "merged"

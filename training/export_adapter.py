@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import shlex
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from confection import Config
 
 from spacy_reasoningner.models import ADAPTER_CONFIG as CONFIG
 from spacy_reasoningner.models import ADAPTER_WEIGHTS as WEIGHTS
-from spacy_reasoningner.models import lora_scale, resolve_model
+from spacy_reasoningner.models import lora_scale, resolve_model, share_like_other_files
 from spacy_reasoningner.weight_delta import DELTA_WEIGHTS, save_delta
 
 from .assemble import AssembleConfig
@@ -65,6 +66,10 @@ class ExportConfig(StageConfig):
     # float16 halves the size; the merge at load time computes in float32.
     dtype: Literal["float16", "bfloat16", "float32"] = "float16"
     seed: int = 0  # the profile's seed, recorded in the provenance
+    # The results.md of an evaluation of this adapter's model (`spacy-reasoningner evaluate`,
+    # bench/default_model.py --output), for an adapter that stops before the stage the
+    # profile's own evaluation scores; null: the profile's [evaluate] output.
+    results: Path | None = None
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.stages) - set(STAGES))
@@ -178,8 +183,12 @@ def stage_outputs(profile: Config) -> dict[str, Path]:
     }
 
 
-def export(profile: Config, output: Path) -> Path:
-    """Write the stacked adapter of the ``[export]`` stages and its provenance to ``output``."""
+def export(
+    profile: Config, output: Path, name: str = "cpu", command_line: str | None = None
+) -> Path:
+    """Write the stacked adapter of the ``[export]`` stages and its provenance to ``output``;
+    ``name`` (the profile's) and ``command_line`` (the export as it was run) say in the
+    provenance how to reproduce it."""
     from safetensors.torch import save_file
 
     config = ExportConfig.from_profile(profile)
@@ -199,11 +208,14 @@ def export(profile: Config, output: Path) -> Path:
     for template in folders[0].glob("chat_template.*"):
         shutil.copyfile(template, output / template.name)
     (output / "profile.cfg").write_text(profile.to_str())
-    (output / "PROVENANCE.md").write_text(provenance(profile, config, output, stacked))
+    (output / "PROVENANCE.md").write_text(
+        provenance(profile, config, output, stacked, name, command_line)
+    )
     data_report = outputs["cg"] / "report.md"
     if data_report.is_file():
         shutil.copyfile(data_report, output / "DATA_REPORT.md")
     (output / "DECONTAMINATION.md").write_text(decontamination_report(profile, outputs))
+    share_like_other_files(output)  # safetensors writes 0600: unreadable to other users
     return output
 
 
@@ -292,7 +304,14 @@ def evaluation_overlap_lines(results_path: Path) -> list[str]:
 # --------------------------------------------------------------------------- provenance
 
 
-def provenance(profile: Config, config: ExportConfig, output: Path, adapter: dict[str, Any]) -> str:
+def provenance(
+    profile: Config,
+    config: ExportConfig,
+    output: Path,
+    adapter: dict[str, Any],
+    name: str = "cpu",
+    command_line: str | None = None,
+) -> str:
     weights = output / WEIGHTS
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     outputs = stage_outputs(profile)
@@ -331,8 +350,7 @@ def provenance(profile: Config, config: ExportConfig, output: Path, adapter: dic
         "## Reproduce",
         "",
         "```bash",
-        "spacy project run all . --vars.data ../shared/data   # data, SFT, GRPO, evaluation",
-        "spacy project run adapter . --vars.data ../shared/data   # this folder",
+        *reproduce_lines(config, name, command_line),
         "```",
         "",
         "## Data (CG stage)",
@@ -343,12 +361,44 @@ def provenance(profile: Config, config: ExportConfig, output: Path, adapter: dic
         "",
         *[line for stage in config.stages for line in stage_lines(stage, outputs[stage])],
         "",
-        f"## Evaluation of the profile's pipeline (`{AssembleConfig.from_profile(profile).model}`, "
-        f"before the export's {config.dtype} rounding)",
-        "",
-        *evaluation_lines(outputs["evaluate"] / "results.md"),
+        *evaluation_section(profile, config, outputs),
     ]
     return "\n".join(lines) + "\n"
+
+
+def reproduce_lines(config: ExportConfig, name: str, command_line: str | None) -> list[str]:
+    """The stages the adapter comes from, as `spacy project run` commands, then the export."""
+    run = f"spacy project run {{}} . --vars.profile {name} --vars.data ../shared/data"
+    lines = [
+        f"{run.format(stage)}   # {STAGE_COMMENTS[stage]}" for stage in ("data", *config.stages)
+    ]
+    lines.append(command_line or run.format("adapter") + "   # this folder")
+    return lines
+
+
+STAGE_COMMENTS = {"data": "CG: the reasoning data", "sft": "CT: SFT", "grpo": "RE: GRPO"}
+
+
+def evaluation_section(
+    profile: Config, config: ExportConfig, outputs: dict[str, Path]
+) -> list[str]:
+    """The evaluation of the adapter's model: ``[export] results``, else the profile's own
+    when the adapter includes the stage the assembled pipeline was built from."""
+    assembled = Path(AssembleConfig.from_profile(profile).model)
+    rounding = f"before the export's {config.dtype} rounding"
+    if config.results is not None:
+        model = outputs[config.stages[-1]] / "model"
+        heading = f"## Evaluation of `{model}` ({config.results}, {rounding})"
+        return [heading, "", *evaluation_lines(config.results)]
+    if assembled != outputs[config.stages[-1]] / "model":
+        return [
+            "## Evaluation",
+            "",
+            f"(none: the profile evaluates `{assembled}`, a later stage than this adapter's "
+            f"last, {config.stages[-1]}; give [export] results)",
+        ]
+    heading = f"## Evaluation of the profile's pipeline (`{assembled}`, {rounding})"
+    return [heading, "", *evaluation_lines(outputs["evaluate"] / "results.md")]
 
 
 def git_commit() -> str:
@@ -419,7 +469,10 @@ def command(
     """Export the trained LoRA adapter(s) as one adapter over the base model + provenance.
 
     Which stages and the weight dtype come from [export] (e.g. --export.dtype float32)."""
-    folder = export(load_profile(profile, parse_overrides(ctx.args)), output)
+    command_line = shlex.join(["python", "-m", "training", "export-adapter", profile, str(output)])
+    command_line = " ".join([command_line, *map(shlex.quote, ctx.args)])
+    name = Path(profile).stem if profile.endswith(".cfg") else profile
+    folder = export(load_profile(profile, parse_overrides(ctx.args)), output, name, command_line)
     typer.echo(f"adapter: {folder}  (provenance: {folder / 'PROVENANCE.md'})")
 
 
