@@ -233,7 +233,13 @@ BUNDLED_ADAPTERS = {
         folder="smollm2-135m-ner",
         origin="SmolLM2-135M-Instruct fine-tuned by this project's cpu profile, shipped as a "
         "4-bit weight delta and a LoRA adapter (see PROVENANCE.md in its folder)",
-    )
+    ),
+    "qwen2.5-0.5b-ner": BundledAdapter(
+        base="qwen2.5-coder-0.5b-instruct",
+        folder="qwen2.5-0.5b-ner",
+        origin="Qwen2.5-Coder-0.5B-Instruct with a rank-16 LoRA adapter from this project's "
+        "cpu-0.5b profile, SFT stage (see PROVENANCE.md in its folder)",
+    ),
 }
 
 
