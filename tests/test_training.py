@@ -755,6 +755,10 @@ def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: P
     assert "\npython -m training ...\n" in provenance  # the export as it was run
     # Readable by every user of an installed wheel, not 0600 as safetensors writes.
     assert all(f.stat().st_mode & 0o044 == 0o044 for f in exported.iterdir())
+    # The folder of an adapter over another base model is not overwritten.
+    profile["export"]["base_model"] = "bundled:qwen2.5-coder-0.5b-instruct"
+    with pytest.raises(ValueError, match=r"holds an adapter over .* --vars\.adapter_dir"):
+        export(profile, exported)
     decontamination = (exported / "DECONTAMINATION.md").read_text()
     assert "crossner_ai" in decontamination and "removed" in decontamination
     merged = tmp_path / "merged"

@@ -197,6 +197,7 @@ def export(
     folders = [outputs[stage] / ADAPTER_NAME for stage in lora_stages]
     adapters = [read_adapter(f) for f in folders]
     stacked, weights = stack_adapters(adapters, config.base_model, config.dtype)
+    check_same_base(output, stacked["base_model_name_or_path"])
     output.mkdir(parents=True, exist_ok=True)
     if full is not None:
         delta = write_delta(outputs[full] / "model", config.base_model, output / DELTA_WEIGHTS)
@@ -217,6 +218,21 @@ def export(
     (output / "DECONTAMINATION.md").write_text(decontamination_report(profile, outputs))
     share_like_other_files(output)  # safetensors writes 0600: unreadable to other users
     return output
+
+
+def check_same_base(output: Path, base_model: str) -> None:
+    """Refuse to replace an adapter over another base model (a shipped one, say, by a
+    profile with another base): its folder names the model it holds."""
+    existing = output / CONFIG
+    if not existing.is_file():
+        return
+    other = json.loads(existing.read_text()).get("base_model_name_or_path")
+    if other != base_model:
+        raise ValueError(
+            f"{output} holds an adapter over {other}, and this export is over {base_model}: "
+            "write it to another folder (spacy project run adapter: --vars.adapter_dir DIR), "
+            "or remove that folder first"
+        )
 
 
 def decontamination_report(profile: Config, outputs: dict[str, Path]) -> str:
