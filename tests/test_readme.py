@@ -42,9 +42,10 @@ FENCE = re.compile(r"^\s*```(\w*)\s*$")
 MARKER = re.compile(r"^\s*<!-- readme-test: (skip|slow): (.+?) -->\s*$")
 # Before a block without a language right after a Python block: what that block prints.
 OUTPUT_MARKER = re.compile(r"^\s*<!-- readme-test: output -->\s*$")
-# A comment after a one-line print() that states what it prints (a literal's first
-# character), not what it means: `print(parsed.entities)  # {'person': ['Ada Lovelace']}`.
-OUTPUT_COMMENT = re.compile(r"""^#\s*(?P<expected>[\[{('"0-9-].*|(?:True|False|None)\b.*)$""")
+# A comment after a one-line print() that states what it prints (it starts as a container
+# or string literal does), not what it means: `print(parsed.entities)  # {'person': [...]}`;
+# `# True when ...` is prose.
+OUTPUT_COMMENT = re.compile(r"""^#\s*(?P<expected>[\[{('"].*)$""")
 
 
 @dataclass(frozen=True)
