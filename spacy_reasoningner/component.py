@@ -294,6 +294,8 @@ class ReasoningNER(Pipe):
                     "end": r.window.end,
                     "completions": len(completions),
                     "prompt_tokens": _total(c.prompt_tokens for c in completions),
+                    # of which read from a kept key/value cache, not computed again
+                    "cached_prompt_tokens": _total(c.cached_prompt_tokens for c in completions),
                     "completion_tokens": _total(c.n_tokens for c in completions),
                     "seconds": sum(c.seconds or 0.0 for c in completions),
                 }
@@ -304,6 +306,7 @@ class ReasoningNER(Pipe):
             # completions by how their answer was constrained ("none": free)
             "constraints": dict(sorted(constraints.items())),
             "prompt_tokens": _total(w["prompt_tokens"] for w in windows),
+            "cached_prompt_tokens": _total(w["cached_prompt_tokens"] for w in windows),
             "completion_tokens": _total(w["completion_tokens"] for w in windows),
             "seconds": sum(w["seconds"] for w in windows),
             "windows": windows,
@@ -464,6 +467,7 @@ def _raw(reading: WindowReading) -> dict[str, Any]:
         "completion": completion.text,
         "finish_reason": completion.finish_reason,
         "prompt_tokens": completion.prompt_tokens,
+        "cached_prompt_tokens": completion.cached_prompt_tokens,
         "completion_tokens": completion.n_tokens,
         "seconds": completion.seconds,
     }

@@ -367,7 +367,12 @@ def answer_after_think(body: dict, number: int) -> tuple[int, dict, dict]:
     else:
         content = '<think>free</think>{"entities": {}}'
     payload = chat_response(content)
-    payload["usage"] = {"prompt_tokens": 100 * number, "completion_tokens": number}
+    payload["usage"] = {
+        "prompt_tokens": 100 * number,
+        "completion_tokens": number,
+        # the second request finds the first's prompt in the server's prefix cache
+        "prompt_tokens_details": {"cached_tokens": 90 * (number - 1)},
+    }
     return 200, payload, {}
 
 
@@ -403,6 +408,7 @@ def test_constrained_answer_with_reasoning_continues_the_think_block(serve):
     assert answer["response_format"]["json_schema"]["schema"] == TASK.answer_schema("")
     assert completion.text == head + '{"entities": {"person": ["Ada"]}}'
     assert (completion.n_tokens, completion.prompt_tokens) == (1 + 2, 100 + 200)
+    assert completion.cached_prompt_tokens == 0 + 90  # both passes, as the server counted
     assert TASK.parse(completion).entities == {"person": ["Ada"]}
 
 

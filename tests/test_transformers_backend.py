@@ -28,6 +28,7 @@ from spacy_reasoningner.backends.base import (
     SerializableBackend,
     TokenCounter,
 )
+from spacy_reasoningner.backends.prefix_cache import shared_prefix_length
 from spacy_reasoningner.backends.transformers import TransformersBackend
 from spacy_reasoningner.grounded import grounded_answer_grammar
 from spacy_reasoningner.hardware import cpu_has_native_bfloat16
@@ -672,6 +673,69 @@ def test_a_prompt_alone_reuses_the_cache_of_what_it_shares_with_the_last(tiny_mo
     first_reads = [n for n in cached_reads if n > 1]
     assert first_reads[0] == prompt_reads[0]
     assert sum(cached_reads) < sum(plain_reads) - sum(prompt_reads[1:]) // 2
+
+
+def test_a_batch_reads_its_shared_head_once_and_keeps_it_for_the_next_call(tiny_model_dir):
+    """Batches of prompts of different lengths (float32): with prefix caching the completions
+    are those of plain left-padded batches, each row's first forward pass reads only its
+    tail after the head all prompts share, the next call reads no part of that head again,
+    and the completions count the reused prompt tokens apart."""
+    task = NERTask(SCHEMA)
+    settings = GenerationSettings(max_new_tokens=12)
+    runs = {}
+    for caching in (True, False):
+        backend = TransformersBackend(
+            model=str(tiny_model_dir), dtype="float32", prefix_caching=caching, batch_size=8
+        )
+        backend.load()
+        reads = _tokens_read(backend.model)
+        calls = [
+            backend.generate_constrained(prompts(texts), settings, task.answer_format(texts))
+            for texts in (TEXTS, TEXTS[1:])
+        ]
+        runs[caching] = (calls, reads)
+    (cached, cached_reads), (plain, plain_reads) = runs[True], runs[False]
+    for with_cache, without in zip(cached, plain, strict=True):
+        assert [c.text for c in with_cache] == [c.text for c in without]
+        assert [c.prompt_tokens for c in with_cache] == [c.prompt_tokens for c in without]
+    tokenize = lambda text: backend.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    rows = [tokenize(backend.render(p, settings)) for p in prompts()]
+    head = shared_prefix_length(rows)
+    assert head > 16
+    # Without caching the first call's reasoning pass reads its padded prompts whole (the
+    # longest and the reasoning's opening); with it, one pass reads the head and the batch
+    # only the rows' tails.
+    assert plain_reads[0] >= max(map(len, rows))
+    assert cached_reads[:2] == [head, plain_reads[0] - head]
+    # The second call's batch finds the head kept: no pass reads it again.
+    assert head not in cached_reads[2:]
+    assert sum(cached_reads) < sum(plain_reads)
+    for completion in cached[0]:  # both passes: the head twice, or more (answer pass)
+        assert completion.cached_prompt_tokens >= 2 * head
+    assert all(c.cached_prompt_tokens is None for c in plain[0])
+
+
+@pytest.mark.slow
+def test_the_default_model_answers_the_same_with_a_shared_batch_head():
+    """The default (trained) model in float32, one batch of four sentences: the shared head
+    read once gives the completions of plain left-padded batches, entities included."""
+    texts = [
+        "Ada Lovelace worked with Charles Babbage in London.",
+        "Tim Cook met Sundar Pichai in Mountain View.",
+        "Marie Curie was born in Warsaw.",
+        "Paris is the capital of France.",
+    ]
+    task = NERTask(SCHEMA)
+    settings = GenerationSettings(max_new_tokens=64)
+    answers = {}
+    for caching in (True, False):
+        backend = TransformersBackend(dtype="float32", prefix_caching=caching)
+        completions = backend.generate_constrained(
+            prompts(texts), settings, task.answer_format(texts)
+        )
+        answers[caching] = [c.text for c in completions]
+    assert answers[True] == answers[False]
+    assert "London" in answers[True][0] and "Warsaw" in answers[True][2]
 
 
 def test_the_prefix_cache_keeps_at_least_one_token_to_read(tiny_backend):

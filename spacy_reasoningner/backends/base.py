@@ -172,6 +172,9 @@ class Completion:
     prompt: str | None = None  # the rendered prompt, when the backend renders one
     n_tokens: int | None = None  # generated tokens, when the backend knows them
     prompt_tokens: int | None = None  # tokens of the prompt, when the backend knows them
+    # Of prompt_tokens, those whose key/value cache was reused rather than computed (a prefix
+    # cache), when the backend knows them.
+    cached_prompt_tokens: int | None = None
     # Time spent on this completion alone, when the backend can tell (a server request);
     # batched engines cannot, and the component shares the call's time out instead.
     seconds: float | None = None

@@ -593,6 +593,7 @@ class OpenAIBackend(ConstrainableBackend):
             reasoning=reasoning,
             n_tokens=_count(usage.get("completion_tokens")),
             prompt_tokens=_count(usage.get("prompt_tokens")),
+            cached_prompt_tokens=_count(_cached_tokens(usage)),
         )
 
     def close(self) -> None:
@@ -616,6 +617,12 @@ def _constrain(
     if way == "json_object":
         return {**body, "response_format": {"type": "json_object", "schema": dict(schema)}}
     return {**body, "grammar": grammar if grammar is not None else schema_answer_grammar(schema)}
+
+
+def _cached_tokens(usage: dict[str, Any]) -> Any:
+    """OpenAI's ``usage.prompt_tokens_details.cached_tokens`` (vLLM serve reports it too)."""
+    details = usage.get("prompt_tokens_details")
+    return details.get("cached_tokens") if isinstance(details, dict) else None
 
 
 def _count(value: Any) -> int | None:

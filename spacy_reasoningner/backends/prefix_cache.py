@@ -1,4 +1,4 @@
-"""Reuse of the key/value cache across ``generate`` calls of one prompt at a time.
+"""Reuse of the key/value cache across ``generate`` calls.
 
 A document run alone (``nlp(text)``) makes two calls: the reasoning pass, then the answer
 pass, whose prompt is the first prompt plus the reasoning the model just wrote; and the next
@@ -8,8 +8,9 @@ its time on 2 CPU cores). ``PrefixCache`` keeps the cache of the last call and h
 call the part of it that covers their longest shared token prefix, as vLLM's automatic
 prefix caching does for its batches.
 
-Only single-row calls take part: a batch is left-padded to its longest prompt, so its rows'
-positions do not line up with another call's. Only caches of full-attention layers are kept
+A batch keeps the cache of the head all its prompts share (the transformers backend reads it
+once for all rows and pads each row after it): the next batch or document with the same
+instruction and schema starts from it. Only caches of full-attention layers are kept
 (``DynamicCache`` of ``DynamicLayer``): sliding-window and linear-attention layers cannot be
 cut back to a prefix.
 """
@@ -39,7 +40,7 @@ class PrefixCache:
         self.clear()
         if cache is None:
             return None
-        shared = _shared_prefix_length(tokens, token_ids)
+        shared = shared_prefix_length([tokens, token_ids])
         # At least one prompt token is left to read: its logits give the first new token.
         reused = min(shared, len(token_ids) - 1)
         if reused < self.min_shared_tokens:
@@ -75,8 +76,11 @@ def reusable(cache: Any) -> bool:
     )
 
 
-def _shared_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """The number of leading tokens all ``rows`` have in common."""
+    if not rows:
+        return 0
+    for i, tokens in enumerate(zip(*rows, strict=False)):
+        if any(token != tokens[0] for token in tokens[1:]):
             return i
-    return min(len(a), len(b))
+    return min(len(row) for row in rows)

@@ -9,6 +9,7 @@ answer JSON Schema, that also skip the text the grammar forces (``answer_grammar
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -26,7 +27,7 @@ from ..registry import backends
 from .answer_grammars import AnswerGrammars
 from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
-from .prefix_cache import PrefixCache
+from .prefix_cache import PrefixCache, reusable, shared_prefix_length
 from .repeat_guard import comma_token_ids, guard_row
 from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
@@ -67,9 +68,11 @@ class TransformersBackend(LocalBackend):
         set when the model loads; unset: torch's default, one per core. On a shared machine
         set it to the cores you may use: oversubscribed threads slow generation many times.
         Processes forked by ``nlp.pipe(n_process=N)`` compute on one thread each.
-    prefix_caching: a prompt generated alone reuses the key/value cache of the last one for
-        the tokens they share (``prefix_cache``): the answer pass continues its reasoning
-        pass, and prompts with the same instruction and schema share their head.
+    prefix_caching: reuse key/value caches of tokens read before (``prefix_cache``): a
+        prompt generated alone reuses the last call's for the tokens they share (the answer
+        pass continues its reasoning pass); a batch reads the head its prompts share
+        (instruction, notes, schema) once, and keeps it for the next batch and call while
+        the schema stays the same. ``ner_usage`` counts the reused prompt tokens apart.
     """
 
     engine_name = "transformers"
@@ -329,9 +332,7 @@ class TransformersBackend(LocalBackend):
         ``stopping_criterion``: one more, after the stop strings'."""
         import torch
 
-        # Chat templates already contain the special tokens (BOS etc.).
-        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        inputs = inputs.to(self.model.device)
+        inputs, past = self._prompt_inputs(texts)
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -364,13 +365,15 @@ class TransformersBackend(LocalBackend):
             )
         if processors:
             kwargs["logits_processor"] = processors
-        reuse = self.prefix_caching and len(texts) == 1
-        if reuse:
-            past = self._prefix_cache.take(inputs["input_ids"][0].tolist())
-            kwargs.update(return_dict_in_generate=True, past_key_values=past)
+        cached = past.get_seq_length() if past is not None else 0  # generate extends it
+        if past is not None:
+            kwargs["past_key_values"] = past
+        alone = self.prefix_caching and len(texts) == 1
+        if alone:
+            kwargs["return_dict_in_generate"] = True
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
-        if reuse:
+        if alone:
             self._prefix_cache.keep(output.sequences[0].tolist(), output.past_key_values)
             output = output.sequences
         generated = output[:, inputs["input_ids"].shape[1] :]
@@ -392,9 +395,75 @@ class TransformersBackend(LocalBackend):
                     prompt=prompt,
                     n_tokens=len(tokens),
                     prompt_tokens=int(read),
+                    cached_prompt_tokens=cached if self.prefix_caching else None,
                 )
             )
         return completions
+
+    def _prompt_inputs(self, texts: list[str]) -> tuple[Any, Any | None]:
+        """The prompts' token ids and attention mask for ``generate``, and the key/value cache
+        of the tokens they start with (``prefix_caching``), or None.
+
+        A prompt alone takes what it shares with the last call's cache. A batch reads the
+        tokens all its prompts start with (instruction, notes, schema) once, or takes them
+        from the kept cache, and keeps them for the next call; each row then reads only its
+        own tail. The rows are padded between the shared prefix and their tails, not before
+        the prefix, so that every row sees the prefix at the same positions: the attention
+        mask hides the padding, and transformers derives the positions from the mask.
+        """
+        import torch
+
+        device = self.model.device
+        # Chat templates already contain the special tokens (BOS etc.).
+        padded_left = lambda: self.tokenizer(  # noqa: E731
+            texts, return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(device)
+        if not self.prefix_caching:
+            return padded_left(), None
+        rows = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
+        if len(rows) == 1:
+            (ids,) = rows
+            return _padded_tails([], rows, 0, device), self._prefix_cache.take(ids)
+        # At least one token of every row is left to read: its logits give the first new token.
+        shared = min(shared_prefix_length(rows), min(map(len, rows)) - 1)
+        if shared < self._prefix_cache.min_shared_tokens:
+            return padded_left(), None
+        prefix = rows[0][:shared]
+        with torch.inference_mode():
+            cache = self._prefix_cache.take(rows[0][: shared + 1])
+            read = cache.get_seq_length() if cache is not None else 0
+            if read < shared:
+                tail = torch.tensor([prefix[read:]], device=device)
+                cache = self.model(
+                    input_ids=tail, past_key_values=cache, use_cache=True, logits_to_keep=1
+                ).past_key_values
+            if not reusable(cache):
+                return padded_left(), None
+            self._prefix_cache.keep(prefix, cache)
+            rows_cache = copy.deepcopy(cache)  # generate extends it; the kept one stays
+            rows_cache.batch_repeat_interleave(len(rows))
+        return _padded_tails(prefix, rows, self.tokenizer.pad_token_id, device), rows_cache
+
+
+def _padded_tails(prefix: Sequence[int], rows: list[list[int]], pad: int, device: Any) -> Any:
+    """``prefix`` then each row's tokens after it, padded before the tail to one width, with
+    the attention mask that hides the padding (a ``BatchEncoding`` of tensors)."""
+    import torch
+    from transformers import BatchEncoding
+
+    shared = len(prefix)
+    width = max(len(row) for row in rows) - shared
+    ids, mask = [], []
+    for row in rows:
+        padding = width - (len(row) - shared)
+        ids.append([*prefix, *[pad] * padding, *row[shared:]])
+        mask.append([1] * shared + [0] * padding + [1] * (len(row) - shared))
+    return BatchEncoding(
+        {
+            "input_ids": torch.tensor(ids, device=device),
+            "attention_mask": torch.tensor(mask, device=device),
+        }
+    )
 
 
 def _seeded(settings: GenerationSettings, rows: list[int]) -> GenerationSettings:

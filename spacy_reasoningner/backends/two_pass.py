@@ -43,6 +43,7 @@ def joined(
         reasoning=None,  # the head holds it
         n_tokens=_add(answer.n_tokens, reasoning.n_tokens),
         prompt_tokens=_add(answer.prompt_tokens, reasoning.prompt_tokens),
+        cached_prompt_tokens=_add(answer.cached_prompt_tokens, reasoning.cached_prompt_tokens),
         constraint=constraint,
         prompt=prompt or answer.prompt,
     )

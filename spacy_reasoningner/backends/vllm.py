@@ -217,4 +217,6 @@ def _completion(prompt: str, request: Any) -> Completion:
         prompt=prompt,
         n_tokens=len(output.token_ids),
         prompt_tokens=len(request.prompt_token_ids or ()),
+        # Read from vLLM's prefix cache (automatic prefix caching), where it reports them.
+        cached_prompt_tokens=getattr(request, "num_cached_tokens", None),
     )
