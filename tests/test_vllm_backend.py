@@ -105,6 +105,9 @@ def test_seeded_sampling_over_more_prompts_than_one_prefill_step(engine):
     settings = GenerationSettings(max_new_tokens=4, temperature=0.9, seed=0)
     completions = engine.generate(prompts(texts), settings)
     assert len(completions) == 48 and all(c.n_tokens for c in completions)
+    # The instruction and schema all prompts share are read from vLLM's prefix cache, and the
+    # completions say so.
+    assert completions[-1].cached_prompt_tokens > 100
 
 
 def test_structured_output_always_parses_and_stays_in_schema(engine):
