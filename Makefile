@@ -101,7 +101,9 @@ lint: install
 # off. `$(BIN)/mutmut browse` shows the survivors; MUTMUT_JOBS bounds the parallel test runs.
 MUTMUT ?= mutmut==3.8.1
 MUTMUT_JOBS ?= 2
+# The tests find ../shared/data beside the checkout; from mutants/ it is one level further up.
+REASONINGNER_DATA ?= $(abspath ..)/shared/data
 mutants: install
 	$(BIN)/python -m pip install --quiet "$(MUTMUT)"
-	$(BIN)/mutmut run --max-children $(MUTMUT_JOBS)
+	REASONINGNER_DATA=$(REASONINGNER_DATA) $(BIN)/mutmut run --max-children $(MUTMUT_JOBS)
 	$(BIN)/python bench/mutation_report.py
