@@ -17,6 +17,7 @@ from spacy_reasoningner.protocol import (
     ISSUE_REPAIRED,
     ISSUE_TRUNCATED,
     ISSUE_UNCLOSED_THINK,
+    MIN_LOOP_LINE_CHARS,
     PRF,
     Schema,
     closed_think_block,
@@ -410,6 +411,10 @@ def test_a_think_tag_inside_a_mention_keeps_the_reasoning_apart():
 def test_a_draft_inside_the_reasoning_is_not_the_answer():
     parsed = parse('<think>maybe {"entities": {"person": ["Bob"]}}</think> no answer')
     assert parsed.entities == {} and ISSUE_NO_JSON in parsed.issues
+    # Nor one that ends right at the close tag of a block the prompt opened: the tag
+    # follows the object, it is not inside a mention of it.
+    parsed = parse('maybe {"entities": {"person": ["Bob"]}}</think> no answer')
+    assert parsed.entities == {} and ISSUE_NO_JSON in parsed.issues
 
 
 def test_an_answer_tag_wins_over_an_echoed_format():
@@ -472,6 +477,10 @@ def test_a_reasoning_loop_starts_at_the_first_repeated_line():
     assert reasoning_loop_start("  Ada is a person.\nAda is a person.  ") == len(
         "  Ada is a person.\n"
     )
+    # A line of exactly MIN_LOOP_LINE_CHARS characters counts; one shorter does not.
+    line = "x" * MIN_LOOP_LINE_CHARS
+    assert reasoning_loop_start(f"{line}\n{line}\n") == len(line) + 1
+    assert reasoning_loop_start(f"{line[1:]}\n{line[1:]}\n") is None
 
 
 def test_a_mention_list_repeats_when_it_goes_on_after_a_mention_it_holds():
@@ -483,6 +492,8 @@ def test_a_mention_list_repeats_when_it_goes_on_after_a_mention_it_holds():
     quoted = '{"entities": {"work": ["\\"Dune, Part 2\\" [film]", "\\"Dune, Part 2\\" [film]"'
     assert not mention_list_repeats(quoted) and mention_list_repeats(quoted + ", ")
     assert not mention_list_repeats('{"entities": {"work": ["A", "B", "A, B",')
+    # Strings after a closed list are not mentions of it: only an open list can repeat.
+    assert not mention_list_repeats('{"entities": {"work": ["X"], "note": "X", ')
 
 
 def test_the_answer_pass_continues_from_the_reasoning_before_its_loop():
@@ -518,3 +529,10 @@ def test_the_label_the_reasoning_gives_a_mention():
     assert reasoned_label(reasoning, "Wozniak", labels) is None
     assert reasoned_label(reasoning, "", labels) is None
     assert reasoned_label("Ada is personal.", "Ada", ["person"]) is None  # whole words only
+    # A name that begins another: the longer one, where the line names it.
+    assert reasoned_label('"Ella" is a musical artist.', "Ella", ["musical", "musical artist"]) == (
+        "musical artist"
+    )
+    # The first occurrence that names a label decides, not a later one.
+    later = '"Paris" is a location.\n"Paris Hilton" is a person.'
+    assert reasoned_label(later, "Paris", ["person", "location"]) == "location"
