@@ -16,6 +16,7 @@ from spacy_reasoningner.alignment import (
     REASON_NOT_FOUND,
     dedupe_spans,
     find_occurrences,
+    find_word_occurrences,
     ground_mentions,
     prefer_existing_ents,
     prefer_new_ents,
@@ -239,3 +240,11 @@ def test_merging_is_not_quadratic():
         assert len(prefer_existing_ents(existing, new)) == 2 * n
 
     assert grows_linearly(merge, 1_000, 16_000)
+
+
+def test_word_occurrences_are_exact_unless_asked_to_be_fuzzy():
+    assert find_word_occurrences("Ada met ADA.", "ada") == []
+    assert find_word_occurrences("Ada met ADA.", "ada", fuzzy=True) == [(0, 3), (8, 11)]
+    assert find_word_occurrences("New  York", "New York", fuzzy=True) == [(0, 9)]
+    assert find_word_occurrences("Ada was here.", "a") == []  # a letter of a word
+    assert find_word_occurrences("Ada", "") == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sqlite3
 
 import pytest
@@ -112,6 +113,20 @@ def test_a_file_damaged_during_a_run_turns_the_cache_off_with_a_warning(tmp_path
     assert [c.text for c in completions] == ["ok"] * 3 and backend.calls == 3
     assert f"response cache {path} failed" in caplog.text
     assert "going on without it" in caplog.text
+    assert "To rebuild it, delete or move the file" in caplog.text  # the fix, named
+    assert re.search(rf"{re.escape(str(path))} failed \((?!None\)).+\)", caplog.text)  # why
+    # Off for the rest of the run: the next calls generate without touching the file again.
+    caplog.clear()
+    assert [c.text for c in cached.generate(PROMPTS, SETTINGS)] == ["ok"] * 3
+    assert backend.calls == 6 and "failed" not in caplog.text
+
+
+def test_the_cache_key_of_a_request_stays_the_same_across_releases():
+    """Every stored completion is found by this key: a change orphans every user's cache,
+    so it comes with a new CACHE_FORMAT (and a new value here)."""
+    messages = [{"role": "user", "content": "Ada came."}]
+    key = ResponseCache.key(IDENTITY, messages, GenerationSettings(), {"reasoning": True})
+    assert key == "3b168ce5fdc2fe72a0f8cc677ff5ea380178026abca301be4feb22262c8f827c"
 
 
 def test_a_cache_locked_by_another_process_at_opening_is_opened_once_free(tmp_path, monkeypatch):

@@ -536,3 +536,7 @@ def test_the_label_the_reasoning_gives_a_mention():
     # The first occurrence that names a label decides, not a later one.
     later = '"Paris" is a location.\n"Paris Hilton" is a person.'
     assert reasoned_label(later, "Paris", ["person", "location"]) == "location"
+    # Only the rest of the mention's own line counts, and the occurrences are read in order.
+    assert reasoned_label('"Ada" came.\nBob is a person.\nEnd.', "Ada", ["person"]) is None
+    thrice = '"Ada" came.\n"Ada" is a person.\n"Ada" is a location.'
+    assert reasoned_label(thrice, "Ada", ["person", "location"]) == "person"
