@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -19,6 +20,7 @@ from spacy_reasoningner.protocol import (
     ISSUE_UNCLOSED_THINK,
     MIN_LOOP_LINE_CHARS,
     PRF,
+    FewShotExample,
     Schema,
     closed_think_block,
     mention_list_repeats,
@@ -540,3 +542,29 @@ def test_the_label_the_reasoning_gives_a_mention():
     assert reasoned_label('"Ada" came.\nBob is a person.\nEnd.', "Ada", ["person"]) is None
     thrice = '"Ada" came.\n"Ada" is a person.\n"Ada" is a location.'
     assert reasoned_label(thrice, "Ada", ["person", "location"]) == "person"
+
+
+SHAPE = re.escape(
+    '{"text": "...", "entities": {"<label>": ["<mention>", ...]}, "reasoning": "..."}'
+)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("Ada.", rf"^example 1 must be an object {SHAPE}, got str$"),
+        ({"entities": {}}, rf"^example 1 needs a non-empty text: {SHAPE}$"),
+        ({"text": "  ", "entities": {}}, rf"^example 1 needs a non-empty text: {SHAPE}$"),
+        ({"text": "Ada.", "entities": []}, rf"^example 1 needs entities as an object label -> mentions: {SHAPE}$"),
+        ({"text": "Ada.", "entities": {}, "reasoning": 5}, r"^example 1: reasoning must be text$"),
+        ({"text": "Ada.", "entities": {"person": "Ada"}}, r"^example 1: the mentions of 'person' must be a list of strings$"),
+    ],
+)  # fmt: skip
+def test_a_malformed_few_shot_example_is_named_with_the_shape_it_needs(value, message):
+    with pytest.raises(ValueError, match=message):
+        FewShotExample.from_config(value, SCHEMA)
+
+
+def test_a_few_shot_example_is_named_by_its_number():
+    with pytest.raises(ValueError, match=r"^example 3 must be an object"):
+        FewShotExample.from_config([], SCHEMA, number=3)
