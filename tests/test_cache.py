@@ -7,10 +7,12 @@ import json
 import logging
 import re
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
 from spacy_reasoningner.backends import BackendError, Completion, GenerationSettings
+from spacy_reasoningner.backends.base import AnswerFormat, ConstrainableBackend
 from spacy_reasoningner.cache import CachedBackend, CacheError, ResponseCache
 from spacy_reasoningner.protocol import Schema, render_messages
 
@@ -259,3 +261,52 @@ def test_samples_are_stored_apart_and_served_back_in_order(tmp_path):
     completions = [raw["completion"] for raw in served._.ner_raw]
     assert completions == [raw["completion"] for raw in stored._.ner_raw]
     assert len(set(completions)) == 3
+
+
+class ShapingBackend(ConstrainableBackend):
+    """Answers with what shapes each answer: the format's description of the prompt."""
+
+    identity = IDENTITY
+
+    def __init__(self):
+        self.formats: list[AnswerFormat] = []
+
+    def generate_constrained(self, prompts, settings, answer_format):
+        self.formats.append(answer_format)
+        return [
+            Completion(text=json.dumps(answer_format.describe(i)), seconds=2.0)
+            for i in range(len(prompts))
+        ]
+
+
+def test_answers_shaped_by_a_format_are_cached_per_prompt_format_and_repeat(tmp_path):
+    backend = ShapingBackend()
+    cached = CachedBackend(backend, ResponseCache(tmp_path / "c.sqlite"))
+    schemas = ({"const": 1}, {"const": 2}, None)
+    shaped = AnswerFormat(reasoning=True, schemas=schemas)
+    first = cached.generate_constrained(PROMPTS, SETTINGS, shaped)
+    assert [json.loads(c.text) for c in first] == [shaped.describe(i) for i in range(3)]
+    # The same prompts and format again: all served, with no generation time.
+    again = cached.generate_constrained(PROMPTS, SETTINGS, shaped)
+    assert [c.text for c in again] == [c.text for c in first] and len(backend.formats) == 1
+    assert {c.seconds for c in again} == {0.0}
+    # Another format for the second prompt only: that prompt alone is generated, and the
+    # backend is given the format of the prompts it generates.
+    changed = AnswerFormat(reasoning=True, schemas=(schemas[0], {"const": 3}, None))
+    mixed = cached.generate_constrained(PROMPTS, SETTINGS, changed)
+    assert backend.formats[-1] == changed.select([1])
+    assert json.loads(mixed[1].text) == changed.describe(1) and mixed[0].text == first[0].text
+    # A prompt repeated in one call is a sample of its own, stored apart.
+    repeated = cached.generate_constrained([PROMPTS[0]] * 2, SETTINGS, AnswerFormat())
+    assert len(backend.formats) == 3
+    assert cached.generate_constrained([PROMPTS[0]] * 2, SETTINGS, AnswerFormat()) == [
+        replace(c, seconds=0.0) for c in repeated
+    ]
+    assert len(cached.cache) == 3 + 1 + 2
+
+
+def test_more_keys_than_sqlite_binds_at_once_are_all_found(tmp_path):
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache.put_many({f"key{i}": Completion(f"text {i}") for i in range(1203)})
+    found = cache.get_many([f"key{i}" for i in range(1203)])
+    assert len(found) == 1203 and found["key1202"].text == "text 1202"
