@@ -5,16 +5,21 @@ are in test_openai_backend.py."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from collections.abc import Sequence
+from dataclasses import MISSING, fields
+from typing import Any, get_type_hints
 
 import pytest
 import spacy
+from spacy.language import Language
 from spacy.tokens import Doc, Span
 from spacy.training import Example
 
 from spacy_reasoningner.backends import Completion, GenerationSettings
 from spacy_reasoningner.protocol import ChatMessages, render_completion
+from spacy_reasoningner.settings import ComponentSettings, forwards_settings, setting
 
 from ._scripted_backend import prompt_text
 
@@ -139,3 +144,44 @@ def test_a_custom_scorer_scores_nlp_evaluate():
     reference.ents = [Span(reference, 0, 2, label="person")]
     scores = nlp.evaluate([Example(nlp.make_doc(TEXT), reference)])
     assert scores["predicted_ents"] == 2.0 and "ents_f" not in scores
+
+
+# The settings machinery runs at import (the dataclass body, the factory's decorator), where
+# mutmut's forked runs cannot reach it; these tests call it themselves.
+
+
+def test_a_setting_carries_its_documentation_and_its_config_default():
+    plain = setting("A number.", 3)
+    assert (plain.default, plain.metadata) == (3, {"doc": "A number.", "config": 3})
+    mutable = setting("A list.", [1, [2]])
+    first, second = mutable.default_factory(), mutable.default_factory()
+    assert first == [1, [2]] and first is not second and first[1] is not second[1]
+    assert mutable.metadata["config"] == [1, [2]]
+    required = setting("Needed.")
+    assert required.default is MISSING and required.default_factory is MISSING
+    assert required.metadata == {"doc": "Needed.", "config": MISSING}
+    registered = setting("A function.", None, config={"@misc": "my.fn.v1"})
+    assert registered.default is None and registered.metadata["config"] == {"@misc": "my.fn.v1"}
+
+
+def test_forwards_settings_gives_a_factory_the_settings_as_signature_and_docstring():
+    def factory(nlp: Language, name: str, **settings: Any) -> dict:
+        """Make it."""
+        return settings
+
+    forwarded = forwards_settings(factory)
+    parameters = list(inspect.signature(forwarded).parameters.values())
+    names = [f.name for f in fields(ComponentSettings)]
+    assert [p.name for p in parameters] == ["nlp", "name", *names]
+    assert all(p.kind is p.KEYWORD_ONLY for p in parameters[2:])
+    hints = get_type_hints(ComponentSettings)
+    assert [p.annotation for p in parameters[2:]] == [hints[n] for n in names]
+    assert list(forwarded.__annotations__) == ["nlp", "name", *names, "return"]
+    assert forwarded.__annotations__["return"] == "dict"
+    assert forwarded.__doc__ == f"Make it.\n\n{ComponentSettings.docstring()}\n"
+    documentation = ComponentSettings.documentation()
+    assert ComponentSettings.docstring().splitlines() == [f"{n}: {documentation[n]}" for n in names]
+    assert list(ComponentSettings.default_config()) == names
+    table = ComponentSettings.markdown_table().splitlines()
+    assert table[:2] == ["| setting | default | meaning |", "|---|---|---|"]
+    assert len(table) == 2 + len(names) and table[2].startswith(f"| `{names[0]}` |")
