@@ -14,6 +14,9 @@ from spacy_reasoningner.alignment import (
     REASON_INSIDE_WORD,
     REASON_NO_WORD,
     REASON_NOT_FOUND,
+    FoldedText,
+    _trim_space,
+    cuts_word,
     dedupe_spans,
     find_occurrences,
     find_word_occurrences,
@@ -248,3 +251,31 @@ def test_word_occurrences_are_exact_unless_asked_to_be_fuzzy():
     assert find_word_occurrences("New  York", "New York", fuzzy=True) == [(0, 9)]
     assert find_word_occurrences("Ada was here.", "a") == []  # a letter of a word
     assert find_word_occurrences("Ada", "") == []
+
+
+def test_the_folded_text_of_a_region_maps_back_to_the_original_offsets():
+    text = "  Ada\n\n LOVELACE and ada"
+    assert FoldedText(text).text == "ada lovelace and ada"
+    assert FoldedText(text).find_all("ADA  lovelace") == [(2, 16)]
+    assert FoldedText(text).find_all("ada") == [(2, 5), (21, 24)]  # every occurrence
+    assert FoldedText(text, 5).find_all("ada") == [(21, 24)]  # from the region's start
+    assert FoldedText(text, 0, 16).find_all("ada") == [(2, 5)]  # to its end
+    assert FoldedText("Ada").find_all("ada") == [(0, 3)]  # as long as the region
+    assert FoldedText("Ada").find_all("ada!") == [] and FoldedText("Ada").find_all("  ") == []
+    assert FoldedText("aaa").find_all("aa") == [(0, 2), (1, 3)]  # overlapping occurrences
+
+
+def test_a_match_cuts_a_word_only_where_a_word_goes_on_past_it():
+    assert cuts_word("xa b", 1, 2)  # "a" inside "xa"
+    assert not cuts_word("a bc", 0, 1)  # at the start of the text nothing comes before
+    assert cuts_word("ab c", 0, 1) and not cuts_word("x ab", 2, 4)
+
+
+def test_whitespace_tokens_at_a_span_edge_are_trimmed():
+    doc = spacy.blank("en")("Ada \n Lovelace came")
+    assert [t.is_space for t in doc] == [False, True, False, False]
+    assert _trim_space(Span(doc, 0, 2, "PER")).text == "Ada"
+    assert _trim_space(Span(doc, 1, 3, "PER")).text == "Lovelace"
+    assert _trim_space(Span(doc, 1, 2, "PER")) is None
+    whole = Span(doc, 0, 3, "PER")
+    assert _trim_space(whole) is whole  # nothing to trim: the same span

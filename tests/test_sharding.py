@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 import spacy
 
-from spacy_reasoningner.sharding import plan_windows
+from spacy_reasoningner.sharding import plan_windows, sentence_ranges
 
 
 def covered_whole(windows, start: int, end: int) -> bool:
@@ -60,3 +60,25 @@ def test_a_large_sentence_overlap_is_capped_at_half_a_window():
     many = plan_windows(doc, max_chars=2000, overlap_sentences=200, text=text)
     check_windows(text, many, 2000)
     assert len(few) <= len(many) <= 2 * len(few) + 1  # 200 sentences of overlap made 6,868
+
+
+def test_sentence_ranges_cover_the_text_sentence_by_sentence():
+    nlp = spacy.blank("en")
+    text = "Ada came. Bob left. Eve stayed."
+    expected = [(0, 10), (10, 20), (20, len(text))]
+    assert sentence_ranges(nlp(text)) == expected  # no sentence annotation: the sentencizer
+    nlp.add_pipe("sentencizer")
+    assert sentence_ranges(nlp(text)) == expected  # the Doc's own sentences
+
+
+def test_a_sentence_of_exactly_max_chars_is_one_window_and_one_char_more_is_cut():
+    nlp = spacy.blank("en")
+    long_sentence = "word " * 40  # 200 characters, one sentence
+    text = f"Short one. {long_sentence.strip()}. End."
+    doc = nlp(text)
+    start = len("Short one. ")
+    sentence = len(long_sentence.strip()) + len(". ")
+    fits = plan_windows(doc, max_chars=sentence, overlap_sentences=0, text=text)
+    cut = plan_windows(doc, max_chars=sentence - 1, overlap_sentences=0, text=text)
+    assert (start, start + sentence) in [(w.start, w.end) for w in fits]
+    assert all(w.end - w.start <= sentence - 1 for w in cut)
