@@ -568,3 +568,18 @@ def test_a_malformed_few_shot_example_is_named_with_the_shape_it_needs(value, me
 def test_a_few_shot_example_is_named_by_its_number():
     with pytest.raises(ValueError, match=r"^example 3 must be an object"):
         FewShotExample.from_config([], SCHEMA, number=3)
+
+
+def test_the_answer_lists_labels_in_the_schema_order_and_unknown_ones_last():
+    entities = {"aardvark": ["x"], "organisation": ["ACME"], "Person": ["Zoë", "Zoë"]}
+    assert render_answer(entities, SCHEMA) == (
+        '{"entities": {"organisation": ["ACME"], "person": ["Zoë"], "aardvark": ["x"]}}'
+    )
+
+
+def test_an_unknown_escape_is_repaired_and_a_known_one_is_not_a_repair():
+    unknown = parse('{"entities": {"person": ["A\\qda"]}}')
+    assert unknown.entities == {"Person": ["Aqda"]} and ISSUE_REPAIRED in unknown.issues
+    known = parse('{"entities": {"person": ["A\\tda", "Bo')  # cut: read by the lenient reader
+    assert known.entities == {"Person": ["A\tda"]} and ISSUE_TRUNCATED in known.issues
+    assert ISSUE_REPAIRED not in known.issues
