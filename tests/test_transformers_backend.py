@@ -43,6 +43,7 @@ from spacy_reasoningner.protocol import (
     Schema,
     mention_list_repeats,
     normalize_mention,
+    open_think_block,
     parse_completion,
     render_messages,
 )
@@ -713,6 +714,67 @@ def test_a_batch_reads_its_shared_head_once_and_keeps_it_for_the_next_call(tiny_
     for completion in cached[0]:  # both passes: the head twice, or more (answer pass)
         assert completion.cached_prompt_tokens >= 2 * head
     assert all(c.cached_prompt_tokens is None for c in plain[0])
+
+
+def test_a_batched_answer_pass_continues_each_rows_reasoning(tiny_model_dir):
+    """In a batch (float32), the answer pass takes each row's key/value cache from the
+    reasoning pass: it reads neither the prompt nor the reasoning again, only what its
+    retokenized text no longer shares with the reasoning pass's tokens (the closing tag, the
+    answer's forced opening), and answers as plain batches do."""
+    task = NERTask(SCHEMA)
+    settings = GenerationSettings(max_new_tokens=12)
+    completions = {}
+    for caching in (True, False):
+        backend = TransformersBackend(
+            model=str(tiny_model_dir), dtype="float32", prefix_caching=caching, batch_size=8
+        )
+        completions[caching] = backend.generate_constrained(
+            prompts(), settings, task.answer_format(TEXTS)
+        )
+    assert [c.text for c in completions[True]] == [c.text for c in completions[False]]
+    tokenize = lambda text: backend.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    reasoning_rows = [tokenize(open_think_block(backend.render(p, settings))) for p in prompts()]
+    head = shared_prefix_length(reasoning_rows)
+    for row, completion in zip(reasoning_rows, completions[True], strict=True):
+        # The reasoning pass reused the head; the answer pass at least the row's whole prompt,
+        # which only its own reasoning row holds.
+        assert completion.cached_prompt_tokens >= head + len(row)
+
+
+def test_a_batch_mixing_schemas_shares_only_what_they_have_in_common(tiny_model_dir):
+    """Prompts of two schemas in one batch, then a batch of another schema after it (labels
+    changed between calls): the head read once is the part all prompts share, nothing of the
+    last call's schema is reused, and the answers are those of prompts generated one at a
+    time without any reuse (float32)."""
+    other = NERTask(Schema.from_config(["organization", "date"]))
+    first = [render_messages(t, SCHEMA if i % 2 else other.schema) for i, t in enumerate(TEXTS)]
+    first_format = AnswerFormat(
+        schemas=tuple(
+            (NERTask(SCHEMA) if i % 2 else other).answer_format([t]).schemas[0]
+            for i, t in enumerate(TEXTS)
+        )
+    )
+    calls = [(first, first_format), (prompts(), NERTask(SCHEMA).answer_format(TEXTS))]
+    settings = GenerationSettings(max_new_tokens=12)
+    cached = TransformersBackend(model=str(tiny_model_dir), dtype="float32", batch_size=8)
+    cached.load()
+    reads = _tokens_read(cached.model)
+    plain = TransformersBackend(model=str(tiny_model_dir), dtype="float32", prefix_caching=False)
+    for batch, answer_format in calls:
+        del reads[:]
+        together = cached.generate_constrained(batch, settings, answer_format)
+        alone = [
+            plain.generate_constrained([p], settings, answer_format.select([i]))[0]
+            for i, p in enumerate(batch)
+        ]
+        assert [c.text for c in together] == [c.text for c in alone]
+        rows = [
+            cached.tokenizer(open_think_block(cached.render(p, settings)), add_special_tokens=False)
+            for p in batch
+        ]
+        head = shared_prefix_length([row["input_ids"] for row in rows])
+        assert head >= 16  # the chat turn and the instruction before the schema
+        assert reads[0] <= head  # the head (or what the kept one lacks), never past it
 
 
 @pytest.mark.slow

@@ -10,7 +10,9 @@ prefix caching does for its batches.
 
 A batch keeps the cache of the head all its prompts share (the transformers backend reads it
 once for all rows and pads each row after it): the next batch or document with the same
-instruction and schema starts from it. Only caches of full-attention layers are kept
+instruction and schema starts from it. ``KeptRows`` keeps each row of a batched reasoning
+pass, cut to its own tokens, and the answer pass's rows continue them: a batch reads neither
+its prompts nor its reasoning twice. Only caches of full-attention layers are kept
 (``DynamicCache`` of ``DynamicLayer``): sliding-window and linear-attention layers cannot be
 cut back to a prefix.
 """
@@ -84,3 +86,74 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
         if any(token != tokens[0] for token in tokens[1:]):
             return i
     return min(len(row) for row in rows)
+
+
+# A row's key/value tensors, one (keys, values) pair per layer, each [heads, tokens, dim].
+RowLayers = list[tuple[Any, Any]]
+
+MAX_KEPT_ROW_BYTES = 2**30  # rows of a pass kept for the next one (an 8B model's 4k tokens
+# take about 0.6 GB each in bfloat16: such rows are not kept, the shared head still is)
+
+
+class KeptRows:
+    """The key/value caches of the rows of the last batched pass, each cut to its own tokens
+    (padding and what followed its end left out), for the rows of the next pass: the answer
+    pass of a batch continues each row's reasoning, and any row takes the head it shares with
+    a kept one. Rows written during a pass (``add``) serve the pass after it (``rotate``)."""
+
+    def __init__(self, max_bytes: int = MAX_KEPT_ROW_BYTES):
+        self.max_bytes = max_bytes
+        self._kept: list[tuple[list[int], RowLayers]] = []
+        self._pending: list[tuple[list[int], RowLayers]] = []
+        self._pending_bytes = 0
+
+    def longest_prefix(self, token_ids: Sequence[int]) -> tuple[int, RowLayers | None]:
+        """The number of leading tokens of ``token_ids`` a kept row covers (at least one is
+        left to read) and that row's layers, or (0, None)."""
+        best, layers = 0, None
+        for tokens, row in self._kept:
+            shared = min(shared_prefix_length([tokens, token_ids]), len(token_ids) - 1)
+            if shared > best:
+                best, layers = shared, row
+        return best, layers
+
+    def add(self, tokens: Sequence[int], layers: RowLayers) -> None:
+        """Keep a row for the next pass, unless the pass's rows exceed ``max_bytes``."""
+        size = sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+        if self._pending_bytes + size <= self.max_bytes:
+            self._pending.append((list(tokens), layers))
+            self._pending_bytes += size
+
+    def rotate(self) -> None:
+        """End a pass: its rows replace those of the pass before."""
+        self._kept, self._pending, self._pending_bytes = self._pending, [], 0
+
+    def clear(self) -> None:
+        self._kept, self._pending, self._pending_bytes = [], [], 0
+
+
+def row_layers(cache: Any, row: int, positions: Any) -> RowLayers:
+    """Row ``row`` of a batch's ``DynamicCache`` at cache ``positions`` (a tensor of indices)."""
+    return [
+        (layer.keys[row][:, positions], layer.values[row][:, positions]) for layer in cache.layers
+    ]
+
+
+def batch_of_rows(rows: Sequence[tuple[int, RowLayers | None]]) -> Any:
+    """A ``DynamicCache`` of the first ``n`` tokens of each ``(n, layers)``, left-padded to
+    the longest (the attention mask must hide the padding: ``n`` tokens last in each row)."""
+    from transformers.cache_utils import DynamicCache
+
+    width = max(n for n, _ in rows)
+    template = next(layers for n, layers in rows if n)
+    batch = []
+    for layer, (keys, values) in enumerate(template):
+        heads, _, dim = keys.shape
+        batch_keys = keys.new_zeros((len(rows), heads, width, dim))
+        batch_values = values.new_zeros((len(rows), heads, width, values.shape[-1]))
+        for i, (n, layers) in enumerate(rows):
+            if n:
+                batch_keys[i, :, width - n :] = layers[layer][0][:, :n]
+                batch_values[i, :, width - n :] = layers[layer][1][:, :n]
+        batch.append((batch_keys, batch_values))
+    return DynamicCache(ddp_cache_data=batch)

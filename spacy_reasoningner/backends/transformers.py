@@ -9,7 +9,6 @@ answer JSON Schema, that also skip the text the grammar forces (``answer_grammar
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import json
 import logging
@@ -27,7 +26,15 @@ from ..registry import backends
 from .answer_grammars import AnswerGrammars
 from .base import AnswerConstraint, Completion, GenerationSettings
 from .local import LocalBackend
-from .prefix_cache import PrefixCache, reusable, shared_prefix_length
+from .prefix_cache import (
+    KeptRows,
+    PrefixCache,
+    RowLayers,
+    batch_of_rows,
+    reusable,
+    row_layers,
+    shared_prefix_length,
+)
 from .repeat_guard import comma_token_ids, guard_row
 from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
@@ -68,11 +75,11 @@ class TransformersBackend(LocalBackend):
         set when the model loads; unset: torch's default, one per core. On a shared machine
         set it to the cores you may use: oversubscribed threads slow generation many times.
         Processes forked by ``nlp.pipe(n_process=N)`` compute on one thread each.
-    prefix_caching: reuse key/value caches of tokens read before (``prefix_cache``): a
-        prompt generated alone reuses the last call's for the tokens they share (the answer
-        pass continues its reasoning pass); a batch reads the head its prompts share
-        (instruction, notes, schema) once, and keeps it for the next batch and call while
-        the schema stays the same. ``ner_usage`` counts the reused prompt tokens apart.
+    prefix_caching: reuse key/value caches of tokens read before (``prefix_cache``): the
+        answer pass continues each prompt's reasoning pass, alone or in a batch; a batch
+        reads the head its prompts share (instruction, notes, schema) once, and keeps it for
+        the next batch and call while the schema stays the same. ``ner_usage`` counts the
+        reused prompt tokens apart.
     """
 
     engine_name = "transformers"
@@ -107,13 +114,19 @@ class TransformersBackend(LocalBackend):
         self._comma_tokens: Any = None  # ids of the tokens holding a comma (a tensor)
         self.prefix_caching = prefix_caching
         self._prefix_cache = PrefixCache()
+        self._kept_rows = KeptRows()
         self.model: Any = None
         self._tokenizer: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
         # Compiled grammars cannot be pickled; they are compiled again when needed.
         state = dict(self.__dict__)
-        state.update(_grammars=OrderedDict(), _grammar_compiler=None, _prefix_cache=PrefixCache())
+        state.update(
+            _grammars=OrderedDict(),
+            _grammar_compiler=None,
+            _prefix_cache=PrefixCache(),
+            _kept_rows=KeptRows(),
+        )
         return state
 
     # ----------------------------------------------------------------- loading
@@ -169,6 +182,7 @@ class TransformersBackend(LocalBackend):
         self._grammar_compiler = None
         self._comma_tokens = None
         self._prefix_cache.clear()
+        self._kept_rows.clear()
         logger.info("Loaded %s on %s (%s)", source or self.reference, device, kwargs["dtype"])
 
     def _identity_details(self) -> dict[str, Any]:
@@ -225,7 +239,7 @@ class TransformersBackend(LocalBackend):
         return self._in_batches(
             texts,
             lambda batch, rows: self._generate_batch(
-                batch, _seeded(settings, rows), stop_at_loops=loops
+                batch, _seeded(settings, rows), stop_at_loops=loops, keep_rows=True
             ),
         )
 
@@ -261,13 +275,17 @@ class TransformersBackend(LocalBackend):
 
     def _in_batches(self, texts: list[str], run: Any) -> list[Completion]:
         """``run(batch, rows)`` over sub-batches of at most ``batch_size`` prompts of similar
-        length (less padding), results back in the order of ``texts``."""
+        length (less padding), results back in the order of ``texts``. One pass: the rows it
+        keeps serve the next pass (``KeptRows``)."""
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         completions: list[Completion | None] = [None] * len(texts)
-        for first in range(0, len(order), self.batch_size):
-            rows = order[first : first + self.batch_size]
-            for i, completion in zip(rows, run([texts[i] for i in rows], rows), strict=True):
-                completions[i] = completion
+        try:
+            for first in range(0, len(order), self.batch_size):
+                rows = order[first : first + self.batch_size]
+                for i, completion in zip(rows, run([texts[i] for i in rows], rows), strict=True):
+                    completions[i] = completion
+        finally:
+            self._kept_rows.rotate()
         return completions  # type: ignore[return-value]
 
     def _comma_token_ids(self) -> Any:
@@ -325,14 +343,17 @@ class TransformersBackend(LocalBackend):
         close_repeats: bool = False,
         stopping_criterion: Any = None,
         answer_heads: Sequence[str] | None = None,
+        keep_rows: bool = False,
     ) -> list[Completion]:
         """``close_repeats``: after ``logits_processor`` (an answer constraint), refuse a comma
         after a mention its list already holds (``repeat_guard``); ``answer_heads``: the
         answer text each prompt already ends with, which the guard reads before the tokens.
-        ``stopping_criterion``: one more, after the stop strings'."""
+        ``stopping_criterion``: one more, after the stop strings'. ``keep_rows``: keep each
+        row's key/value cache for the next pass (the reasoning pass, which the answer pass
+        continues)."""
         import torch
 
-        inputs, past = self._prompt_inputs(texts)
+        inputs, past, reused = self._prompt_inputs(texts)
         kwargs: dict[str, Any] = {
             "max_new_tokens": settings.max_new_tokens,
             "pad_token_id": self.tokenizer.pad_token_id,
@@ -345,43 +366,46 @@ class TransformersBackend(LocalBackend):
             kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)
+        prompt_length = inputs["input_ids"].shape[1]
         stopping = []
         if settings.stop or stop_at_loops:
-            stopping.append(
-                _text_stop(
-                    self.tokenizer, inputs["input_ids"].shape[1], settings.stop, stop_at_loops
-                )
-            )
+            stopping.append(_text_stop(self.tokenizer, prompt_length, settings.stop, stop_at_loops))
         if stopping_criterion is not None:
             stopping.append(stopping_criterion)
         if stopping:
             kwargs["stopping_criteria"] = stopping
         processors = [logits_processor] if logits_processor is not None else []
         if close_repeats:
-            prompt_length = inputs["input_ids"].shape[1]
             heads = answer_heads or [""] * len(texts)
             processors.append(
                 _mention_repeat_guard(self.tokenizer, prompt_length, self._comma_token_ids(), heads)
             )
         if processors:
             kwargs["logits_processor"] = processors
-        cached = past.get_seq_length() if past is not None else 0  # generate extends it
         if past is not None:
             kwargs["past_key_values"] = past
-        alone = self.prefix_caching and len(texts) == 1
-        if alone:
+        alone = len(texts) == 1
+        keep = self.prefix_caching and (alone or keep_rows)
+        if keep:
             kwargs["return_dict_in_generate"] = True
         with torch.inference_mode():
             output = self.model.generate(**inputs, **kwargs)
-        if alone:
-            self._prefix_cache.keep(output.sequences[0].tolist(), output.past_key_values)
-            output = output.sequences
-        generated = output[:, inputs["input_ids"].shape[1] :]
+        sequences = output.sequences if keep else output
+        generated = sequences[:, prompt_length:].tolist()
         end_ids = _end_token_ids(self.model, self.tokenizer)
+        # Tokens up to and with the first end token, or all when none came.
+        ends = [
+            next((i + 1 for i, tok in enumerate(row) if tok in end_ids), None) for row in generated
+        ]
+        if keep and alone:
+            self._prefix_cache.keep(sequences[0].tolist(), output.past_key_values)
+        elif keep:
+            self._keep_rows(inputs, sequences, output.past_key_values, ends)
         completions = []
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()  # without the padding
-        for prompt, row, read in zip(texts, generated.tolist(), prompt_lengths, strict=True):
-            n_tokens = next((i + 1 for i, tok in enumerate(row) if tok in end_ids), None)
+        for prompt, row, n_tokens, read, cached in zip(
+            texts, generated, ends, prompt_lengths, reused, strict=True
+        ):
             tokens = row[:n_tokens] if n_tokens else row
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
             stopped_at = min((text.find(s) for s in settings.stop if s in text), default=-1)
@@ -400,64 +424,106 @@ class TransformersBackend(LocalBackend):
             )
         return completions
 
-    def _prompt_inputs(self, texts: list[str]) -> tuple[Any, Any | None]:
-        """The prompts' token ids and attention mask for ``generate``, and the key/value cache
-        of the tokens they start with (``prefix_caching``), or None.
-
-        A prompt alone takes what it shares with the last call's cache. A batch reads the
-        tokens all its prompts start with (instruction, notes, schema) once, or takes them
-        from the kept cache, and keeps them for the next call; each row then reads only its
-        own tail. The rows are padded between the shared prefix and their tails, not before
-        the prefix, so that every row sees the prefix at the same positions: the attention
-        mask hides the padding, and transformers derives the positions from the mask.
-        """
+    def _keep_rows(self, inputs: Any, sequences: Any, cache: Any, ends: list[int | None]) -> None:
+        """Keep each row's key/value cache, cut to its own tokens: the prompt without its
+        padding, then what it generated up to its end (``ends``; the cache holds every token
+        but the last one generated, never read back)."""
         import torch
 
+        if not reusable(cache):
+            return
+        width = inputs["input_ids"].shape[1]
+        generated_in_cache = cache.get_seq_length() - width
+        mask = inputs["attention_mask"]
+        for row, end in enumerate(ends):
+            generated = min(end or generated_in_cache, generated_in_cache)
+            positions = torch.cat(
+                [
+                    mask[row].nonzero().flatten(),
+                    torch.arange(width, width + generated, device=mask.device),
+                ]
+            )
+            tokens = sequences[row, positions].tolist()
+            self._kept_rows.add(tokens, row_layers(cache, row, positions))
+
+    def _prompt_inputs(self, texts: list[str]) -> tuple[Any, Any | None, list[int]]:
+        """The prompts' token ids and attention mask for ``generate``, the key/value cache of
+        the tokens they start with (``prefix_caching``) or None, and how many tokens of each
+        prompt that cache covers.
+
+        A prompt alone takes what it shares with the last call's cache. In a batch, each row
+        takes the longest prefix it shares with a row the last pass kept (the answer pass
+        continues the reasoning pass's rows); rows left shorter than the head all prompts
+        start with (instruction, notes, schema) take that head, read once or taken from the
+        kept cache, and kept for the next call. Each row then reads only its own tail. Rows
+        are padded before their cached part and between it and their tail: the attention
+        mask hides the padding, and transformers derives the positions from the mask.
+        """
         device = self.model.device
-        # Chat templates already contain the special tokens (BOS etc.).
-        padded_left = lambda: self.tokenizer(  # noqa: E731
-            texts, return_tensors="pt", padding=True, add_special_tokens=False
-        ).to(device)
         if not self.prefix_caching:
-            return padded_left(), None
+            # Chat templates already contain the special tokens (BOS etc.).
+            padded = self.tokenizer(
+                texts, return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
+            return padded, None, [0] * len(texts)
         rows = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
         if len(rows) == 1:
             (ids,) = rows
-            return _padded_tails([], rows, 0, device), self._prefix_cache.take(ids)
+            cache = self._prefix_cache.take(ids)
+            reused = [cache.get_seq_length() if cache is not None else 0]
+            return _padded_after_cache(rows, reused, 0, device), cache, reused
+        picks = [self._kept_rows.longest_prefix(row) for row in rows]
         # At least one token of every row is left to read: its logits give the first new token.
-        shared = min(shared_prefix_length(rows), min(map(len, rows)) - 1)
-        if shared < self._prefix_cache.min_shared_tokens:
-            return padded_left(), None
-        prefix = rows[0][:shared]
+        head = min(shared_prefix_length(rows), min(map(len, rows)) - 1)
+        minimum = self._prefix_cache.min_shared_tokens
+        if head >= minimum and any(n < head for n, _ in picks):
+            head_layers = self._shared_head(rows[0], head)
+            if head_layers is not None:
+                picks = [(n, row) if n >= head else (head, head_layers) for n, row in picks]
+        picks = [(n, row) if n >= minimum else (0, None) for n, row in picks]
+        reused = [n for n, _ in picks]
+        pad = self.tokenizer.pad_token_id
+        if not any(reused):
+            return _padded_after_cache(rows, reused, pad, device), None, reused
+        return _padded_after_cache(rows, reused, pad, device), batch_of_rows(picks), reused
+
+    def _shared_head(self, row: list[int], length: int) -> RowLayers | None:
+        """The key/value cache of the first ``length`` tokens of ``row`` (the head every prompt
+        of a batch starts with), taken from the kept cache as far as it covers them and read
+        for the rest; kept for the next call. None for a model whose cache cannot be cut back
+        (``reusable``)."""
+        import torch
+
+        head = row[:length]
         with torch.inference_mode():
-            cache = self._prefix_cache.take(rows[0][: shared + 1])
+            # ``take`` leaves the last token it is given to read: one more than the head.
+            cache = self._prefix_cache.take(row[: length + 1])
             read = cache.get_seq_length() if cache is not None else 0
-            if read < shared:
-                tail = torch.tensor([prefix[read:]], device=device)
+            if read < len(head):
+                tail = torch.tensor([head[read:]], device=self.model.device)
                 cache = self.model(
                     input_ids=tail, past_key_values=cache, use_cache=True, logits_to_keep=1
                 ).past_key_values
-            if not reusable(cache):
-                return padded_left(), None
-            self._prefix_cache.keep(prefix, cache)
-            rows_cache = copy.deepcopy(cache)  # generate extends it; the kept one stays
-            rows_cache.batch_repeat_interleave(len(rows))
-        return _padded_tails(prefix, rows, self.tokenizer.pad_token_id, device), rows_cache
+        if not reusable(cache):
+            return None
+        self._prefix_cache.keep(head, cache)
+        return row_layers(cache, 0, slice(0, len(head)))
 
 
-def _padded_tails(prefix: Sequence[int], rows: list[list[int]], pad: int, device: Any) -> Any:
-    """``prefix`` then each row's tokens after it, padded before the tail to one width, with
-    the attention mask that hides the padding (a ``BatchEncoding`` of tensors)."""
+def _padded_after_cache(rows: list[list[int]], cached: list[int], pad: int, device: Any) -> Any:
+    """Each row's first ``cached`` tokens (those a key/value cache covers), padded before to
+    one width, then its other tokens, padded before to one width, with the attention mask
+    that hides the padding (a ``BatchEncoding`` of tensors)."""
     import torch
     from transformers import BatchEncoding
 
-    shared = len(prefix)
-    width = max(len(row) for row in rows) - shared
+    cached_width = max(cached)
+    tail_width = max(len(row) - n for row, n in zip(rows, cached, strict=True))
     ids, mask = [], []
-    for row in rows:
-        padding = width - (len(row) - shared)
-        ids.append([*prefix, *[pad] * padding, *row[shared:]])
-        mask.append([1] * shared + [0] * padding + [1] * (len(row) - shared))
+    for row, n in zip(rows, cached, strict=True):
+        before, after = cached_width - n, tail_width - (len(row) - n)
+        ids.append([*[pad] * before, *row[:n], *[pad] * after, *row[n:]])
+        mask.append([0] * before + [1] * n + [0] * after + [1] * (len(row) - n))
     return BatchEncoding(
         {
             "input_ids": torch.tensor(ids, device=device),
