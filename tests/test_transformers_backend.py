@@ -19,6 +19,7 @@ import pytest
 import spacy
 import torch
 
+from spacy_reasoningner import hardware
 from spacy_reasoningner.backends.base import (
     AnswerFormat,
     Constrainable,
@@ -31,7 +32,7 @@ from spacy_reasoningner.backends.base import (
 from spacy_reasoningner.backends.prefix_cache import shared_prefix_length
 from spacy_reasoningner.backends.transformers import TransformersBackend
 from spacy_reasoningner.grounded import grounded_answer_grammar
-from spacy_reasoningner.hardware import cpu_has_native_bfloat16
+from spacy_reasoningner.hardware import cpu_has_native_bfloat16, faster_cpu_dtype
 from spacy_reasoningner.models import (
     BUNDLED_MODELS,
     ModelSource,
@@ -70,8 +71,11 @@ def prompts(texts=TEXTS):
 
 def test_cpu_defaults(tiny_backend):
     assert tiny_backend.model.device.type == "cpu"
-    native = cpu_has_native_bfloat16()
-    assert tiny_backend.model.dtype == (torch.bfloat16 if native else torch.float32)
+    config = tiny_backend.model.config
+    measured = faster_cpu_dtype(config.hidden_size, config.intermediate_size)
+    assert tiny_backend.model.dtype == getattr(torch, measured)
+    if not cpu_has_native_bfloat16():
+        assert measured == "float32"
     assert tiny_backend.model.config._attn_implementation == "sdpa"
     assert tiny_backend.tokenizer.padding_side == "left"
 
@@ -210,6 +214,43 @@ def test_native_bfloat16_is_read_from_the_cpu_flags(tmp_path):
     cpuinfo.write_text("processor : 0\nflags\t\t: fpu avx2 avx512f\n")
     assert not cpu_has_native_bfloat16.__wrapped__(cpuinfo)
     assert not cpu_has_native_bfloat16.__wrapped__(tmp_path / "missing")
+
+
+def test_a_cpu_without_native_bfloat16_keeps_float32_unmeasured(monkeypatch):
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda: False)
+    monkeypatch.setattr(hardware, "product_seconds", lambda *args: pytest.fail("measured"))
+    assert faster_cpu_dtype.__wrapped__(576, 1536) == "float32"
+
+
+@pytest.mark.parametrize("bfloat16_seconds, expected", [(0.5, "bfloat16"), (2.0, "float32")])
+def test_a_cpu_with_native_bfloat16_takes_the_dtype_measured_faster(
+    monkeypatch, bfloat16_seconds, expected
+):
+    """Native bfloat16 flags do not settle it: the faster of the two measured products does
+    (here their times given, as a machine where bfloat16 is slower is not at hand)."""
+    monkeypatch.setattr(hardware, "cpu_has_native_bfloat16", lambda: True)
+    seconds = {"float32": 1.0, "bfloat16": bfloat16_seconds}
+    monkeypatch.setattr(hardware, "product_seconds", lambda dtype, *shape: seconds[dtype])
+    assert faster_cpu_dtype.__wrapped__(576, 1536) == expected
+
+
+def test_the_products_are_measured_in_each_dtype_on_the_models_shape():
+    assert all(hardware.product_seconds(dtype, 64, 128) > 0 for dtype in ("float32", "bfloat16"))
+    assert faster_cpu_dtype.__wrapped__(64, 128) in ("float32", "bfloat16")
+
+
+@pytest.mark.parametrize("measured", ["float32", "bfloat16"])
+def test_dtype_auto_loads_the_model_in_the_measured_dtype(monkeypatch, tiny_model_dir, measured):
+    shapes = []
+    monkeypatch.setattr(
+        "spacy_reasoningner.backends.transformers.faster_cpu_dtype",
+        lambda *shape: shapes.append(shape) or measured,
+    )
+    backend = TransformersBackend(model=str(tiny_model_dir), device="cpu")
+    backend.load()
+    assert backend.model.dtype == getattr(torch, measured)
+    config = backend.model.config
+    assert shapes == [(config.hidden_size, config.intermediate_size)]
 
 
 def test_unknown_dtype_is_rejected():

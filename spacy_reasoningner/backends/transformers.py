@@ -19,8 +19,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..hardware import cpu_has_native_bfloat16
-from ..models import DEFAULT_MODEL, load_error, load_gguf, resolve_model, share_like_other_files
+from ..hardware import faster_cpu_dtype
+from ..models import (
+    DEFAULT_MODEL,
+    ModelSource,
+    load_error,
+    load_gguf,
+    resolve_model,
+    share_like_other_files,
+)
 from ..protocol import reasoning_loop_start
 from ..registry import backends
 from .answer_grammars import AnswerGrammars
@@ -62,8 +69,9 @@ class TransformersBackend(LocalBackend):
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model``.
     device: "auto" (CUDA when available, else CPU), or any torch device string.
-    dtype: "auto" (bfloat16 on GPU and on CPUs with native bfloat16, see ``hardware``; else
-        float32), "float32", "bfloat16" or "float16".
+    dtype: "auto" (bfloat16 on GPUs that support it; on a CPU, bfloat16 where it has native
+        bfloat16 and multiplies the model's matrices faster in it, measured at load: see
+        ``hardware.faster_cpu_dtype``; else float32), "float32", "bfloat16" or "float16".
     attn_implementation: "auto" (flash_attention_2 when importable on a GPU, else sdpa).
     batch_size: most prompts per ``generate`` call; larger batches are split (memory bound).
     structured_output: constrain the JSON answer to the protocol's shape and the schema's
@@ -153,13 +161,13 @@ class TransformersBackend(LocalBackend):
             torch.set_num_threads(self.num_threads)
         _one_thread_in_forked_children(torch)
         device = self._device(torch)
+        reference = source or self.reference
+        resolved = resolve_model(reference)
         kwargs: dict[str, Any] = {
-            "dtype": self._dtype(torch, device),
+            "dtype": self._dtype(torch, device, resolved),
             "attn_implementation": self._attention(device),
             "trust_remote_code": self.trust_remote_code,
         }
-        reference = source or self.reference
-        resolved = resolve_model(reference)
         try:
             if resolved.gguf_file:
                 model, tokenizer = load_gguf(Path(resolved.path) / resolved.gguf_file, **kwargs)
@@ -199,13 +207,13 @@ class TransformersBackend(LocalBackend):
             return torch.device(self.device_name)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    def _dtype(self, torch: Any, device: Any) -> Any:
+    def _dtype(self, torch: Any, device: Any, source: ModelSource) -> Any:
         if self.dtype_name != "auto":
             return getattr(torch, self.dtype_name)
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
-        if device.type == "cpu" and cpu_has_native_bfloat16():
-            return torch.bfloat16
+        if device.type == "cpu":
+            return getattr(torch, faster_cpu_dtype(*_matrix_shape(source)))
         return torch.float32
 
     def _attention(self, device: Any) -> str:
@@ -530,6 +538,24 @@ def _padded_after_cache(rows: list[list[int]], cached: list[int], pad: int, devi
             "attention_mask": torch.tensor(mask, device=device),
         }
     )
+
+
+# The MLP shape measured for a model whose folder has no config.json (a GGUF file): a 0.5B's.
+DEFAULT_MATRIX_SHAPE = (896, 4864)
+
+
+def _matrix_shape(source: ModelSource) -> tuple[int, int]:
+    """The hidden and MLP sizes of the model at ``source`` (its config.json), for
+    ``faster_cpu_dtype``."""
+    config_file = Path(source.path) / "config.json"
+    if source.gguf_file or not config_file.is_file():
+        return DEFAULT_MATRIX_SHAPE
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config = config.get("text_config", config)
+    try:
+        return int(config["hidden_size"]), int(config["intermediate_size"])
+    except (KeyError, TypeError, ValueError):
+        return DEFAULT_MATRIX_SHAPE
 
 
 def _seeded(settings: GenerationSettings, rows: list[int]) -> GenerationSettings:
