@@ -110,6 +110,34 @@ def test_seeded_sampling_over_more_prompts_than_one_prefill_step(engine):
     assert completions[-1].cached_prompt_tokens > 100
 
 
+def test_the_answer_pass_reads_its_reasoning_from_the_prefix_cache(engine, monkeypatch):
+    """Two passes in one batch: each answer prompt (the reasoning prompt and the reasoning
+    written) is read from vLLM's prefix cache but for its last, partly filled block and the
+    closing tag (vLLM caches full blocks: 32 tokens on CPU, where its default 128 left most
+    of a short sentence's reasoning to be read again)."""
+    answers = []
+    answer_pass = engine._generate_answers
+    monkeypatch.setattr(
+        engine,
+        "_generate_answers",
+        lambda *args: answers.extend(answer_pass(*args)) or answers[-len(args[0]) :],
+    )
+    engine.structured_output = True
+    try:
+        task = NERTask(SCHEMA)
+        texts = [f"{text} It rained that day." for text in TEXTS]  # not in the cache yet
+        engine.generate_constrained(
+            [task.prompt(t) for t in texts],
+            GenerationSettings(max_new_tokens=48),
+            task.answer_format(texts),
+        )
+    finally:
+        engine.structured_output = False
+    assert len(answers) == len(texts)
+    for answer in answers:
+        assert answer.cached_prompt_tokens >= answer.prompt_tokens - 40, answer
+
+
 def test_structured_output_always_parses_and_stays_in_schema(engine):
     engine.structured_output = True
     try:
