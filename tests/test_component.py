@@ -705,3 +705,47 @@ def test_a_lower_threshold_admits_minority_entities():
 def test_confidence_and_prompt_settings_are_checked(config, message):
     with pytest.raises(ValueError, match=message):
         make_nlp(**config)
+
+
+def test_to_json_reads_the_components_own_extensions():
+    """What ``predict`` and ``annotate`` write: the text, the entities with character offsets,
+    and this component's reasoning, unaligned mentions and truncation flag, under the
+    extension names it was configured with."""
+
+    def answer(text):
+        return '<think>Ada is a person.</think>{"entities": {"person": ["Ada Lovelace", "Zed"]}}'
+
+    nlp, pipe = make_nlp(answer, reasoning_attr="why", unaligned_attr="lost", truncated_attr="cut")
+    doc = nlp("Hi, Ada Lovelace.")
+    assert pipe.to_json(doc) == {
+        "text": "Hi, Ada Lovelace.",
+        "entities": [{"text": "Ada Lovelace", "label": "person", "start": 4, "end": 16}],
+        "reasoning": "Ada is a person.",
+        "unaligned": [{"text": "Zed", "label": "person", "reason": "not found in the text"}],
+        "truncated": False,
+    }
+
+
+@pytest.mark.parametrize("method, args", [("to_bytes", ()), ("from_bytes", (b"",))])
+def test_bytes_serialization_names_the_component_and_the_way_that_works(method, args):
+    _, pipe = make_nlp()
+    with pytest.raises(NotImplementedError, match=r"^reasoning_ner .*nlp\.to_disk / spacy\.load"):
+        getattr(pipe, method)(*args)
+
+
+@pytest.mark.parametrize("reasoning", ["Ada is a person.", None])
+def test_the_target_completion_is_what_the_parser_reads_back(reasoning):
+    """The completion a perfect model writes (the SFT target): the think block when there is
+    reasoning, then the answer as the protocol renders it, labels in the schema's (sorted)
+    order whatever the order given."""
+    task = NERTask.from_labels(LABELS)
+    target = task.target({"person": ["Ada", "Ada Lovelace"], "location": ["London"]}, reasoning)
+    answer = '{"entities": {"location": ["London"], "person": ["Ada", "Ada Lovelace"]}}'
+    assert target == (f"<think>\n{reasoning}\n</think>\n{answer}" if reasoning else answer)
+    parsed = task.parse(target)
+    assert parsed.reasoning == (reasoning or "")
+    assert sorted(parsed.mentions()) == [
+        ("Ada", "person"),
+        ("Ada Lovelace", "person"),
+        ("London", "location"),
+    ]
