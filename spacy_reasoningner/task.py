@@ -31,7 +31,7 @@ from typing import Any
 from spacy.tokens import Doc, Span
 
 from .alignment import ALIGNMENT_MODES, REASON_NOT_IN_SCHEMA, Unaligned, ground_mentions
-from .backends.base import AnswerFormat, Completion
+from .backends.base import AnswerFormat, Completion, LazyGrammars
 from .grounded import grounded_answer_grammar
 from .protocol import (
     PRF,
@@ -158,7 +158,7 @@ class NERTask:
 
     def answer_format(self, texts: Sequence[str]) -> AnswerFormat:
         """The answer format of one backend call about ``texts``, in prompt order."""
-        grammars = tuple(self.answer_grammar(t) for t in texts) if self.grounded else ()
+        grammars = LazyGrammars(texts, self.answer_grammar) if self.grounded else ()
         return AnswerFormat(
             reasoning=self.reasoning,
             schemas=tuple(self.answer_schema(t) for t in texts),

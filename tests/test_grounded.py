@@ -147,9 +147,41 @@ def test_the_task_gives_each_text_its_grammar_when_grounded() -> None:
 
     texts = ["Ada met Babbage.", "Grace Hopper."]
     answer_format = NERTask(SCHEMA).answer_format(texts)
-    assert answer_format.grammars == tuple(grounded_answer_grammar(SCHEMA, t) for t in texts)
+    assert list(answer_format.grammars) == [grounded_answer_grammar(SCHEMA, t) for t in texts]
     assert answer_format.constraint(1) == answer_format.grammar(1)
-    assert answer_format.select([1]).grammars == answer_format.grammars[1:]
+    assert answer_format.select([1]).grammars == tuple(answer_format.grammars[1:])
+    assert answer_format.grammars[-1] == answer_format.grammars[1]
+    with pytest.raises(IndexError):
+        answer_format.grammars[2]
     plain = NERTask(SCHEMA, grounded=False).answer_format(texts)
     assert plain.grammars == () and plain.constraint(0) == plain.schema(0)
     assert "grammar" in answer_format.describe(0) and "grammar" not in plain.describe(0)
+
+
+def test_grammars_are_written_only_for_backends_that_read_them(monkeypatch) -> None:
+    """A backend that takes no grammar (here a plain scripted one, as for a rerun over stored
+    completions) makes the component write none; one that reads them gets each text's grammar
+    written once, however often it reads it."""
+    import spacy
+
+    from spacy_reasoningner import task as task_module
+    from spacy_reasoningner.task import NERTask
+
+    from ._scripted_backend import ScriptedBackend
+
+    written = []
+
+    def counted(schema, text):
+        written.append(text)
+        return grounded_answer_grammar(schema, text)
+
+    monkeypatch.setattr(task_module, "grounded_answer_grammar", counted)
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("reasoning_ner", config={"labels": ["person"]})
+    pipe.backend = ScriptedBackend(lambda text: '{"entities": {"person": ["Ada"]}}')
+    docs = list(nlp.pipe(["Ada met Babbage.", "Ada ran."]))
+    assert [e.text for d in docs for e in d.ents] == ["Ada", "Ada"] and written == []
+    answer_format = NERTask(SCHEMA).answer_format(["Ada met Babbage.", "Grace Hopper."])
+    for _ in range(3):
+        answer_format.grammar(1), answer_format.describe(1), answer_format.select([1])
+    assert written == ["Grace Hopper."]

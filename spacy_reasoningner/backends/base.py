@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
@@ -121,12 +121,13 @@ class AnswerFormat:
     grammars: per prompt, a grammar narrower than the schema (xgrammar's EBNF notation, root
         rule ``root``), or None; empty means none. Grounded answers use it to allow only
         mentions that are spans of the text. Backends that take grammars (transformers with
-        xgrammar, vLLM) use it instead of the schema; others keep to the schema.
+        xgrammar, vLLM) use it instead of the schema; others keep to the schema. Any
+        sequence: the task's ``LazyGrammars`` writes each only when a backend asks for it.
     """
 
     reasoning: bool = True
     schemas: tuple[Mapping[str, Any] | None, ...] = ()
-    grammars: tuple[str | None, ...] = ()
+    grammars: Sequence[str | None] = ()
 
     def schema(self, index: int) -> Mapping[str, Any] | None:
         return self.schemas[index] if self.schemas else None
@@ -152,6 +153,28 @@ class AnswerFormat:
         grammar = self.grammar(index)
         described = {"reasoning": self.reasoning, "schema": self.schema(index)}
         return described if grammar is None else {**described, "grammar": grammar}
+
+
+class LazyGrammars(Sequence[str]):
+    """The grammars of ``texts`` by ``write`` (a text's grammar), each written when first
+    read: a backend that takes no grammar (a plain or scripted one, a server given JSON
+    Schemas) costs nothing, and one that does writes each once."""
+
+    def __init__(self, texts: Sequence[str], write: Callable[[str], str]):
+        self._texts = list(texts)
+        self._write = write
+        self._written: dict[int, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._texts)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]  # negative indices; IndexError past the end
+        if index not in self._written:
+            self._written[index] = self._write(self._texts[index])
+        return self._written[index]
 
 
 # A JSON Schema, or a grammar in xgrammar's EBNF notation.
