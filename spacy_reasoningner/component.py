@@ -230,8 +230,9 @@ class ReasoningNER(Pipe):
         return readings
 
     def set_annotations(self, docs: Sequence[Doc], readings: Sequence[list[WindowReading]]) -> None:
+        backend = self.backend_name  # once per batch: a backend's identity is not free
         for doc, doc_readings in zip(docs, readings, strict=True):
-            self._annotate(doc, doc_readings)
+            self._annotate(doc, doc_readings, backend)
 
     def _require_task(self) -> NERTask:
         if self.task is None:
@@ -241,7 +242,7 @@ class ReasoningNER(Pipe):
             )
         return self.task
 
-    def _annotate(self, doc: Doc, readings: list[WindowReading]) -> None:
+    def _annotate(self, doc: Doc, readings: list[WindowReading], backend: str) -> None:
         task = self._require_task()
         settings = self.settings
         candidates, scores = _merge_windows(readings)
@@ -264,27 +265,28 @@ class ReasoningNER(Pipe):
             doc.spans[settings.spans_key] = SpanGroup(
                 doc, name=settings.spans_key, spans=candidates, attrs={"scores": group_scores}
             )
-        ext = self.ext
-        doc._.set(ext["reasoning"], reasoning)
-        doc._.set(ext["unaligned"], [u.to_dict() for u in _unaligned(readings)])
+        ext, underscore = self.ext, doc._  # one Underscore object for the six sets
+        underscore.set(ext["reasoning"], reasoning)
+        underscore.set(ext["unaligned"], [u.to_dict() for u in _unaligned(readings)])
         issues = (issue for r in readings for s in r.samples or (r,) for issue in s.parsed.issues)
-        doc._.set(ext["issues"], list(dict.fromkeys(issues)))
+        underscore.set(ext["issues"], list(dict.fromkeys(issues)))
         truncated = any(c.truncated for r in readings for c in r.completions)
-        doc._.set(ext["truncated"], truncated)
+        underscore.set(ext["truncated"], truncated)
         if truncated:
             logger.warning(
                 "%s: a completion hit max_new_tokens=%d and was cut; raise generation.max_new_tokens",
                 self.name,
                 self.generation.max_new_tokens,
             )
-        usage = self._usage(readings)
-        doc._.set(ext["usage"], usage)
+        usage = self._usage(readings, backend)
+        underscore.set(ext["usage"], usage)
         if settings.keep_raw:
-            doc._.set(ext["raw"], [_raw(s) for r in readings for s in r.samples or (r,)])
+            underscore.set(ext["raw"], [_raw(s) for r in readings for s in r.samples or (r,)])
         self._count(readings, usage)
 
-    def _usage(self, readings: list[WindowReading]) -> dict[str, Any]:
-        """Tokens and seconds per window (all its samples) and their totals for the Doc."""
+    def _usage(self, readings: list[WindowReading], backend: str) -> dict[str, Any]:
+        """Tokens and seconds per window (all its samples) and their totals for the Doc;
+        ``backend``: the engine behind the completions (``backend_name``)."""
         windows = []
         for r in readings:
             completions = r.completions
@@ -302,7 +304,7 @@ class ReasoningNER(Pipe):
             )
         constraints = Counter(c.constraint or "none" for r in readings for c in r.completions)
         return {
-            "backend": self.backend_name,
+            "backend": backend,
             # completions by how their answer was constrained ("none": free)
             "constraints": dict(sorted(constraints.items())),
             "prompt_tokens": _total(w["prompt_tokens"] for w in windows),

@@ -749,3 +749,21 @@ def test_the_target_completion_is_what_the_parser_reads_back(reasoning):
         ("Ada Lovelace", "person"),
         ("London", "location"),
     ]
+
+
+def test_the_backend_is_named_once_per_batch_not_per_doc():
+    """``ner_usage`` names the engine; its identity is asked once per ``pipe`` batch."""
+
+    class Named(ScriptedBackend):
+        asked = 0
+
+        @property
+        def identity(self):
+            Named.asked += 1
+            return {"backend": "scripted", "model": "oracle"}
+
+    nlp, pipe = make_nlp(batch_size=4)
+    pipe.backend = Named(oracle)
+    docs = list(nlp.pipe([f"Ada Lovelace in Paris, day {i}." for i in range(8)]))
+    assert {d._.ner_usage["backend"] for d in docs} == {"scripted:oracle"}
+    assert Named.asked == 2

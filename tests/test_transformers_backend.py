@@ -354,6 +354,24 @@ def test_identity_changes_when_the_weights_change(tmp_path, tiny_model_dir):
     assert TransformersBackend(model=str(folder)).identity["weights"] != first["weights"]
 
 
+def test_a_loaded_backend_names_the_weights_it_read_without_reading_the_folder(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    """After ``load`` the identity is that of the weights in memory: computed at load, not
+    from the folder on every call (a cost per Doc), and unchanged if the folder changes."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    backend = TransformersBackend(model=str(folder))
+    before_load = backend.identity["weights"]
+    backend.load()
+    os.utime(folder / "model.safetensors", ns=(1, 1))
+    monkeypatch.setattr(
+        "spacy_reasoningner.backends.local.model_fingerprint",
+        lambda source: pytest.fail("the folder was read again"),
+    )
+    assert backend.identity["weights"] == before_load
+
+
 def test_cached_transformers_pipeline_reuses_completions(tmp_path, tiny_model_dir):
     config = {
         "labels": ["person"],

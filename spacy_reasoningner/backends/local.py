@@ -83,6 +83,7 @@ class LocalBackend(ConstrainableBackend):
         self.answer_max_tokens = check_answer_budget(answer_max_tokens)
         self.trust_remote_code = trust_remote_code
         self.source: ModelSource | None = None  # where the loaded weights came from
+        self._loaded_fingerprint: str | None = None  # of the weights ``load`` read
 
     def check_saved_settings(self, saved: SavedPipeline) -> None:
         """Shipped code runs only with the user's consent (``trust``)."""
@@ -131,8 +132,12 @@ class LocalBackend(ConstrainableBackend):
         """Engine-specific parts of ``identity``."""
         return {}
 
-    def _count_weight_load(self, path: str) -> None:
-        """Record that ``load`` read the weights at ``path`` (see ``weight_loads``)."""
+    def _count_weight_load(self, source: ModelSource) -> None:
+        """Record that ``load`` read the weights at ``source`` (see ``weight_loads``), and
+        their fingerprint: what ``identity`` names from then on, without reading the folder
+        again (the loaded weights stay those, whatever later happens to the folder)."""
+        self._loaded_fingerprint = model_fingerprint(source)
+        path = source.path
         _WEIGHT_LOADS[self.engine_name] += 1
         logger.info(
             "model weights loaded: %s by %s (load %d of this engine in this process)",
@@ -152,10 +157,11 @@ class LocalBackend(ConstrainableBackend):
     def identity(self) -> dict[str, Any]:
         """What determines the completions, for caches: engine, weights, options."""
         source = self.source or resolve_model(self.reference)
+        loaded = self.source is not None and self._loaded_fingerprint is not None
         return {
             "backend": self.engine_name,
             "model": source.path,
-            "weights": model_fingerprint(source),
+            "weights": self._loaded_fingerprint if loaded else model_fingerprint(source),
             "structured_output": self.structured_output,
             "answer_max_tokens": self.answer_max_tokens,
             **self._identity_details(),

@@ -180,7 +180,7 @@ class TransformersBackend(LocalBackend):
                 )
         except OSError as error:
             raise load_error(reference, resolved, error) from error
-        self._count_weight_load(resolved.path)
+        self._count_weight_load(resolved)
         self.source = resolved
         tokenizer.padding_side = "left"
         if tokenizer.pad_token is None:

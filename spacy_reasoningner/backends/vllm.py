@@ -147,7 +147,7 @@ class VLLMBackend(LocalBackend):
             self.engine = LLM(**kwargs)
         except OSError as error:
             raise load_error(source or self.reference, resolved, error) from error
-        self._count_weight_load(resolved.path)
+        self._count_weight_load(resolved)
         self.source = resolved
         logger.info("vLLM engine ready for %s (%s)", resolved.path, dtype)
 
