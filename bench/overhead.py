@@ -9,7 +9,12 @@ the spans (``task.parse_responses``, as its ``llm`` component does); for referen
 included, as in our ``pipe``). Docs are tokenized before timing; each repeat uses fresh Docs;
 the systems are interleaved and the best repeat counts.
 
-    python bench/overhead.py [--data ../shared/data] [--repeats 5] [--profile]
+``--grammars N`` also times, on the first N documents of each set, what a grounded answer
+(the default) costs per document before generation and outside this comparison: writing its
+grammar, xgrammar compiling it for the default model's tokenizer, and setting up its matcher
+(the forced opening).
+
+    python bench/overhead.py [--data ../shared/data] [--repeats 5] [--profile] [--grammars 200]
 """
 
 from __future__ import annotations
@@ -161,6 +166,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one pass of ours, print hot spots"
     )
+    parser.add_argument(
+        "--grammars", type=int, default=0, help="time grounded answer grammars on N docs a set"
+    )
     args = parser.parse_args()
 
     suites = prepare(args)
@@ -196,6 +204,45 @@ def main() -> None:
     )
     if args.profile:
         profile(suites, args)
+    if args.grammars:
+        time_grammars(suites, args.grammars)
+
+
+def time_grammars(suites: list[dict], n: int) -> None:
+    """Milliseconds per document of a grounded answer's constraint: the grammar's text, its
+    compilation (the backend's own compiler, as a document's first answer pass compiles it),
+    and its matcher with the forced opening."""
+    from spacy_reasoningner.backends.answer_grammars import AnswerGrammars
+    from spacy_reasoningner.backends.transformers import TransformersBackend
+    from spacy_reasoningner.grounded import grounded_answer_grammar
+
+    backend = TransformersBackend()
+    backend.load()
+    backend._grammar('root ::= "{}"')  # builds the compiler's tokenizer tables once
+    times: dict[str, list[float]] = {"grammar text": [], "compile": [], "matcher": []}
+    for suite in suites:
+        schema = suite["component"].schema
+        for text in suite["texts"][:n]:
+            started = time.perf_counter()
+            grammar = grounded_answer_grammar(schema, text)
+            written = time.perf_counter()
+            compiled = backend._grammar(grammar)
+            compiled_at = time.perf_counter()
+            AnswerGrammars([compiled], backend.tokenizer)
+            done = time.perf_counter()
+            times["grammar text"].append(written - started)
+            times["compile"].append(compiled_at - written)
+            times["matcher"].append(done - compiled_at)
+    total = [sum(parts) for parts in zip(*times.values(), strict=True)]
+    print(f"grounded answer constraint, {len(total)} docs ({n} a set), default model's tokenizer")
+    print(f"{'part':<16}{'mean ms':>10}{'median':>10}{'p95':>10}{'max':>10}")
+    for name, values in [*times.items(), ("total", total)]:
+        ordered = sorted(values)
+        p95 = ordered[int(0.95 * (len(ordered) - 1))]
+        print(
+            f"{name:<16}{1e3 * statistics.mean(values):>10.2f}{1e3 * statistics.median(values):>10.2f}"
+            f"{1e3 * p95:>10.2f}{1e3 * ordered[-1]:>10.2f}"
+        )
 
 
 # Functions the component calls per window or per doc, timed in the module that looks them
