@@ -1,4 +1,5 @@
-"""Every code block of the README runs as written, or says why it cannot here.
+"""Every code block of the README and of the pages in docs/ runs as written, or says why it
+cannot here.
 
 A block may be preceded by ``<!-- readme-test: skip: REASON -->`` (installs, GPUs, other
 servers) or ``<!-- readme-test: slow: REASON -->`` (the bundled model, a vLLM server: run by
@@ -37,7 +38,9 @@ from spacy_reasoningner.backends import local, transformers, vllm
 
 from ._data import DATA, needs_data
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = [README, *sorted((ROOT / "docs").glob("*.md"))]  # the user's manual and its pages
 FENCE = re.compile(r"^\s*```(\w*)\s*$")
 MARKER = re.compile(r"^\s*<!-- readme-test: (skip|slow): (.+?) -->\s*$")
 # Before a block without a language right after a Python block: what that block prints.
@@ -50,6 +53,7 @@ OUTPUT_COMMENT = re.compile(r"""^#\s*(?P<expected>[\[{('"].*)$""")
 
 @dataclass(frozen=True)
 class Block:
+    page: str  # README.md, docs/training.md, ...
     line: int
     language: str
     code: str
@@ -59,11 +63,16 @@ class Block:
 
     @property
     def name(self) -> str:
-        return f"README.md:{self.line}:{self.language}"
+        return f"{self.page}:{self.line}:{self.language}"
 
 
 def readme_blocks() -> list[Block]:
-    lines = README.read_text(encoding="utf-8").splitlines()
+    return [block for page in PAGES for block in page_blocks(page)]
+
+
+def page_blocks(page: Path) -> list[Block]:
+    name = page.relative_to(ROOT).as_posix()
+    lines = page.read_text(encoding="utf-8").splitlines()
     blocks, i = [], 0
     while i < len(lines):
         opened = FENCE.match(lines[i])
@@ -78,11 +87,11 @@ def readme_blocks() -> list[Block]:
         mark, reason = marker.groups() if marker else (None, "")
         if OUTPUT_MARKER.match(before):
             assert blocks and blocks[-1].language == "python" and not opened.group(1), (
-                f"README.md:{i + 1}: an output block follows a Python block, without a language"
+                f"{name}:{i + 1}: an output block follows a Python block, without a language"
             )
             blocks[-1] = dataclasses.replace(blocks[-1], output=code)
             mark = "output"
-        blocks.append(Block(i + 1, opened.group(1), code, mark, reason))
+        blocks.append(Block(name, i + 1, opened.group(1), code, mark, reason))
         i = end + 1
     return blocks
 
@@ -93,6 +102,8 @@ PYTHON = [b for b in BLOCKS if b.language == "python"]
 
 def test_every_block_is_run_or_says_why_not():
     assert PYTHON, "no Python blocks found in the README"
+    # The pages the README sends readers to are read too.
+    assert {"docs/training.md", "docs/annotate.md"} <= {block.page for block in BLOCKS}
     for block in BLOCKS:
         assert block.language in ("", "python", "bash", "ini"), block.name
         if block.language in ("bash", "ini"):  # these state how they are run
@@ -186,7 +197,7 @@ def run_python(block: Block, folder: Path, monkeypatch) -> int:
 
 def test_printed_outputs_are_checked_against_what_the_readme_says(tmp_path, monkeypatch):
     code = 'print({"person": ["Ada"]})  # {\'person\': [\'Ada\']}\nprint(["a"], "b")  # [...] c\n'
-    block = Block(1, "python", code, None)
+    block = Block("README.md", 1, "python", code, None)
     with pytest.raises(WrongOutput, match=re.escape("a print printed:\n['a'] b")):
         run_python(block, tmp_path, monkeypatch)  # the second comment is wrong
     right = dataclasses.replace(block, code=code.replace("] c", "] b"), output="...\n['a'] b\n")

@@ -100,7 +100,7 @@ INSTRUCTUIE_HINT = (
 class RewardConfig:
     """``[grpo.rewards]``: reward weights (the paper: 10 x F1 + 1 x schema) and rules. The
     defaults are the reference implementation's; the flags are our variants (see
-    training/rewards.py and the README's deviations table)."""
+    training/rewards.py and the deviations table of docs/training.md)."""
 
     f1: float = 10.0
     schema: float = 1.0

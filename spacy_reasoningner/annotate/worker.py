@@ -185,7 +185,7 @@ class ShardAnnotator:
             raise ValueError(
                 f"backend {type(self.component.backend).__name__} has no 'identity' property, "
                 "so its answers cannot be cached, and annotate caches them (a stopped run "
-                "resumes): add one (engine, model, settings; no secrets; see the README's "
+                "resumes): add one (engine, model, settings; no secrets; see docs/backends.md, "
                 "'Your own backend') or pass --no-cache"
             )
         self.output = OutputFolder(output)
