@@ -800,6 +800,30 @@ def test_a_batched_answer_pass_continues_each_rows_reasoning(tiny_model_dir):
         assert completion.cached_prompt_tokens >= head + len(row)
 
 
+def test_prompts_generated_one_by_one_continue_their_own_reasoning(tiny_model_dir):
+    """A backend call whose prompts are generated one at a time (``batch_size`` 1): each
+    answer continues its own prompt's reasoning, not only the last one the call generated."""
+    task = NERTask(SCHEMA)
+    settings = GenerationSettings(max_new_tokens=12)
+    completions = {}
+    for caching in (True, False):
+        backend = TransformersBackend(
+            model=str(tiny_model_dir), dtype="float32", prefix_caching=caching, batch_size=1
+        )
+        completions[caching] = backend.generate_constrained(
+            prompts(), settings, task.answer_format(TEXTS)
+        )
+    assert [c.text for c in completions[True]] == [c.text for c in completions[False]]
+    tokenize = lambda text: backend.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    reasoning_rows = [tokenize(open_think_block(backend.render(p, settings))) for p in prompts()]
+    head = shared_prefix_length(reasoning_rows)
+    first = min(range(len(TEXTS)), key=lambda i: len(reasoning_rows[i]))  # generated first
+    for i, (row, completion) in enumerate(zip(reasoning_rows, completions[True], strict=True)):
+        # The reasoning pass reused the head (but the first prompt's, which found nothing);
+        # the answer pass at least the prompt's own whole reasoning prompt.
+        assert completion.cached_prompt_tokens >= len(row) + (head if i != first else 0)
+
+
 def test_a_batch_mixing_schemas_shares_only_what_they_have_in_common(tiny_model_dir):
     """Prompts of two schemas in one batch, then a batch of another schema after it (labels
     changed between calls): the head read once is the part all prompts share, nothing of the

@@ -405,10 +405,10 @@ class TransformersBackend(LocalBackend):
         ends = [
             next((i + 1 for i, tok in enumerate(row) if tok in end_ids), None) for row in generated
         ]
+        if keep and keep_rows:  # a row alone too: the next pass may batch it with others
+            self._keep_rows(inputs, sequences, output.past_key_values, ends)
         if keep and alone:
             self._prefix_cache.keep(sequences[0].tolist(), output.past_key_values)
-        elif keep:
-            self._keep_rows(inputs, sequences, output.past_key_values, ends)
         completions = []
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()  # without the padding
         for prompt, row, n_tokens, read, cached in zip(
@@ -459,9 +459,9 @@ class TransformersBackend(LocalBackend):
         the tokens they start with (``prefix_caching``) or None, and how many tokens of each
         prompt that cache covers.
 
-        A prompt alone takes what it shares with the last call's cache. In a batch, each row
-        takes the longest prefix it shares with a row the last pass kept (the answer pass
-        continues the reasoning pass's rows); rows left shorter than the head all prompts
+        A prompt alone takes what it shares with the last call's cache, or with a row the last
+        pass kept when that is longer. In a batch, each row takes the longest prefix it shares
+        with a row the last pass kept (the answer pass continues the reasoning pass's rows); rows left shorter than the head all prompts
         start with (instruction, notes, schema) take that head, read once or taken from the
         kept cache, and kept for the next call. Each row then reads only its own tail. Rows
         are padded before their cached part and between it and their tail: the attention
@@ -475,22 +475,26 @@ class TransformersBackend(LocalBackend):
             ).to(device)
             return padded, None, [0] * len(texts)
         rows = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-        if len(rows) == 1:
-            (ids,) = rows
-            cache = self._prefix_cache.take(ids)
-            reused = [cache.get_seq_length() if cache is not None else 0]
-            return _padded_after_cache(rows, reused, 0, device), cache, reused
         picks = [self._kept_rows.longest_prefix(row) for row in rows]
+        minimum = self._prefix_cache.min_shared_tokens
+        pad = self.tokenizer.pad_token_id
+        if len(rows) == 1:
+            # The last call's cache, or the row the last pass kept for this prompt (a pass of
+            # several prompts generated one by one keeps them all; the last call holds one).
+            cache = self._prefix_cache.take(rows[0])
+            reused = cache.get_seq_length() if cache is not None else 0
+            n = picks[0][0]
+            if n > reused and n >= minimum:
+                return _padded_after_cache(rows, [n], pad, device), batch_of_rows(picks), [n]
+            return _padded_after_cache(rows, [reused], pad, device), cache, [reused]
         # At least one token of every row is left to read: its logits give the first new token.
         head = min(shared_prefix_length(rows), min(map(len, rows)) - 1)
-        minimum = self._prefix_cache.min_shared_tokens
         if head >= minimum and any(n < head for n, _ in picks):
             head_layers = self._shared_head(rows[0], head)
             if head_layers is not None:
                 picks = [(n, row) if n >= head else (head, head_layers) for n, row in picks]
         picks = [(n, row) if n >= minimum else (0, None) for n, row in picks]
         reused = [n for n, _ in picks]
-        pad = self.tokenizer.pad_token_id
         if not any(reused):
             return _padded_after_cache(rows, reused, pad, device), None, reused
         return _padded_after_cache(rows, reused, pad, device), batch_of_rows(picks), reused
