@@ -775,17 +775,22 @@ def test_a_batch_reads_its_shared_head_once_and_keeps_it_for_the_next_call(tiny_
     assert all(c.cached_prompt_tokens is None for c in plain[0])
 
 
-def test_a_batched_answer_pass_continues_each_rows_reasoning(tiny_model_dir):
-    """In a batch (float32), the answer pass takes each row's key/value cache from the
-    reasoning pass: it reads neither the prompt nor the reasoning again, only what its
-    retokenized text no longer shares with the reasoning pass's tokens (the closing tag, the
-    answer's forced opening), and answers as plain batches do."""
+@pytest.mark.parametrize("batch_size", [8, 1])
+def test_the_answer_pass_continues_each_prompts_own_reasoning(tiny_model_dir, batch_size):
+    """The answer pass takes each prompt's key/value cache from the reasoning pass, in one
+    batch (8) or prompts generated one at a time (1: not only the last one's): it reads
+    neither the prompt nor the reasoning again, only what its retokenized text no longer
+    shares with the reasoning pass's tokens (the closing tag, the answer's forced opening),
+    and answers as without any reuse (float32)."""
     task = NERTask(SCHEMA)
     settings = GenerationSettings(max_new_tokens=12)
     completions = {}
     for caching in (True, False):
         backend = TransformersBackend(
-            model=str(tiny_model_dir), dtype="float32", prefix_caching=caching, batch_size=8
+            model=str(tiny_model_dir),
+            dtype="float32",
+            prefix_caching=caching,
+            batch_size=batch_size,
         )
         completions[caching] = backend.generate_constrained(
             prompts(), settings, task.answer_format(TEXTS)
@@ -794,33 +799,11 @@ def test_a_batched_answer_pass_continues_each_rows_reasoning(tiny_model_dir):
     tokenize = lambda text: backend.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     reasoning_rows = [tokenize(open_think_block(backend.render(p, settings))) for p in prompts()]
     head = shared_prefix_length(reasoning_rows)
-    for row, completion in zip(reasoning_rows, completions[True], strict=True):
-        # The reasoning pass reused the head; the answer pass at least the row's whole prompt,
-        # which only its own reasoning row holds.
-        assert completion.cached_prompt_tokens >= head + len(row)
-
-
-def test_prompts_generated_one_by_one_continue_their_own_reasoning(tiny_model_dir):
-    """A backend call whose prompts are generated one at a time (``batch_size`` 1): each
-    answer continues its own prompt's reasoning, not only the last one the call generated."""
-    task = NERTask(SCHEMA)
-    settings = GenerationSettings(max_new_tokens=12)
-    completions = {}
-    for caching in (True, False):
-        backend = TransformersBackend(
-            model=str(tiny_model_dir), dtype="float32", prefix_caching=caching, batch_size=1
-        )
-        completions[caching] = backend.generate_constrained(
-            prompts(), settings, task.answer_format(TEXTS)
-        )
-    assert [c.text for c in completions[True]] == [c.text for c in completions[False]]
-    tokenize = lambda text: backend.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    reasoning_rows = [tokenize(open_think_block(backend.render(p, settings))) for p in prompts()]
-    head = shared_prefix_length(reasoning_rows)
-    first = min(range(len(TEXTS)), key=lambda i: len(reasoning_rows[i]))  # generated first
+    # One at a time, the first prompt generated (the shortest) found no head to reuse.
+    first = min(range(len(TEXTS)), key=lambda i: len(reasoning_rows[i])) if batch_size == 1 else -1
     for i, (row, completion) in enumerate(zip(reasoning_rows, completions[True], strict=True)):
-        # The reasoning pass reused the head (but the first prompt's, which found nothing);
-        # the answer pass at least the prompt's own whole reasoning prompt.
+        # The reasoning pass reused the head; the answer pass at least the prompt's whole
+        # reasoning prompt, which only its own kept row holds.
         assert completion.cached_prompt_tokens >= len(row) + (head if i != first else 0)
 
 
