@@ -82,8 +82,8 @@ def make_names_backend(
 
 
 class AnonymousNames:
-    """The names answer from a backend written like the README's first example: no
-    ``identity``, so nothing can key a cache of its answers."""
+    """The names answer from a backend written like the first example of docs/backends.md's
+    "Your own backend": no ``identity``, so nothing can key a cache of its answers."""
 
     def generate(
         self, prompts: Sequence[ChatMessages], settings: GenerationSettings

@@ -1,6 +1,6 @@
 """A backend that answers from a script: the test double for a model that knows the answer.
 
-It is also a worked example of a user-registered backend (see the README).
+It is also a worked example of a user-registered backend (see docs/backends.md).
 """
 
 from __future__ import annotations
