@@ -129,7 +129,8 @@ def latency(nlp: spacy.Language, eval_sets: list, per_set: int) -> dict[str, flo
             doc = nlp(record.text)
             seconds.append(time.perf_counter() - started)
             raw = doc._.get(component.ext["raw"])
-            tokens.append(sum(component.backend.count_tokens(r["completion"]) for r in raw))
+            written = [(r["reasoning"] or "") + r["completion"] for r in raw]
+            tokens.append(sum(component.backend.count_tokens(text) for text in written))
             generated.append(doc._.get(component.ext["usage"])["completion_tokens"])
     seconds.sort()
     return {

@@ -467,6 +467,7 @@ def _raw(reading: WindowReading) -> dict[str, Any]:
         "messages": reading.messages,
         "prompt": completion.prompt,
         "completion": completion.text,
+        "reasoning": completion.reasoning,  # None: none apart from the completion
         "finish_reason": completion.finish_reason,
         "prompt_tokens": completion.prompt_tokens,
         "cached_prompt_tokens": completion.cached_prompt_tokens,

@@ -134,7 +134,9 @@ class ComponentSettings:
         0.5,
     )
     keep_raw: bool = setting(
-        "keep rendered prompts, completions and finish reasons in `doc._.ner_raw`", False
+        "keep rendered prompts, completions (answer and reasoning) and finish reasons in "
+        "`doc._.ner_raw`",
+        False,
     )
     cache_path: str | None = setting(
         "cache completions in this SQLite file (or folder), for any backend with an identity",

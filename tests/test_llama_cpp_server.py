@@ -65,7 +65,8 @@ def test_constrained_answers_take_the_json_object_rung(server, caplog, reasoning
         # until the answer budget cuts it, but it cannot leave the schema's types.
         assert parsed.parsed or raw["finish_reason"] == "length", raw["completion"]
         assert not parsed.out_of_schema, raw["completion"]
-        assert raw["completion"].startswith("<think>") == reasoning
+        # The reasoning pass's thought comes apart from the answer, not re-split from it.
+        assert (raw["reasoning"] is not None) == reasoning and "<think>" not in raw["completion"]
     assert caplog.text.count("takes constrained answers as json_object") == 1
     assert "HTTP 500" in caplog.text and "Input should be 'text' or 'json_object'" in caplog.text
     assert "retry" not in caplog.text  # the refusal is not taken for a transient error
@@ -82,7 +83,8 @@ def test_samples_are_distinct_requests_voted_on(server):
     before = server.finished_requests()
     doc = nlp(TEXTS[0])
     assert doc._.ner_usage["windows"][0]["completions"] == 3
-    assert len({raw["completion"] for raw in doc._.ner_raw}) == 3  # seeds seed, seed + 1, ...
+    samples = {(raw["reasoning"], raw["completion"]) for raw in doc._.ner_raw}
+    assert len(samples) == 3  # seeds seed, seed + 1, ...
     # Each sample: a reasoning request, then a constrained answer (json_schema refused once).
     assert server.finished_requests() - before == 3 * 2
 

@@ -406,7 +406,9 @@ def test_constrained_answer_with_reasoning_continues_the_think_block(serve):
     assert answer["messages"][-1] == {"role": "assistant", "content": head}
     assert answer["continue_final_message"] is True and answer["add_generation_prompt"] is False
     assert answer["response_format"]["json_schema"]["schema"] == TASK.answer_schema("")
-    assert completion.text == head + '{"entities": {"person": ["Ada"]}}'
+    # The two passes come back apart: the answer as text, the thought as reasoning.
+    assert completion.text == '{"entities": {"person": ["Ada"]}}'
+    assert completion.reasoning == "Ada is a person."
     assert (completion.n_tokens, completion.prompt_tokens) == (1 + 2, 100 + 200)
     assert completion.cached_prompt_tokens == 0 + 90  # both passes, as the server counted
     assert TASK.parse(completion).entities == {"person": ["Ada"]}

@@ -22,13 +22,13 @@ from spacy_reasoningner.protocol import (
     PRF,
     FewShotExample,
     Schema,
-    closed_think_block,
     mention_list_repeats,
     normalize_mention,
     open_think_block,
     parse_completion,
     reasoned_label,
     reasoning_loop_start,
+    reasoning_text,
     render_answer,
     render_completion,
     render_messages,
@@ -499,13 +499,11 @@ def test_a_mention_list_repeats_when_it_goes_on_after_a_mention_it_holds():
 
 
 def test_the_answer_pass_continues_from_the_reasoning_before_its_loop():
-    assert closed_think_block(f"<think>\n{LOOPING}", stop_loops=True) == (
-        '<think>\n"Caldicott" is a person.\n"In 1990" is a person.\n</think>\n'
+    assert reasoning_text(f"<think>\n{LOOPING}", stop_loops=True) == (
+        '"Caldicott" is a person.\n"In 1990" is a person.'
     )
-    assert closed_think_block(LOOPING + "</think>", stop_loops=False) == (
-        f"<think>\n{LOOPING}\n</think>\n"
-    )
-    assert closed_think_block("", stop_loops=True) == "<think>\n\n</think>\n"
+    assert reasoning_text(LOOPING + "</think>", stop_loops=False) == LOOPING.strip()
+    assert reasoning_text("", stop_loops=True) == ""
 
 
 def test_the_reasoning_pass_starts_inside_an_opened_think_block():

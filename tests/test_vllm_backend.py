@@ -148,12 +148,14 @@ def test_structured_output_always_parses_and_stays_in_schema(engine):
                 [task.prompt(t) for t in TEXTS], settings, task.answer_format(TEXTS)
             )
             for completion in completions:  # reasoning cut by the budget is closed and answered
-                parsed = parse_completion(completion.text, SCHEMA)
+                parsed = parse_completion(completion.text, SCHEMA, reasoning=completion.reasoning)
                 assert parsed.parsed, completion.text
                 assert (
                     ISSUE_NO_JSON not in parsed.issues and ISSUE_OUT_OF_SCHEMA not in parsed.issues
                 )
-                assert completion.text.startswith("<think>") == reasoning
+                # The answer as text, the reasoning pass's thought apart.
+                assert completion.text.startswith("{") and "<think>" not in completion.text
+                assert (completion.reasoning is not None) == reasoning
                 assert completion.constraint == "grammar"  # grounded answers, the default
     finally:
         engine.structured_output = False

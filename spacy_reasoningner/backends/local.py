@@ -38,7 +38,7 @@ from .base import (
     GenerationSettings,
 )
 from .structured import StructuredOption, check_answer_budget, check_option, structured_enabled
-from .two_pass import answer_settings, joined, reasoning_settings, think_head
+from .two_pass import answer_settings, joined, reasoning_settings, think_head, thought
 
 logger = logging.getLogger(__name__)
 
@@ -224,25 +224,23 @@ class LocalBackend(ConstrainableBackend):
     ) -> list[Completion]:
         """Free reasoning from the opened think block up to ``</think>`` (when asked for),
         then the constrained answer after the closed think block."""
-        heads = [""] * len(texts)
-        firsts: list[Completion | None] = [None] * len(texts)
+        thoughts: list[tuple[str, Completion] | None] = [None] * len(texts)
         prompts = list(texts)
         if reasoning:
             # The pass starts inside the opened think block; the answer pass continues it.
             prompts = [open_think_block(t) for t in texts]
             free = reasoning_settings(settings)
             for i, completion in enumerate(self._generate_reasoning(prompts, free)):
-                heads[i] = think_head(completion.text, settings)
-                prompts[i] += heads[i].removeprefix(f"{THINK_OPEN}\n")
-                firsts[i] = completion
+                text = thought(completion.text, settings)
+                prompts[i] += think_head(text).removeprefix(f"{THINK_OPEN}\n")
+                thoughts[i] = (text, completion)
         answer = answer_settings(settings, self.answer_max_tokens)
         completions = self._generate_answers(prompts, answer, schemas)
         return [
             joined(
                 completion,
                 "grammar" if isinstance(schemas[i], str) else "json_schema",
-                heads[i],
-                firsts[i],
+                thoughts[i],
                 prompt=texts[i],
             )
             for i, completion in enumerate(completions)

@@ -65,7 +65,7 @@ from .structured import (
     check_answer_budget,
     check_option,
 )
-from .two_pass import answer_settings, joined, reasoning_settings, think_head
+from .two_pass import answer_settings, joined, reasoning_settings, think_head, thought
 
 logger = logging.getLogger(__name__)
 
@@ -337,11 +337,14 @@ class OpenAIBackend(ConstrainableBackend):
         None when the server refused every way of sending the constraint."""
         answer = answer_settings(settings, self.answer_max_tokens)
         body = self._body(messages, answer, template)
-        head, thinking = "", None
+        thinking = None
         if reasoning:
-            thinking = self._request(self._body(messages, reasoning_settings(settings), template))
-            head = think_head(f"{thinking.reasoning or ''}\n{thinking.text}", settings)
-            body["messages"] = [*messages, {"role": "assistant", "content": head}]
+            first = self._request(self._body(messages, reasoning_settings(settings), template))
+            thinking = (thought(f"{first.reasoning or ''}\n{first.text}", settings), first)
+            body["messages"] = [
+                *messages,
+                {"role": "assistant", "content": think_head(thinking[0])},
+            ]
             body.update(continue_final_message=True, add_generation_prompt=False)
         while (rung := self._rung) < len(CONSTRAINT_LADDER):
             way, field = CONSTRAINT_LADDER[rung]
@@ -351,7 +354,7 @@ class OpenAIBackend(ConstrainableBackend):
                 self._step_down(rung, str(refusal))
                 continue
             self._settled(rung)
-            return joined(completion, way, head, thinking)
+            return joined(completion, way, thinking)
         return None
 
     def _step_down(self, rung: int, reason: str) -> None:

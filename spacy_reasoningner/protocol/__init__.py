@@ -78,10 +78,10 @@ from .thinking import (
     REASONING_STOPS,
     THINK_CLOSE,
     THINK_OPEN,
-    closed_think_block,
     mention_list_repeats,
     open_think_block,
     reasoning_loop_start,
+    reasoning_text,
 )
 
 __all__ = [
@@ -113,7 +113,6 @@ __all__ = [
     "ReferenceAnswer",
     "Schema",
     "answer_json_schema",
-    "closed_think_block",
     "entity_set",
     "is_misc_like",
     "json_objects",
@@ -124,6 +123,7 @@ __all__ = [
     "parse_completion",
     "reasoned_label",
     "reasoning_loop_start",
+    "reasoning_text",
     "reference_answer",
     "render_answer",
     "render_completion",

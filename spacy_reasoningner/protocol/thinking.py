@@ -63,10 +63,10 @@ def open_think_block(prompt: str) -> str:
     return prompt + ("\n" if prompt.endswith(THINK_OPEN) else THINK_OPEN + "\n")
 
 
-def closed_think_block(thought: str, *, stop_loops: bool) -> str:
-    """The think block the answer pass of constrained answers continues from: the reasoning
-    pass's text without its tags, cut before its first repeated line when ``stop_loops``."""
+def reasoning_text(thought: str, *, stop_loops: bool) -> str:
+    """A reasoning pass's text without its think tags, cut before its first repeated line
+    when ``stop_loops``: the reasoning that the answer pass continues and that is returned."""
     thought = thought.replace(THINK_OPEN, "").replace(THINK_CLOSE, "")
     if stop_loops and (loop := reasoning_loop_start(thought)) is not None:
         thought = thought[:loop]
-    return f"{THINK_OPEN}\n{thought.strip()}\n{THINK_CLOSE}\n"
+    return thought.strip()
