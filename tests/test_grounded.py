@@ -161,7 +161,7 @@ def test_the_task_gives_each_text_its_grammar_when_grounded() -> None:
 def test_grammars_are_written_only_for_backends_that_read_them(monkeypatch) -> None:
     """A backend that takes no grammar (here a plain scripted one, as for a rerun over stored
     completions) makes the component write none; one that reads them gets each text's grammar
-    written once, however often it reads it."""
+    written once, however often it reads it and however many samples repeat it."""
     import spacy
 
     from spacy_reasoningner import task as task_module
@@ -185,3 +185,7 @@ def test_grammars_are_written_only_for_backends_that_read_them(monkeypatch) -> N
     for _ in range(3):
         answer_format.grammar(1), answer_format.describe(1), answer_format.select([1])
     assert written == ["Grace Hopper."]
+    # The samples of a window repeat its text in the batch: one grammar serves them all.
+    samples = NERTask(SCHEMA).answer_format(["Ada ran."] * 3)
+    assert len({id(samples.grammar(i)) for i in range(3)}) == 1
+    assert written == ["Grace Hopper.", "Ada ran."]

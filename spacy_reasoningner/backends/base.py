@@ -158,12 +158,13 @@ class AnswerFormat:
 class LazyGrammars(Sequence[str]):
     """The grammars of ``texts`` by ``write`` (a text's grammar), each written when first
     read: a backend that takes no grammar (a plain or scripted one, a server given JSON
-    Schemas) costs nothing, and one that does writes each once."""
+    Schemas) costs nothing, and one that does writes each text's once (the samples of a
+    window repeat its text: they share one grammar)."""
 
     def __init__(self, texts: Sequence[str], write: Callable[[str], str]):
         self._texts = list(texts)
         self._write = write
-        self._written: dict[int, str] = {}
+        self._written: dict[str, str] = {}
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -172,9 +173,10 @@ class LazyGrammars(Sequence[str]):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
         index = range(len(self))[index]  # negative indices; IndexError past the end
-        if index not in self._written:
-            self._written[index] = self._write(self._texts[index])
-        return self._written[index]
+        text = self._texts[index]
+        if text not in self._written:
+            self._written[text] = self._write(text)
+        return self._written[text]
 
 
 # A JSON Schema, or a grammar in xgrammar's EBNF notation.
