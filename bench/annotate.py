@@ -69,7 +69,7 @@ def main() -> None:
 
     from _common import DEFAULT_DATA, gold_entries, load_dataset, ours_completion
 
-    from spacy_reasoningner.annotate import PipelineSpec, annotate
+    from spacy_reasoningner.annotate import AnnotateOptions, PipelineSpec, annotate
     from spacy_reasoningner.protocol import Schema
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -138,11 +138,12 @@ def main() -> None:
             continue
         for engine in args.engines:
             out = work / f"out-{engine}-{docs}-{name.split()[0]}"
-            options: dict[str, Any] = {"engine": engine, "shard_size": args.shard_size}
-            if engine == "ray":
-                options["ray_options"] = RayOptions(actors=args.actors)
+            ray = RayOptions(actors=args.actors) if engine == "ray" else None
+            options = AnnotateOptions(
+                engine=engine, shard_size=args.shard_size, jsonl=True, ray=ray
+            )
             started = time.perf_counter()
-            summary = annotate([str(source)], out, spec, jsonl=True, progress=False, **options)
+            summary = annotate([str(source)], out, spec, options, progress=False)
             wall = time.perf_counter() - started
             done = json.loads((out / "manifest.json").read_text())["done"]
             busy = sum(d["seconds"] for d in done.values())

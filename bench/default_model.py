@@ -40,7 +40,8 @@ import spacy
 from _common import DEFAULT_DATA, data_argument
 
 from spacy_reasoningner.benchmark.datasets import load_eval_set
-from spacy_reasoningner.benchmark.evaluation import evaluate, reasoning_component
+from spacy_reasoningner.benchmark.evaluation import evaluate
+from spacy_reasoningner.component import reasoning_component
 
 DATASETS = [
     "crossner_ai",

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from . import __version__
 from .backends import BackendError
-from .component import ReasoningNER
+from .component import ReasoningNER, reasoning_component
 from .models import (
     BUNDLED_ADAPTERS,
     BUNDLED_MODELS,
@@ -486,42 +486,27 @@ def annotate(
         _fail(2, "no inputs: give files, folders or glob patterns before any --section.key")
     if no_cache and cache is not None:
         _fail(2, "give --cache PATH or --no-cache, not both")
+    if pipeline is not None and model is not None:
+        _fail(2, corpus.MODEL_WITH_PIPELINE)
     try:
-        overrides = parse_overrides(inputs[split:])
         block = json.loads(backend) if backend else None
         if block is not None and not isinstance(block, dict):
             raise ValueError(f"--backend must be a JSON object, got {backend}")
-        if pipeline is None:
-            config = _component_config(
-                labels=_read_labels(labels, labels_file),
-                model=model,
-                structured_output=None,
-                generation={},
-            )
-            spec = corpus.PipelineSpec.from_component(config, code=[str(c) for c in code or []])
-        else:
-            if model is not None:
-                _fail(2, "--model configures a new pipeline; with --pipeline use --backend")
-            spec = corpus.PipelineSpec(
-                path=pipeline,
-                code=tuple(str(c.resolve()) for c in code or []),
-                labels=None
-                if labels is None and labels_file is None
-                else _read_labels(labels, labels_file),
-            )
-        if block is not None:
-            if model is not None:
-                block["model"] = model
-            overrides[f"components.{spec.component_name()}.backend"] = block
-        ray_options = None
+        asked = pipeline is None or labels is not None or labels_file is not None
+        spec = corpus.PipelineSpec.from_options(
+            pipeline=pipeline,
+            labels=_read_labels(labels, labels_file) if asked else None,
+            model=model,
+            backend=block,
+            code=[str(c) for c in code or []],
+            overrides=parse_overrides(inputs[split:]),
+        )
+        ray = None
         if engine is Engine.ray:
             from .annotate.ray_engine import RayOptions
 
-            ray_options = RayOptions(address, actors, gpus_per_actor, cpus_per_actor)
-        summary = corpus.annotate(
-            patterns,
-            output,
-            spec.with_overrides(overrides),
+            ray = RayOptions(address, actors, gpus_per_actor, cpus_per_actor)
+        options = corpus.AnnotateOptions(
             input_format=input_format.value,
             text_field=text_field,
             shard_size=shard_size,
@@ -531,8 +516,9 @@ def annotate(
             cache=False if no_cache else (str(cache) if cache else True),
             keep_going=keep_going,
             overwrite=overwrite,
-            ray_options=ray_options,
+            ray=ray,
         )
+        summary = corpus.annotate(patterns, output, spec, options)
     except (OSError, ValueError, ImportError, corpus.ShardFailed) as e:
         _fail(1, str(e))
     typer.echo(summary.line(), err=True)
@@ -781,11 +767,13 @@ def _load_pipeline(
             nlp.initialize()  # loads the model now, so a bad reference fails before any output
     except (OSError, ValueError) as e:
         _fail(1, str(e))
-    found = [(name, pipe) for name, pipe in nlp.pipeline if isinstance(pipe, ReasoningNER)]
-    if len(found) != 1:
-        names = ", ".join(name for name, _ in found) or "none"
-        _fail(1, f"pipeline {path} needs exactly one reasoning_ner component, found: {names}")
-    return nlp, found[0][1]
+    try:
+        component = reasoning_component(nlp)
+    except ValueError as e:
+        _fail(1, f"pipeline {path}: {e}")
+    if component is None:
+        _fail(1, f"pipeline {path} needs exactly one reasoning_ner component, found: none")
+    return nlp, component
 
 
 def _component_config(**options: Any) -> dict[str, Any]:

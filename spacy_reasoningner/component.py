@@ -13,7 +13,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -57,8 +57,32 @@ _EXTENSION_DEFAULTS = {
 }
 
 
+FACTORY = "reasoning_ner"
+
+
+def reasoning_component(nlp: Language) -> ReasoningNER | None:
+    """The pipeline's one ``reasoning_ner`` component; None for a pipeline without one."""
+    found = [pipe for _, pipe in nlp.pipeline if isinstance(pipe, ReasoningNER)]
+    if len(found) > 1:
+        raise ValueError(f"the pipeline has {len(found)} reasoning_ner components; keep one")
+    return found[0] if found else None
+
+
+def reasoning_component_name(config: Mapping[str, Any], where: str) -> str:
+    """The name of the one ``reasoning_ner`` component of a pipeline ``config`` (before it is
+    loaded: to address its settings); ``where`` names the pipeline in the error."""
+    components = config.get("components", {})
+    names = [name for name, block in components.items() if block.get("factory") == FACTORY]
+    if len(names) != 1:
+        raise ValueError(
+            f"{where} needs exactly one reasoning_ner component, found: "
+            f"{', '.join(names) or 'none'}"
+        )
+    return names[0]
+
+
 @Language.factory(
-    "reasoning_ner",
+    FACTORY,
     assigns=["doc.ents", "token.ent_iob", "token.ent_type"],
     default_config=ComponentSettings.default_config(),
     default_score_weights={"ents_f": 1.0, "ents_p": 0.0, "ents_r": 0.0, "ents_per_type": None},

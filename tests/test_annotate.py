@@ -12,13 +12,14 @@ from pathlib import Path
 
 import pytest
 import spacy
+from confection import Config
 from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
 import spacy_reasoningner.annotate
-from spacy_reasoningner.annotate import PipelineSpec, ShardFailed, annotate
+from spacy_reasoningner.annotate import AnnotateOptions, PipelineSpec, ShardFailed, annotate
 from spacy_reasoningner.annotate.sources import plan_shards, read_shard, resolve_inputs
-from spacy_reasoningner.annotate.worker import ShardAnnotator
+from spacy_reasoningner.annotate.worker import ShardAnnotator, ShardJob
 from spacy_reasoningner.cli import EXIT_REJECTS, app
 from spacy_reasoningner.overrides import parse_overrides
 from tests import _corpus
@@ -97,9 +98,12 @@ def test_inputs_that_name_nothing_or_an_unknown_format_are_errors(tmp_path: Path
 def test_local_run_writes_shards_rejects_and_manifest(corpus: Path, tmp_path: Path):
     out = tmp_path / "out"
     summary = annotate(
-        [str(corpus)], out, names_spec(tmp_path), shard_size=3, jsonl=True, batch_size=2,
+        [str(corpus)],
+        out,
+        names_spec(tmp_path),
+        AnnotateOptions(shard_size=3, jsonl=True, batch_size=2),
         progress=False,
-    )  # fmt: skip
+    )
     lines = output_lines(out)
     texts = [line["text"] for line in lines]
     # Every readable document once, in input order; the bad ones are in the rejects.
@@ -158,11 +162,15 @@ def test_a_failing_document_in_a_batch_above_the_components_duplicates_nothing(t
     )
     out = tmp_path / "out"
     summary = annotate(
-        [str(corpus)], out, spec, shard_size=6, batch_size=6, jsonl=True, progress=False
+        [str(corpus)],
+        out,
+        spec,
+        AnnotateOptions(shard_size=6, batch_size=6, jsonl=True),
+        progress=False,
     )
     assert [line["text"] for line in output_lines(out)] == lines[:4] + lines[5:]
     assert summary.counts["docs"] == 5 and summary.rejected == 1
-    annotator = ShardAnnotator(spec, str(tmp_path / "other"), "run", batch_size=6)
+    annotator = ShardAnnotator(ShardJob(spec, str(tmp_path / "other"), "run", batch_size=6))
     assert annotator.component.batch_size == annotator.batch_size == 6
 
 
@@ -191,7 +199,8 @@ def test_a_run_that_failed_at_start_does_not_block_the_corrected_command(tmp_pat
     with pytest.raises(ValueError, match="label"):
         annotate([str(corpus)], out, dataclasses.replace(good, labels=[""]), progress=False)
     assert (out / "manifest.json").exists()  # it records the failed attempt
-    summary = annotate([str(corpus)], out, good, jsonl=True, progress=False)  # no --overwrite
+    # The corrected command, without --overwrite:
+    summary = annotate([str(corpus)], out, good, AnnotateOptions(jsonl=True), progress=False)
     assert summary.complete and [line["text"] for line in output_lines(out)] == lines
     # A run that finished shards is still protected.
     with pytest.raises(ValueError, match="holds a run with other pipeline"):
@@ -205,7 +214,11 @@ def test_a_backend_without_identity_stops_a_cached_run_at_start(tmp_path: Path):
     with pytest.raises(ValueError, match=r"AnonymousNames has no 'identity'.*or pass --no-cache"):
         annotate([str(corpus)], tmp_path / "out", spec, progress=False)
     summary = annotate(
-        [str(corpus)], tmp_path / "out", spec, cache=False, jsonl=True, progress=False
+        [str(corpus)],
+        tmp_path / "out",
+        spec,
+        AnnotateOptions(cache=False, jsonl=True),
+        progress=False,
     )
     assert summary.complete and [line["text"] for line in output_lines(tmp_path / "out")] == lines
 
@@ -213,19 +226,25 @@ def test_a_backend_without_identity_stops_a_cached_run_at_start(tmp_path: Path):
 def test_rerun_skips_finished_shards_and_refuses_other_settings(corpus: Path, tmp_path: Path):
     out = tmp_path / "out"
     spec = names_spec(tmp_path, log="log.txt")
-    annotate([str(corpus)], out, spec, shard_size=4, keep_going=True, progress=False)
+    annotate(
+        [str(corpus)], out, spec, AnnotateOptions(shard_size=4, keep_going=True), progress=False
+    )
     generated = logged(tmp_path)
-    again = annotate([str(corpus)], out, spec, shard_size=4, keep_going=True, progress=False)
+    again = annotate(
+        [str(corpus)], out, spec, AnnotateOptions(shard_size=4, keep_going=True), progress=False
+    )
     assert logged(tmp_path) == generated  # nothing regenerated
     assert again.skipped == again.shards and again.new_docs == 0 and again.counts["docs"] == 17
     with pytest.raises(ValueError, match="holds a run with other shards"):
-        annotate([str(corpus)], out, spec, shard_size=5, progress=False)
+        annotate([str(corpus)], out, spec, AnnotateOptions(shard_size=5), progress=False)
     (corpus / "a.txt").write_text("Zed alone.\n")
     with pytest.raises(
         ValueError, match="other inputs; give another output folder, or --overwrite"
     ):
-        annotate([str(corpus)], out, spec, shard_size=4, progress=False)
-    fresh = annotate([str(corpus)], out, spec, shard_size=4, overwrite=True, progress=False)
+        annotate([str(corpus)], out, spec, AnnotateOptions(shard_size=4), progress=False)
+    fresh = annotate(
+        [str(corpus)], out, spec, AnnotateOptions(shard_size=4, overwrite=True), progress=False
+    )
     assert fresh.skipped == 0 and fresh.counts["docs"] == 11
     assert not any("Alice" in line["text"] for line in output_lines(out))
 
@@ -237,19 +256,23 @@ def test_a_shard_where_every_document_fails_stops_the_run_and_a_rerun_resumes(tm
     with pytest.raises(
         ShardFailed, match=r"shard 00001 .* all 2 documents failed, the last with BackendError"
     ):
-        annotate([str(corpus)], out, spec, shard_size=2, progress=False)
+        annotate([str(corpus)], out, spec, AnnotateOptions(shard_size=2), progress=False)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "incomplete" and list(manifest["done"]) == ["00000"]
     assert not (out / "shards" / "00001.spacy").exists()
     assert logged(tmp_path) == ["Una one.", "Vic two."]
     (tmp_path / "healed").touch()  # the cause is fixed
-    summary = annotate([str(corpus)], out, spec, shard_size=2, progress=False)
+    summary = annotate([str(corpus)], out, spec, AnnotateOptions(shard_size=2), progress=False)
     assert summary.complete and summary.skipped == 1 and summary.rejected == 0
     assert logged(tmp_path) == lines  # each document generated once over both runs
     # --keep-going rejects such documents instead.
     (tmp_path / "healed").unlink()
     going = annotate(
-        [str(corpus)], tmp_path / "out2", spec, shard_size=2, keep_going=True, progress=False
+        [str(corpus)],
+        tmp_path / "out2",
+        spec,
+        AnnotateOptions(shard_size=2, keep_going=True),
+        progress=False,
     )
     assert going.complete and going.rejected == 2 and going.counts["docs"] == 4
 
@@ -362,7 +385,11 @@ def test_ray_engine_without_ray_names_the_extra(corpus: Path, tmp_path: Path, mo
     monkeypatch.delattr(spacy_reasoningner.annotate, "ray_engine", raising=False)
     with pytest.raises(ImportError, match=r'pip install "spacy-reasoningner\[ray\]"'):
         annotate(
-            [str(corpus)], tmp_path / "out", names_spec(tmp_path), engine="ray", progress=False
+            [str(corpus)],
+            tmp_path / "out",
+            names_spec(tmp_path),
+            AnnotateOptions(engine="ray"),
+            progress=False,
         )
 
 
@@ -386,3 +413,41 @@ def test_a_json_line_too_deep_or_too_long_is_a_reject_not_a_crash(tmp_path: Path
         "JSON that cannot be read: RecursionError",
         "JSON that cannot be read: ValueError",
     ]
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"engine": "spark"}, "engine 'spark' is not one of"),
+        ({"input_format": "csv"}, "input format 'csv' is not auto or one of"),
+        ({"shard_size": 0}, "shard_size and batch_size must be >= 1"),
+        ({"batch_size": 0}, "shard_size and batch_size must be >= 1"),
+    ],
+)
+def test_annotate_options_are_checked_when_made(options: dict, problem: str):
+    """A typed spec: a wrong option fails where it is written, before any file is read."""
+    with pytest.raises(ValueError, match=problem):
+        AnnotateOptions(**options)
+
+
+def test_a_spec_from_the_command_lines_options(tmp_path: Path):
+    """The library builds what the CLI's options ask for: a new pipeline of labels on a
+    model, or a saved one whose labels and backend are replaced; contradictions are errors."""
+    model = "bundled:tiny-random-qwen3"
+    new = PipelineSpec.from_options(labels=["person"], model=model)
+    component = Config().from_str(new.config)["components"]["reasoning_ner"]
+    assert (component["labels"], component["backend"]["model"]) == (["person"], model)
+    saved_config = Config().from_str(new.config)
+    saved_config["components"]["ner_llm"] = saved_config["components"].pop("reasoning_ner")
+    saved_config.to_disk(tmp_path / "config.cfg")  # what spacy.load reads first
+    block = {"@reasoning_ner_backends": "tests.Names.v1"}
+    saved = PipelineSpec.from_options(
+        pipeline=str(tmp_path), labels=["place"], backend=block, overrides={"a.b": 1}
+    )
+    assert (saved.path, saved.labels, saved.config) == (str(tmp_path), ["place"], None)
+    # The backend block replaces the saved component's, found by its factory.
+    assert saved.overrides == {"a.b": 1, "components.ner_llm.backend": block}
+    with pytest.raises(ValueError, match="no entity types"):
+        PipelineSpec.from_options(model=model)
+    with pytest.raises(ValueError, match="--model configures a new pipeline"):
+        PipelineSpec.from_options(pipeline=str(tmp_path), model=model)

@@ -11,7 +11,7 @@ import pytest
 import spacy
 from spacy.tokens import DocBin
 
-from spacy_reasoningner.annotate import PipelineSpec, ShardFailed, annotate
+from spacy_reasoningner.annotate import AnnotateOptions, PipelineSpec, ShardFailed, annotate
 from tests._corpus import (
     FAILING_SHARD_LINES,
     logged,
@@ -49,8 +49,8 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_run(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: the local engine on the same corpus and settings."""
     tmp = tmp_path_factory.mktemp("local")
-    options = {"shard_size": 3, "jsonl": True, "batch_size": 2, "keep_going": True}
-    annotate([str(corpus)], tmp / "out", names_spec(tmp), progress=False, **options)
+    options = AnnotateOptions(shard_size=3, jsonl=True, batch_size=2, keep_going=True)
+    annotate([str(corpus)], tmp / "out", names_spec(tmp), options, progress=False)
     return tmp / "out"
 
 
@@ -66,9 +66,14 @@ def entities_of(out: Path) -> list[tuple[str, list[tuple[int, int, str]]]]:
 def test_ray_writes_what_the_local_engine_writes(corpus: Path, local_run: Path, tmp_path: Path):
     out = tmp_path / "out"
     summary = annotate(
-        [str(corpus)], out, names_spec(tmp_path), engine="ray", ray_options=TWO_ACTORS,
-        shard_size=3, jsonl=True, batch_size=2, keep_going=True, progress=False,
-    )  # fmt: skip
+        [str(corpus)],
+        out,
+        names_spec(tmp_path),
+        AnnotateOptions(
+            engine="ray", ray=TWO_ACTORS, shard_size=3, jsonl=True, batch_size=2, keep_going=True
+        ),
+        progress=False,
+    )
     assert output_lines(out) == output_lines(local_run)
     assert entities_of(out) == entities_of(local_run)
     assert rejects(out) == rejects(local_run) and summary.rejected == 4
@@ -84,9 +89,12 @@ def test_a_killed_actor_is_replaced_and_its_shard_redone(tmp_path: Path):
     out = tmp_path / "out"
     spec = names_spec(tmp_path, log="log.txt", kill_marker="killed")
     summary = annotate(
-        [str(corpus_kill)], out, spec, engine="ray", ray_options=TWO_ACTORS, shard_size=3,
-        batch_size=1, progress=False,
-    )  # fmt: skip
+        [str(corpus_kill)],
+        out,
+        spec,
+        AnnotateOptions(engine="ray", ray=TWO_ACTORS, shard_size=3, batch_size=1),
+        progress=False,
+    )
     assert (tmp_path / "killed").exists()  # the actor process did die
     assert summary.complete and summary.counts["docs"] == 9 and summary.rejected == 0
     texts = [text for text, _ in entities_of(out)]
@@ -99,19 +107,14 @@ def test_a_failing_shard_stops_the_ray_run_and_a_rerun_resumes(tmp_path: Path):
     corpus, lines = write_lines(tmp_path / "corpus", FAILING_SHARD_LINES)
     out = tmp_path / "out"
     spec = names_spec(tmp_path, log="log.txt", heal_marker="healed")
-    options = {
-        "engine": "ray",
-        "ray_options": RayOptions(actors=1),
-        "shard_size": 2,
-        "progress": False,
-    }
+    options = AnnotateOptions(engine="ray", ray=RayOptions(actors=1), shard_size=2)
     with pytest.raises(ShardFailed, match=r"shard 00001 .* all 2 documents failed"):
-        annotate([str(corpus)], out, spec, **options)
+        annotate([str(corpus)], out, spec, options, progress=False)
     done = json.loads((out / "manifest.json").read_text())["done"]
     assert "00001" not in done
     first = logged(tmp_path)
     (tmp_path / "healed").touch()
-    summary = annotate([str(corpus)], out, spec, **options)
+    summary = annotate([str(corpus)], out, spec, options, progress=False)
     assert summary.complete and summary.skipped == len(done) and summary.counts["docs"] == 6
     regenerated = logged(tmp_path)[len(first) :]
     assert not set(regenerated) & {
@@ -136,9 +139,12 @@ def test_vllm_backend_in_a_ray_actor(bundled_model_dir: Path, tmp_path: Path):
         }
     )  # fmt: skip
     summary = annotate(
-        [str(corpus)], tmp_path / "out", spec, engine="ray", ray_options=RayOptions(actors=1),
-        jsonl=True, progress=False,
-    )  # fmt: skip
+        [str(corpus)],
+        tmp_path / "out",
+        spec,
+        AnnotateOptions(engine="ray", ray=RayOptions(actors=1), jsonl=True),
+        progress=False,
+    )
     assert summary.complete and summary.counts["docs"] == 2 and summary.counts["windows"] == 2
     assert [line["text"] for line in output_lines(tmp_path / "out")] == lines
     [model] = summary.models

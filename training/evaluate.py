@@ -33,6 +33,7 @@ from spacy_reasoningner.benchmark import (
     load_eval_set,
     read_training_texts,
 )
+from spacy_reasoningner.component import reasoning_component_name
 
 from .config import StageConfig, build_backend, load_profile, parse_overrides, require
 
@@ -87,7 +88,8 @@ def load_pipeline(config: EvaluateConfig) -> Language:
     """
     if not config.backend:
         return spacy.load(config.pipeline)
-    name = _reasoning_component_name(config.pipeline)
+    saved = load_config(config.pipeline / "config.cfg", interpolate=False)
+    name = reasoning_component_name(saved, f"{config.pipeline} (given [evaluate.backend])")
     model = config.pipeline / name / "model"
     # Built here only to check its kind: the engines load nothing until they are used.
     probe = build_backend(config.backend)
@@ -98,22 +100,6 @@ def load_pipeline(config: EvaluateConfig) -> Language:
         )
     block = {"components": {name: {"backend": dict(config.backend)}}}
     return spacy.load(config.pipeline, config=block)
-
-
-def _reasoning_component_name(pipeline: Path) -> str:
-    """The name of the saved pipeline's one reasoning_ner component (from its config.cfg)."""
-    saved = load_config(pipeline / "config.cfg", interpolate=False)
-    names = [
-        name
-        for name, block in saved.get("components", {}).items()
-        if block.get("factory") == "reasoning_ner"
-    ]
-    if len(names) != 1:
-        raise ValueError(
-            f"{pipeline} has {len(names)} reasoning_ner components ({', '.join(names) or 'none'}) "
-            "to give [evaluate.backend]: it needs exactly one"
-        )
-    return names[0]
 
 
 def evaluate_profile(config: EvaluateConfig) -> tuple[EvaluationResult, list[Path]]:

@@ -14,7 +14,6 @@ import logging
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,9 +21,16 @@ from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm
 
-from .sinks import MANIFEST_FORMAT, OutputFolder, ShardResult, total_counts, write_json
+from .sinks import MANIFEST_FORMAT, OutputFolder, total_counts, write_json
 from .sources import FORMATS, Shard, plan_shards, read_shard, resolve_inputs
-from .worker import PipelineSpec, ShardAnnotator, ShardFailed, stable_hash
+from .worker import (
+    MODEL_WITH_PIPELINE,
+    PipelineSpec,
+    ShardAnnotator,
+    ShardFailed,
+    ShardJob,
+    stable_hash,
+)
 
 if TYPE_CHECKING:
     from .ray_engine import RayOptions
@@ -32,6 +38,8 @@ if TYPE_CHECKING:
 __all__ = [
     "ENGINES",
     "FORMATS",
+    "MODEL_WITH_PIPELINE",
+    "AnnotateOptions",
     "AnnotateSummary",
     "PipelineSpec",
     "ShardFailed",
@@ -76,21 +84,59 @@ class AnnotateSummary:
         )
 
 
+@dataclass(frozen=True)
+class AnnotateOptions:
+    """How a run reads, shards, annotates and writes (the inputs, the output folder and the
+    pipeline are what it annotates: ``annotate``'s arguments).
+
+    input_format: ``auto`` (by file suffix) or one of ``FORMATS``.
+    text_field: the JSONL field holding the text; other fields are kept.
+    shard_size: documents per shard: the unit of output files, retries and resumption.
+    engine: ``local`` (this process) or ``ray`` (``ray``: where and how wide).
+    jsonl: also write each shard as JSON lines.
+    batch_size: documents per backend call (None: the component's own).
+    cache: keep completions in ``output/cache`` (True), in the folder or file given, or not
+        (False). A rerun after a crash then regenerates nothing that had finished.
+    keep_going: reject the documents of a shard in which every document failed, instead of
+        stopping the run.
+    overwrite: start over when the output folder holds a run with other settings.
+    """
+
+    input_format: str = "auto"
+    text_field: str = "text"
+    shard_size: int = 1000
+    engine: str = "local"
+    jsonl: bool = False
+    batch_size: int | None = None
+    cache: bool | str = True
+    keep_going: bool = False
+    overwrite: bool = False
+    ray: RayOptions | None = None
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r} is not one of {ENGINES}")
+        if self.input_format != "auto" and self.input_format not in FORMATS:
+            raise ValueError(f"input format {self.input_format!r} is not auto or one of {FORMATS}")
+        if self.shard_size < 1 or (self.batch_size is not None and self.batch_size < 1):
+            raise ValueError(
+                f"shard_size and batch_size must be >= 1, got {self.shard_size} and "
+                f"{self.batch_size}"
+            )
+
+    def settings(self) -> dict[str, Any]:
+        """As the manifest records them."""
+        settings = asdict(self)
+        settings["ray"] = asdict(self.ray) if self.ray else None
+        return settings
+
+
 def annotate(
     inputs: list[str],
     output: str | Path,
     pipeline: PipelineSpec,
+    options: AnnotateOptions = AnnotateOptions(),
     *,
-    input_format: str = "auto",
-    text_field: str = "text",
-    shard_size: int = 1000,
-    engine: str = "local",
-    jsonl: bool = False,
-    batch_size: int | None = None,
-    cache: bool | str = True,
-    keep_going: bool = False,
-    overwrite: bool = False,
-    ray_options: RayOptions | None = None,
     progress: bool = True,
 ) -> AnnotateSummary:
     """Annotate every document of ``inputs`` into ``output`` (see ``sinks`` for the layout).
@@ -98,80 +144,51 @@ def annotate(
     inputs: files, folders or globs of text (one document per non-empty line), JSONL (a
         ``text_field`` per object; other fields are kept) or DocBin files.
     pipeline: the pipeline each worker builds (a saved pipeline or a config).
-    shard_size: documents per shard: the unit of output files, retries and resumption.
-    cache: keep completions in ``output/cache`` (True), in the folder or file given, or not
-        (False). A rerun after a crash then regenerates nothing that had finished.
-    keep_going: reject the documents of a shard in which every document failed, instead of
-        stopping the run.
-    overwrite: start over when ``output`` holds a run with other settings.
     """
-    if engine not in ENGINES:
-        raise ValueError(f"engine {engine!r} is not one of {ENGINES}")
     started = time.perf_counter()
     out = OutputFolder(Path(output).resolve())
-    files = resolve_inputs(inputs, input_format)
-    shards = plan_shards(files, shard_size, text_field)
+    files = resolve_inputs(inputs, options.input_format)
+    shards = plan_shards(files, options.shard_size, options.text_field)
     fingerprint = {
         "inputs": stable_hash([f.to_dict() for f in files]),
-        "shards": stable_hash({"shard_size": shard_size, "text_field": text_field}),
+        "shards": stable_hash({"shard_size": options.shard_size, "text_field": options.text_field}),
         "pipeline": pipeline.fingerprint(),
-        "outputs": stable_hash({"jsonl": jsonl}),
+        "outputs": stable_hash({"jsonl": options.jsonl}),
     }
     run = stable_hash(fingerprint)
-    _check_previous_run(out, fingerprint, overwrite)
-    if cache:
+    _check_previous_run(out, fingerprint, options.overwrite)
+    if options.cache:
+        cache = options.cache
         path = out.path / CACHE_DIR if cache is True else Path(cache).resolve()
         name = pipeline.component_name()
         pipeline = pipeline.with_overrides({f"components.{name}.cache_path": str(path)})
     done = out.finished(shards, run)
     todo = [s for s in shards if s.id not in done]
-    settings = {
-        "engine": engine,
-        "shard_size": shard_size,
-        "text_field": text_field,
-        "input_format": input_format,
-        "jsonl": jsonl,
-        "batch_size": batch_size,
-        "keep_going": keep_going,
-        "ray": asdict(ray_options) if ray_options else None,
-        "pipeline": {
-            "path": pipeline.path,
-            "overrides": pipeline.overrides,
-            "labels": pipeline.labels,
-            "code": pipeline.code,
-        },
-    }
     manifest = {
         "format": MANIFEST_FORMAT,
         "fingerprint": {**fingerprint, "run": run},
-        "versions": _versions(engine),
-        "settings": settings,
+        "versions": _versions(options.engine),
+        "settings": {**options.settings(), "pipeline": pipeline.describe()},
         "config": pipeline.config,
         "inputs": [f.to_dict() for f in files],
         "shards": [s.to_dict() for s in shards],
     }
-    new_docs = 0
-
-    def record(result: ShardResult) -> None:
-        nonlocal new_docs
-        new_docs += result.counts["docs"] + result.counts["rejected"]
-
     write_json(out.manifest, {**manifest, "status": "running", "started": _now()})
-    annotator = {
-        "spec": pipeline,
-        "output": str(out.path),
-        "run": run,
-        "jsonl": jsonl,
-        "batch_size": batch_size,
-        "keep_going": keep_going,
-    }
+    job = ShardJob(
+        pipeline,
+        str(out.path),
+        run,
+        jsonl=options.jsonl,
+        batch_size=options.batch_size,
+        keep_going=options.keep_going,
+    )
     try:
-        if todo and engine == "local":
-            _run_local(todo, annotator, record, progress)
+        if todo and options.engine == "local":
+            _run_local(todo, job, progress)
         elif todo:
             from . import ray_engine
 
-            ray_engine.run(todo, annotator, ray_options or ray_engine.RayOptions(), record)
+            ray_engine.run(todo, job, options.ray or ray_engine.RayOptions())
     finally:
         # From the done records: a cluster may finish shards whose results never reached us.
         results = out.finished(shards, run)
@@ -195,29 +212,25 @@ def annotate(
                 "done": {r.shard: {"counts": r.counts, "seconds": r.seconds} for r in ordered},
             },
         )
+    new = [r for r in ordered if r.shard not in done]
     return AnnotateSummary(
         out.path,
         len(shards),
         len(done),
         counts,
         time.perf_counter() - started,
-        new_docs,
+        sum(r.counts["docs"] + r.counts["rejected"] for r in new),
         complete,
         models,
     )
 
 
-def _run_local(
-    shards: list[Shard],
-    annotator: dict[str, Any],
-    on_result: Callable[[ShardResult], None],
-    progress: bool,
-) -> None:
-    annotate_shard = ShardAnnotator(**annotator)
+def _run_local(shards: list[Shard], job: ShardJob, progress: bool) -> None:
+    annotate_shard = ShardAnnotator(job)
     total = sum(s.docs for s in shards)
     with tqdm(total=total, unit="doc", disable=not progress, file=sys.stderr) as bar:
         for shard in shards:
-            on_result(annotate_shard(shard, read_shard(shard), bar.update))
+            annotate_shard(shard, read_shard(shard), bar.update)
 
 
 def _check_previous_run(out: OutputFolder, fingerprint: dict[str, str], overwrite: bool) -> None:

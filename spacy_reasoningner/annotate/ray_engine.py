@@ -31,9 +31,8 @@ except ImportError as error:  # pragma: no cover - depends on the installation
         '(or pip install "ray[data]")'
     ) from error
 
-from .sinks import ShardResult
 from .sources import Item, Shard, read_shard
-from .worker import ShardAnnotator, ShardFailed
+from .worker import ShardAnnotator, ShardFailed, ShardJob
 
 
 @dataclass(frozen=True)
@@ -92,21 +91,23 @@ def _reader(shard: Shard) -> Callable[[], Iterable[pa.Table]]:
 class RayShardAnnotator:
     """The map_batches callable: one pipeline per actor, one shard per call."""
 
-    def __init__(self, annotator: dict[str, Any]):
-        self.annotate = ShardAnnotator(**annotator)
+    def __init__(self, job: ShardJob):
+        self.annotate = ShardAnnotator(job)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:
-        """One row per shard in, one row out: its result, or why it failed (Ray would turn a
-        raised ShardFailed into an exception type the driver cannot tell apart)."""
-        rows: dict[str, list[str]] = {"result": [], "failed": []}
+        """One row per shard in, one row out: the shard, and why it failed or "" (Ray would
+        turn a raised ShardFailed into an exception type the driver cannot tell apart). Its
+        result is its done record, which the driver reads from the output folder."""
+        rows: dict[str, list[str]] = {"shard": [], "failed": []}
         for shard_json, items_bytes in zip(batch["shard"], batch["items"], strict=True):
             shard = Shard.from_dict(srsly.json_loads(shard_json))
             items = [Item(**i) for i in srsly.msgpack_loads(items_bytes)]
             try:
-                result, failed = srsly.json_dumps(self.annotate(shard, items).to_dict()), ""
+                self.annotate(shard, items)
+                failed = ""
             except ShardFailed as error:
-                result, failed = "", str(error)
-            rows["result"].append(result)
+                failed = str(error)
+            rows["shard"].append(shard.id)
             rows["failed"].append(failed)
         return rows
 
@@ -122,13 +123,8 @@ def connect(options: RayOptions) -> None:
         ray.init(include_dashboard=False, _node_ip_address="127.0.0.1")
 
 
-def run(
-    shards: list[Shard],
-    annotator: dict[str, Any],
-    options: RayOptions,
-    on_result: Callable[[ShardResult], None],
-) -> None:
-    """Annotate ``shards`` on the cluster; ``on_result`` gets each shard's result as it ends."""
+def run(shards: list[Shard], job: ShardJob, options: RayOptions) -> None:
+    """Annotate ``shards`` on the cluster (each shard's done record is its result)."""
     connect(options)
     # Reads take no CPU from the actors (a fixed pool holding every CPU would starve them)
     # and run `actors` at a time: a shard is read in a blink, each worker process imports spaCy.
@@ -136,7 +132,7 @@ def run(
         ShardSource(shards), override_num_blocks=len(shards), num_cpus=0, concurrency=options.actors
     ).map_batches(
         RayShardAnnotator,
-        fn_constructor_kwargs={"annotator": annotator},
+        fn_constructor_kwargs={"job": job},
         batch_size=1,
         compute=ray.data.ActorPoolStrategy(size=options.actors),
         num_cpus=options.cpus_per_actor,
@@ -145,4 +141,3 @@ def run(
     for row in dataset.iter_rows():
         if row["failed"]:
             raise ShardFailed(row["failed"])  # leaving the loop stops the job
-        on_result(ShardResult.from_dict(srsly.json_loads(row["result"])))

@@ -28,16 +28,16 @@ from spacy.tokens import Doc, DocBin
 from spacy.util import import_file, load_model_from_config
 
 from ..backends.base import is_identifiable
-from ..component import ReasoningNER
+from ..component import FACTORY, ReasoningNER, reasoning_component_name
 from .sinks import OutputFolder, ShardResult
 from .sources import Item, Shard
 
 logger = logging.getLogger(__name__)
 
-FACTORY = "reasoning_ner"
 SOURCE_KEY = "annotate.source"  # doc.user_data key: where the document came from
 FIELDS_KEY = "annotate.fields"  # doc.user_data key: the other fields of a JSONL record
 Progress = Callable[[int], None]
+MODEL_WITH_PIPELINE = "--model configures a new pipeline; with --pipeline use --backend"
 
 
 class ShardFailed(RuntimeError):
@@ -76,8 +76,52 @@ class PipelineSpec:
         nlp.add_pipe(FACTORY, config=component_config)
         return cls(config=nlp.config.to_str(), code=tuple(str(Path(c).resolve()) for c in code))
 
+    @classmethod
+    def from_options(
+        cls,
+        *,
+        pipeline: str | None = None,
+        labels: Any = None,
+        model: str | None = None,
+        backend: dict[str, Any] | None = None,
+        code: Sequence[str] = (),
+        overrides: dict[str, Any] | None = None,
+    ) -> PipelineSpec:
+        """The pipeline of the command line's options: a saved ``pipeline`` (``labels``, when
+        given, replace its own), else a new one of ``labels`` on ``model`` (default: the
+        package's); ``backend`` replaces the component's backend block (``model``, when
+        given, names its model); ``overrides`` are dotted config keys."""
+        if pipeline is None:
+            if labels is None:
+                raise ValueError(
+                    "no entity types: give --labels person,location, --labels-file FILE "
+                    "or a saved --pipeline"
+                )
+            config = {"labels": labels, **({"backend": {"model": model}} if model else {})}
+            spec = cls.from_component(config, code=code)
+        elif model is not None:
+            raise ValueError(MODEL_WITH_PIPELINE)
+        else:
+            spec = cls(
+                path=pipeline, code=tuple(str(Path(c).resolve()) for c in code), labels=labels
+            )
+        overrides = dict(overrides or {})
+        if backend is not None:
+            block = {**backend, **({"model": model} if model else {})}
+            overrides[f"components.{spec.component_name()}.backend"] = block
+        return spec.with_overrides(overrides)
+
     def with_overrides(self, overrides: dict[str, Any]) -> PipelineSpec:
         return replace(self, overrides={**self.overrides, **overrides})
+
+    def describe(self) -> dict[str, Any]:
+        """As the manifest records it (the config text is recorded apart)."""
+        return {
+            "path": self.path,
+            "overrides": self.overrides,
+            "labels": self.labels,
+            "code": self.code,
+        }
 
     def base_config(self) -> Config:
         if self.config is not None:
@@ -89,12 +133,7 @@ class PipelineSpec:
 
     def component_name(self) -> str:
         """The name of the pipeline's single reasoning_ner component."""
-        components = self.base_config().get("components", {})
-        names = [n for n, block in components.items() if block.get("factory") == FACTORY]
-        if len(names) != 1:
-            where = self.path or "the config"
-            raise ValueError(f"{where} needs exactly one reasoning_ner component, found {names}")
-        return names[0]
+        return reasoning_component_name(self.base_config(), self.path or "the config")
 
     def load(self) -> tuple[Language, ReasoningNER]:
         import_code(self.code)
@@ -166,20 +205,24 @@ def doc_record(doc: Doc, component: ReasoningNER) -> dict[str, Any]:
     return {**fields, "source": doc.user_data[SOURCE_KEY], **component.to_json(doc)}
 
 
+@dataclass(frozen=True)
+class ShardJob:
+    """What every worker of a run is given, picklable (each Ray actor builds from it): the
+    pipeline, where to write, the run's fingerprint, and the options shards are done by."""
+
+    spec: PipelineSpec
+    output: str
+    run: str
+    jsonl: bool = False
+    batch_size: int | None = None
+    keep_going: bool = False
+
+
 class ShardAnnotator:
     """Annotates and writes whole shards with one pipeline built at construction."""
 
-    def __init__(
-        self,
-        spec: PipelineSpec,
-        output: str,
-        run: str,
-        *,
-        jsonl: bool = False,
-        batch_size: int | None = None,
-        keep_going: bool = False,
-    ):
-        self.nlp, self.component = spec.load()
+    def __init__(self, job: ShardJob):
+        self.nlp, self.component = job.spec.load()
         if self.component.cache is not None and not is_identifiable(self.component.backend):
             # Else every batch would fail on it, one document at a time.
             raise ValueError(
@@ -188,14 +231,14 @@ class ShardAnnotator:
                 "resumes): add one (engine, model, settings; no secrets; see docs/backends.md, "
                 "'Your own backend') or pass --no-cache"
             )
-        self.output = OutputFolder(output)
-        self.run = run
-        self.jsonl = jsonl
-        if batch_size is not None and batch_size != self.component.batch_size:
+        self.output = OutputFolder(job.output)
+        self.run = job.run
+        self.jsonl = job.jsonl
+        if job.batch_size is not None and job.batch_size != self.component.batch_size:
             # The component caps every nlp.pipe chunk at its own batch_size: the run's wins.
-            self.component.settings = replace(self.component.settings, batch_size=batch_size)
+            self.component.settings = replace(self.component.settings, batch_size=job.batch_size)
         self.batch_size = self.component.batch_size
-        self.keep_going = keep_going
+        self.keep_going = job.keep_going
         self.model = describe_component(self.component)
 
     def __call__(

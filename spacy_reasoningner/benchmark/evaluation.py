@@ -43,7 +43,7 @@ from spacy.training import Example
 from spacy.util import filter_spans
 
 from ..backends.base import TokenCounter, is_identifiable
-from ..component import ReasoningNER
+from ..component import ReasoningNER, reasoning_component
 from ..protocol import PRF, is_misc_like, string_prf
 from .datasets import ZERO_SHOT_DATASETS, EvalSet
 from .overlap import OverlapError, find_overlap, overlap_message
@@ -369,14 +369,6 @@ def _markdown_row(d: DatasetResult, metrics: Sequence[str]) -> str:
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def reasoning_component(nlp: Language) -> ReasoningNER | None:
-    """The pipeline's ``reasoning_ner`` component; None for pipelines without one."""
-    found = [pipe for _, pipe in nlp.pipeline if isinstance(pipe, ReasoningNER)]
-    if len(found) > 1:
-        raise ValueError(f"the pipeline has {len(found)} reasoning_ner components; keep one")
-    return found[0] if found else None
 
 
 def evaluate(

@@ -16,7 +16,7 @@ import spacy
 from spacy.tokens import Doc, DocBin
 from spacy.util import filter_spans
 
-from spacy_reasoningner.annotate import PipelineSpec, annotate
+from spacy_reasoningner.annotate import AnnotateOptions, PipelineSpec, annotate
 from spacy_reasoningner.task import NERTask
 
 from ..sources import plan
@@ -130,11 +130,13 @@ def _teacher_docs(
             [str(corpus)],
             config.output / "teacher" / f"sample-{sample}",
             teacher_spec(config, sample),
-            engine=config.teacher.engine,
-            ray_options=_ray_options(config.teacher),
-            batch_size=config.teacher.batch_size,
-            shard_size=config.teacher.shard_size,
-            keep_going=True,
+            AnnotateOptions(
+                engine=config.teacher.engine,
+                ray=_ray_options(config.teacher),
+                batch_size=config.teacher.batch_size,
+                shard_size=config.teacher.shard_size,
+                keep_going=True,
+            ),
         )
         runs.append(_annotated(summary.output, nlp))
         report.teacher.setdefault("runs", []).append(

@@ -19,7 +19,7 @@ from spacy.util import filter_spans
 
 from spacy_reasoningner.backends.base import Identifiable
 from spacy_reasoningner.benchmark import evaluate, load_eval_set
-from spacy_reasoningner.benchmark.evaluation import reasoning_component
+from spacy_reasoningner.component import reasoning_component
 
 from ..config import fingerprint, from_block, require
 from .config import DistillConfig, DistillEvalConfig
