@@ -185,3 +185,64 @@ def test_forwards_settings_gives_a_factory_the_settings_as_signature_and_docstri
     table = ComponentSettings.markdown_table().splitlines()
     assert table[:2] == ["| setting | default | meaning |", "|---|---|---|"]
     assert len(table) == 2 + len(names) and table[2].startswith(f"| `{names[0]}` |")
+
+
+V1_SETTINGS = {
+    "reasoning_ner.Transformers.v1": {
+        "model": "bundled:tiny-random-qwen3",
+        "device": "cpu",
+        "dtype": "float32",
+        "attn_implementation": "eager",
+        "batch_size": 3,
+        "structured_output": True,
+        "answer_max_tokens": 7,
+        "num_threads": 1,
+        "prefix_caching": False,
+    },
+    "reasoning_ner.VLLM.v1": {
+        "model": "bundled:tiny-random-qwen3",
+        "dtype": "float32",
+        "max_model_len": 256,
+        "gpu_memory_utilization": 0.5,
+        "enforce_eager": True,
+        "structured_output": False,
+        "answer_max_tokens": 9,
+        "engine_kwargs": {"seed": 1},
+    },
+    "reasoning_ner.OpenAI.v1": {
+        "model": "served",
+        "base_url": "http://127.0.0.1:9/v1",
+        "api_key_env": None,
+        "timeout": 5.0,
+        "max_concurrency": 2,
+        "max_retries": 1,
+        "backoff": 0.5,
+        "max_response_bytes": 1024,
+        "send_chat_template_kwargs": False,
+        "extra_body": {"top_k": 20},
+        "structured_output": False,
+        "answer_max_tokens": 11,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(V1_SETTINGS))
+def test_a_v1_backend_function_forwards_every_setting_to_its_class(name: str):
+    """Configs name versioned functions, as spacy-llm's do, so that a backend class can change
+    while v1 keeps its settings: today each v1 takes exactly its class's settings and
+    forwards every one (built with values unlike the defaults, nothing loaded)."""
+    make = spacy.registry.get("reasoning_ner_backends", name)
+    backend = make(**V1_SETTINGS[name])
+    cls = type(backend)
+    assert inspect.isfunction(make) and make.__name__.startswith("make_")
+    assert list(inspect.signature(make).parameters) == list(
+        inspect.signature(cls.__init__).parameters
+    )[1:]
+
+    def settings(obj: Any) -> dict[str, Any]:
+        plain = (str, int, float, bool, type(None), dict, tuple, list)
+        return {k: v for k, v in vars(obj).items() if isinstance(v, plain)}
+
+    assert settings(backend) == settings(cls(**V1_SETTINGS[name]))
+    defaults = make(**{"model": V1_SETTINGS[name]["model"]})
+    assert settings(backend) != settings(defaults)
