@@ -235,9 +235,10 @@ def test_a_v1_backend_function_forwards_every_setting_to_its_class(name: str):
     backend = make(**V1_SETTINGS[name])
     cls = type(backend)
     assert inspect.isfunction(make) and make.__name__.startswith("make_")
-    assert list(inspect.signature(make).parameters) == list(
-        inspect.signature(cls.__init__).parameters
-    )[1:]
+    assert (
+        list(inspect.signature(make).parameters)
+        == list(inspect.signature(cls.__init__).parameters)[1:]
+    )
 
     def settings(obj: Any) -> dict[str, Any]:
         plain = (str, int, float, bool, type(None), dict, tuple, list)

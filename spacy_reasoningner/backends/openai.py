@@ -271,20 +271,23 @@ class OpenAIBackend(ConstrainableBackend):
             (answer_format.schema(i), answer_format.grammar(i)) if constrained else (None, None)
             for i in range(len(prompts))
         ]
+        failed = threading.Event()
+
+        def complete(i: int, prompt: ChatMessages) -> Completion | None:
+            if failed.is_set():  # the batch failed: send no new request (None: not sent)
+                return None
+            try:
+                return self._complete(
+                    prompt, settings.at_position(i), template, *constraints[i], reasoning
+                )
+            except BaseException:
+                failed.set()
+                raise
+
         with ThreadPoolExecutor(
             max_workers=min(self.max_concurrency, max(len(prompts), 1))
         ) as pool:
-            futures = {
-                pool.submit(
-                    self._complete,
-                    prompt,
-                    settings.at_position(i),
-                    template,
-                    *constraints[i],
-                    reasoning,
-                ): i
-                for i, prompt in enumerate(prompts)
-            }
+            futures = {pool.submit(complete, i, prompt): i for i, prompt in enumerate(prompts)}
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failure = next((f.exception() for f in done if f.exception()), None)
             if failure is not None:
@@ -292,8 +295,9 @@ class OpenAIBackend(ConstrainableBackend):
                     future.cancel()
                 done, _ = wait(pending)  # let requests already in flight finish
             for future in futures:
-                if future.done() and not future.cancelled() and future.exception() is None:
-                    results[futures[future]] = future.result()
+                finished = future.done() and not future.cancelled() and not future.exception()
+                if finished and (completion := future.result()) is not None:
+                    results[futures[future]] = completion
         if isinstance(failure, BackendError):
             raise BackendError(str(failure), completed=results) from failure
         if failure is not None:  # not ours: its message may quote a header, so no chaining
