@@ -81,6 +81,7 @@ CONSTRAINT_LADDER: tuple[tuple[str, str], ...] = (
 )
 
 
+@backends.register("reasoning_ner.OpenAI.v1")
 class OpenAIBackend(ConstrainableBackend):
     """A server speaking the OpenAI chat completions API.
 
@@ -634,36 +635,3 @@ def _cached_tokens(usage: dict[str, Any]) -> Any:
 def _count(value: Any) -> int | None:
     """A token count from ``usage``, or None when it is not a count."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-@backends.register("reasoning_ner.OpenAI.v1")
-def make_openai_backend(
-    model: str,
-    base_url: str = "http://127.0.0.1:8000/v1",
-    api_key_env: str | None = "OPENAI_API_KEY",
-    timeout: float = 300.0,
-    max_concurrency: int = 8,
-    max_retries: int = 4,
-    backoff: float = 1.0,
-    max_response_bytes: int = 16 * 2**20,
-    send_chat_template_kwargs: bool = True,
-    extra_body: dict[str, Any] | None = None,
-    structured_output: StructuredOption = "auto",
-    answer_max_tokens: int = ANSWER_MAX_TOKENS,
-) -> OpenAIBackend:
-    """The v1 settings of an OpenAI-compatible server (see ``OpenAIBackend``). A config names
-    this function, not the class: the class may change while v1 keeps its settings."""
-    return OpenAIBackend(
-        model=model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        timeout=timeout,
-        max_concurrency=max_concurrency,
-        max_retries=max_retries,
-        backoff=backoff,
-        max_response_bytes=max_response_bytes,
-        send_chat_template_kwargs=send_chat_template_kwargs,
-        extra_body=extra_body,
-        structured_output=structured_output,
-        answer_max_tokens=answer_max_tokens,
-    )

@@ -63,6 +63,7 @@ def _one_thread_in_forked_children(torch: Any) -> None:
         _FORK_HANDLER.append(True)
 
 
+@backends.register("reasoning_ner.Transformers.v1")
 class TransformersBackend(LocalBackend):
     """A local transformers model.
 
@@ -624,32 +625,3 @@ def _end_token_ids(model: Any, tokenizer: Any) -> set[int]:
     ids = set(eos if isinstance(eos, list) else [eos])
     ids |= {tokenizer.eos_token_id, tokenizer.pad_token_id}
     return {i for i in ids if i is not None}
-
-
-@backends.register("reasoning_ner.Transformers.v1")
-def make_transformers_backend(
-    model: str = DEFAULT_MODEL,
-    device: str = "auto",
-    dtype: str = "auto",
-    attn_implementation: str = "auto",
-    batch_size: int = 16,
-    structured_output: StructuredOption = "auto",
-    answer_max_tokens: int = ANSWER_MAX_TOKENS,
-    trust_remote_code: bool = False,
-    num_threads: int | None = None,
-    prefix_caching: bool = True,
-) -> TransformersBackend:
-    """The v1 settings of a local transformers model (see ``TransformersBackend``). A config
-    names this function, not the class: the class may change while v1 keeps its settings."""
-    return TransformersBackend(
-        model=model,
-        device=device,
-        dtype=dtype,
-        attn_implementation=attn_implementation,
-        batch_size=batch_size,
-        structured_output=structured_output,
-        answer_max_tokens=answer_max_tokens,
-        trust_remote_code=trust_remote_code,
-        num_threads=num_threads,
-        prefix_caching=prefix_caching,
-    )

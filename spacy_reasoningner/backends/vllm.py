@@ -38,6 +38,7 @@ CPU_BLOCK_SIZE = 32
 _MODEL_FILES = ("*.safetensors", "*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken")
 
 
+@backends.register("reasoning_ner.VLLM.v1")
 class VLLMBackend(LocalBackend):
     """An in-process vLLM engine.
 
@@ -225,33 +226,4 @@ def _completion(prompt: str, request: Any) -> Completion:
         prompt_tokens=len(request.prompt_token_ids or ()),
         # Read from vLLM's prefix cache (automatic prefix caching), where it reports them.
         cached_prompt_tokens=getattr(request, "num_cached_tokens", None),
-    )
-
-
-@backends.register("reasoning_ner.VLLM.v1")
-def make_vllm_backend(
-    model: str = DEFAULT_MODEL,
-    dtype: str = "auto",
-    max_model_len: int | None = None,
-    gpu_memory_utilization: float = 0.9,
-    tensor_parallel_size: int = 1,
-    enforce_eager: bool = False,
-    structured_output: StructuredOption = "auto",
-    answer_max_tokens: int = ANSWER_MAX_TOKENS,
-    trust_remote_code: bool = False,
-    engine_kwargs: dict[str, Any] | None = None,
-) -> VLLMBackend:
-    """The v1 settings of an in-process vLLM engine (see ``VLLMBackend``). A config names this
-    function, not the class: the class may change while v1 keeps its settings."""
-    return VLLMBackend(
-        model=model,
-        dtype=dtype,
-        max_model_len=max_model_len,
-        gpu_memory_utilization=gpu_memory_utilization,
-        tensor_parallel_size=tensor_parallel_size,
-        enforce_eager=enforce_eager,
-        structured_output=structured_output,
-        answer_max_tokens=answer_max_tokens,
-        trust_remote_code=trust_remote_code,
-        engine_kwargs=engine_kwargs,
     )
