@@ -21,6 +21,7 @@ import typer
 from tqdm import tqdm
 
 from . import __version__
+from .annotate.sources import SUFFIX_FORMATS, TextFieldError, json_document
 from .backends import BackendError
 from .component import ReasoningNER, reasoning_component
 from .models import (
@@ -42,7 +43,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson")
 STDIN = "-"
 
 
@@ -707,7 +707,7 @@ def read_records(
 def _is_jsonl(source: str, lines: list[str], input_format: InputFormat) -> bool:
     if input_format is not InputFormat.auto:
         return input_format is InputFormat.jsonl
-    if source != STDIN and source.lower().endswith(JSONL_SUFFIXES):
+    if source != STDIN and SUFFIX_FORMATS.get(Path(source).suffix.lower()) == "jsonl":
         return True
     return next((line for line in lines if line.strip()), "").lstrip().startswith("{")
 
@@ -717,23 +717,11 @@ def _parse_jsonl(lines: list[str], name: str, text_field: str) -> list[Record]:
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        where = f"{name}, line {number}"
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            _fail(1, f"{where}: not valid JSON ({e.msg}, column {e.colno})")
-        except (ValueError, RecursionError) as e:  # numbers too long, nesting too deep
-            _fail(1, f"{where}: JSON that cannot be read ({type(e).__name__}: {str(e)[:120]})")
-        if not isinstance(obj, dict):
-            _fail(1, f"{where}: expected a JSON object, got {type(obj).__name__}")
-        text = obj.pop(text_field, None)
-        if not isinstance(text, str):
-            problem = "has no" if text is None else "has a non-string"
-            _fail(
-                1,
-                f"{where}: the object {problem} {text_field!r} field (choose it with --text-field)",
-            )
-        records.append((text, obj))
+            records.append(json_document(line, text_field))
+        except ValueError as e:
+            hint = " (choose it with --text-field)" if isinstance(e, TextFieldError) else ""
+            _fail(1, f"{name}, line {number}: {e}{hint}")
     return records
 
 

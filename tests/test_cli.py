@@ -225,7 +225,7 @@ def test_version_option():
     ("lines", "bad_line", "message"),
     [
         (['{"text": "ok"}', "", '{"text": "fine"}', '{"text": broken}'], 4, "not valid JSON"),
-        (['{"text": "ok"}', '{"id": 2}'], 2, "has no 'text' field"),
+        (['{"text": "ok"}', '{"id": 2}'], 2, "has no 'text' field (choose it with --text-field)"),
         (['{"text": "ok"}', '{"text": 3}'], 2, "non-string 'text' field"),
         (['{"text": "ok"}', '["text"]'], 2, "expected a JSON object"),
         (
@@ -233,7 +233,7 @@ def test_version_option():
             2,
             "RecursionError",
         ),
-        (['{"text": "a", "n": ' + "1" * 5000 + "}"], 1, "cannot be read (ValueError"),
+        (['{"text": "a", "n": ' + "1" * 5000 + "}"], 1, "cannot be read: ValueError"),
     ],
 )
 def test_jsonl_errors_name_file_and_line(tmp_path: Path, lines, bad_line, message):

@@ -205,18 +205,35 @@ def _read_line(line: bytes, number: int, shard: Shard) -> Item:
     if shard.format == "text":
         return Item(number, text=text)
     try:
-        obj = json.loads(text)
+        value, fields = json_document(text, shard.text_field)
+    except ValueError as e:
+        return _rejected(number, str(e), text)
+    return Item(number, text=value, fields=fields)
+
+
+class TextFieldError(ValueError):
+    """A JSONL document whose object has no string in the text field."""
+
+
+def json_document(line: str, text_field: str = "text") -> tuple[str, dict[str, Any]]:
+    """The text and the other fields of one JSONL line; ``ValueError`` naming what is wrong
+    (``TextFieldError`` when the object lacks the text field).
+
+    The one reader of a JSONL document, for annotate's shards and the ``run`` command alike.
+    """
+    try:
+        obj = json.loads(line)
     except json.JSONDecodeError as e:
-        return _rejected(number, f"not valid JSON: {e.msg} at column {e.colno}", text)
+        raise ValueError(f"not valid JSON: {e.msg} at column {e.colno}") from None
     except (ValueError, RecursionError) as e:  # numbers too long, nesting too deep
-        return _rejected(number, f"JSON that cannot be read: {type(e).__name__}", text)
+        raise ValueError(f"JSON that cannot be read: {type(e).__name__}") from None
     if not isinstance(obj, dict):
-        return _rejected(number, f"expected a JSON object, got {type(obj).__name__}", text)
-    value = obj.pop(shard.text_field, None)
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    value = obj.pop(text_field, None)
     if not isinstance(value, str):
         problem = "has no" if value is None else "has a non-string"
-        return _rejected(number, f"the object {problem} {shard.text_field!r} field", text)
-    return Item(number, text=value, fields=obj)
+        raise TextFieldError(f"the object {problem} {text_field!r} field")
+    return value, obj
 
 
 def _rejected(number: int, reason: str, text: str) -> Item:
