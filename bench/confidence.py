@@ -44,9 +44,9 @@ def main() -> None:
     # On a shared CPU machine, vLLM's default core binding spins its threads while others
     # hold the cores: unbound, with OMP_NUM_THREADS threads, it wastes nothing.
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
-    from spacy_reasoningner.backends.vllm import VLLMBackend
+    from spacy_reasoningner.backends.vllm import VLLMBackend, VLLMOptions
 
-    engine = VLLMBackend(max_model_len=2048)
+    engine = VLLMBackend(VLLMOptions(max_model_len=2048))
     started = time.perf_counter()
     engine.load()
     print(f"engine {engine.identity['model']} ready in {time.perf_counter() - started:.0f} s")

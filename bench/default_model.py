@@ -207,7 +207,7 @@ def main() -> None:
     backend = component.backend
     print(
         f"model {backend.reference}, dtype {backend.identity['dtype']}, {args.threads} threads, "
-        f"prefix caching {backend.prefix_caching}, "
+        f"prefix caching {backend.options.prefix_caching}, "
         f"reasoning {component.settings.reasoning}, "
         f"grounded answers {component.settings.grounded_answers}"
     )

@@ -18,7 +18,6 @@ as ``--activations-gib`` (vLLM measures it at start-up; 1-4 GiB for these models
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the training/ stages
 
-from spacy_reasoningner.backends.vllm import VLLMBackend
+from spacy_reasoningner.backends.vllm import VLLMOptions
 from training.config import load_profile
 
 GIB = 1024**3
@@ -101,15 +100,11 @@ def main() -> None:
 
     profile = load_profile(args.profile)
     backend = dict(profile["evaluate"]["backend"])
-    defaults = {
-        name: p.default
-        for name, p in inspect.signature(VLLMBackend.__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-    utilization = backend.get("gpu_memory_utilization", defaults["gpu_memory_utilization"])
-    dtype = backend.get("dtype", defaults["dtype"])
+    defaults = VLLMOptions()
+    utilization = backend.get("gpu_memory_utilization", defaults.gpu_memory_utilization)
+    dtype = backend.get("dtype", defaults.dtype)
     dtype = "bfloat16" if dtype == "auto" else dtype  # "auto" is bfloat16 on a GPU
-    max_model_len = backend.get("max_model_len") or defaults["max_model_len"]
+    max_model_len = backend.get("max_model_len") or defaults.max_model_len
     tensor_parallel = backend.get("tensor_parallel_size", defaults["tensor_parallel_size"])
     arch, where = architecture(profile, args.model_config)
 

@@ -58,10 +58,10 @@ def main() -> None:
     config.forbidden_datasets = []  # a measurement, not training data
     records = config.plan().records
 
-    from spacy_reasoningner.backends.vllm import VLLMBackend
+    from spacy_reasoningner.backends.vllm import VLLMBackend, VLLMOptions
 
     engine = VLLMBackend(
-        model=str(bundled_model_folder("smollm2-135m-instruct")), max_model_len=4096
+        VLLMOptions(model=str(bundled_model_folder("smollm2-135m-instruct")), max_model_len=4096)
     )
     engine.load()
     mode = Mode(args.mode)

@@ -61,9 +61,9 @@ def main() -> None:
     config = GRPOStageConfig.from_profile(load_profile("cpu", overrides))
     rows = grpo_dataset(prompt_rows(config), PromptOptions())
 
-    from spacy_reasoningner.backends.vllm import VLLMBackend
+    from spacy_reasoningner.backends.vllm import VLLMBackend, VLLMOptions
 
-    engine = VLLMBackend(model=args.model, max_model_len=2048, structured_output=False)
+    engine = VLLMBackend(VLLMOptions(model=args.model, max_model_len=2048, structured_output=False))
     engine.load()
     prompts = [row["prompt"] for row in rows for _ in range(args.generations)]
     settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=0.9, seed=0)

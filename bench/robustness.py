@@ -50,7 +50,7 @@ from spacy_reasoningner.backends.base import (
     GenerationSettings,
     generate,
 )
-from spacy_reasoningner.backends.openai import OpenAIBackend
+from spacy_reasoningner.backends.openai import OpenAIBackend, OpenAIOptions
 from spacy_reasoningner.cache import CachedBackend, CacheError, ResponseCache
 from spacy_reasoningner.protocol import Schema, parse_completion, render_messages
 from spacy_reasoningner.registry import backends
@@ -345,7 +345,7 @@ def server_campaign(workdir: Path) -> None:
                     "max_response_bytes": 2**20,
                     **options,
                 }
-                backend = OpenAIBackend(model="m", base_url=server.url, **settings)
+                backend = OpenAIBackend(OpenAIOptions(model="m", base_url=server.url, **settings))
                 cached = CachedBackend(backend, ResponseCache(cache_path))
                 tracemalloc.start()
                 started = time.perf_counter()

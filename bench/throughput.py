@@ -70,20 +70,27 @@ def run_mode(mode: str, prompts: list, settings: GenerationSettings) -> dict:
     messages = [m for m, _ in prompts]
     server = None
     if mode.startswith("hf"):
-        from spacy_reasoningner.backends.transformers import TransformersBackend
+        from spacy_reasoningner.backends.transformers import (
+            TransformersBackend,
+            TransformersOptions,
+        )
 
-        backend = TransformersBackend(model=str(model_dir))
+        backend = TransformersBackend(TransformersOptions(model=str(model_dir)))
         backend.load()
     elif mode.startswith("vllm"):
-        from spacy_reasoningner.backends.vllm import VLLMBackend
+        from spacy_reasoningner.backends.vllm import VLLMBackend, VLLMOptions
 
         backend = VLLMBackend(
-            model=str(model_dir), max_model_len=2048, structured_output=mode == "vllm-structured"
+            VLLMOptions(
+                model=str(model_dir),
+                max_model_len=2048,
+                structured_output=mode == "vllm-structured",
+            )
         )
         backend.load()
     else:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-        from spacy_reasoningner.backends.openai import OpenAIBackend
+        from spacy_reasoningner.backends.openai import OpenAIBackend, OpenAIOptions
         from tests._servers import SERVED_NAME, LlamaCppServer, VLLMServer
 
         extra_body = {}
@@ -98,7 +105,9 @@ def run_mode(mode: str, prompts: list, settings: GenerationSettings) -> dict:
             server = VLLMServer(model_dir)
         server.start()
         backend = OpenAIBackend(
-            model=SERVED_NAME, base_url=server.url, max_concurrency=32, extra_body=extra_body
+            OpenAIOptions(
+                model=SERVED_NAME, base_url=server.url, max_concurrency=32, extra_body=extra_body
+            )
         )
     peak = _RSSSampler(server.process.pid if server else None)
     started = time.perf_counter()

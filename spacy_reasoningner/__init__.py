@@ -1,10 +1,10 @@
 """spacy-reasoningner: reason-then-extract zero-shot NER as a spaCy component."""
 
 from . import registry
-from .backends.openai import OpenAIBackend
+from .backends.openai import OpenAIBackend, OpenAIOptions
 from .backends.spacy_llm import SpacyLLMBackend
-from .backends.transformers import TransformersBackend
-from .backends.vllm import VLLMBackend
+from .backends.transformers import TransformersBackend, TransformersOptions
+from .backends.vllm import VLLMBackend, VLLMOptions
 from .component import ReasoningNER, make_reasoning_ner
 from .protocol import Schema, parse_completion, render_messages
 from .settings import ComponentSettings
@@ -16,11 +16,14 @@ __all__ = [
     "ComponentSettings",
     "NERTask",
     "OpenAIBackend",
+    "OpenAIOptions",
     "ReasoningNER",
     "Schema",
     "SpacyLLMBackend",
     "TransformersBackend",
+    "TransformersOptions",
     "VLLMBackend",
+    "VLLMOptions",
     "make_reasoning_ner",
     "parse_completion",
     "registry",

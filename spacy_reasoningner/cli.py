@@ -12,6 +12,7 @@ import contextlib
 import importlib.metadata
 import json
 import sys
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TextIO
@@ -614,19 +615,19 @@ def info(
 def _probe(base_url: str, model: str, api_key_env: str) -> None:
     """The server's answer to ``structured_output = "auto"`` and the way of the constraint
     ladder it takes (one short request per way tried)."""
-    from .backends.openai import OpenAIBackend
+    from .backends.openai import OpenAIBackend, OpenAIOptions
 
     try:
-        probe = OpenAIBackend(model, base_url=base_url, api_key_env=api_key_env, max_retries=1)
+        probe = OpenAIBackend(
+            OpenAIOptions(model=model, base_url=base_url, api_key_env=api_key_env, max_retries=1)
+        )
     except ValueError as error:
         _fail(2, str(error))
     count = probe.served_parameters()
     size = "not reported" if count is None else f"{count / 1e9:.2f}B parameters"
     auto = "constrained" if probe.constrained else "unconstrained"
     typer.echo(f"server {base_url}, model {model!r}: {size}; structured_output auto: {auto}")
-    forced = OpenAIBackend(
-        model, base_url=base_url, api_key_env=api_key_env, max_retries=1, structured_output=True
-    )
+    forced = OpenAIBackend(replace(probe.options, structured_output=True))
     try:
         way = forced.probe_constraint()
     except BackendError as error:

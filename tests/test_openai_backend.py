@@ -21,7 +21,7 @@ import pytest
 import spacy
 
 from spacy_reasoningner.backends import BackendError, GenerationSettings
-from spacy_reasoningner.backends.openai import OpenAIBackend
+from spacy_reasoningner.backends.openai import OpenAIBackend, OpenAIOptions
 from spacy_reasoningner.cache import CachedBackend, ResponseCache
 from spacy_reasoningner.grounded import schema_answer_grammar
 from spacy_reasoningner.protocol import Schema, render_messages
@@ -136,7 +136,7 @@ def prompts(n: int):
 
 def backend(url: str, **kwargs) -> OpenAIBackend:
     return OpenAIBackend(
-        model="test-model", base_url=url, **{"backoff": 0.01, "timeout": 5, **kwargs}
+        OpenAIOptions(model="test-model", base_url=url, **{"backoff": 0.01, "timeout": 5, **kwargs})
     )
 
 
@@ -264,7 +264,7 @@ def test_partial_failure_carries_the_finished_completions(serve):
 )
 def test_config_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        OpenAIBackend(**kwargs)
+        OpenAIOptions(**kwargs)
 
 
 # --------------------------------------------------------------------------- with the component and the cache

@@ -16,7 +16,7 @@ import pytest
 
 from spacy_reasoningner.backends import BackendError, GenerationSettings
 from spacy_reasoningner.backends.http import retry_after
-from spacy_reasoningner.backends.openai import OpenAIBackend
+from spacy_reasoningner.backends.openai import OpenAIBackend, OpenAIOptions
 from spacy_reasoningner.protocol import Schema, render_messages
 
 from ._faults import (
@@ -56,7 +56,7 @@ def api_key(monkeypatch):
 
 def run(server: FaultServer, **kwargs):
     settings = {"timeout": 5, "max_retries": 0, "backoff": 0.01, **kwargs}
-    backend = OpenAIBackend(model="m", base_url=server.url, **settings)
+    backend = OpenAIBackend(OpenAIOptions(model="m", base_url=server.url, **settings))
     return backend.generate(PROMPTS, GenerationSettings())
 
 
@@ -223,12 +223,16 @@ def test_an_answer_as_another_model_is_warned_about_once(serve, caplog):
     def as_model(name: str) -> Scenario:
         return lambda request, reply: reply.json(200, {**chat_payload(), "model": name})
 
-    backend = OpenAIBackend(model="m-large", base_url=serve(as_model("other")).url, timeout=5)
+    backend = OpenAIBackend(
+        OpenAIOptions(model="m-large", base_url=serve(as_model("other")).url, timeout=5)
+    )
     for _ in range(2):
         (completion,) = backend.generate(PROMPTS, GenerationSettings())
         assert completion.text == '{"entities": {}}'  # a working answer
     assert caplog.text.count("answered as model 'other', not 'm-large' as configured") == 1
-    dated = OpenAIBackend(model="m-large", base_url=serve(as_model("m-large-2026-01")).url)
+    dated = OpenAIBackend(
+        OpenAIOptions(model="m-large", base_url=serve(as_model("m-large-2026-01")).url)
+    )
     dated.generate(PROMPTS, GenerationSettings())
     assert "m-large-2026-01" not in caplog.text
 
@@ -236,7 +240,7 @@ def test_an_answer_as_another_model_is_warned_about_once(serve, caplog):
 def test_an_older_api_without_models_or_usage_still_answers(serve, caplog):
     no_usage = {"choices": [{"message": {"content": '{"entities": {}}'}, "finish_reason": "stop"}]}
     server = serve(lambda request, reply: reply.json(200, no_usage))
-    backend = OpenAIBackend(model="m", base_url=server.url, timeout=5)
+    backend = OpenAIBackend(OpenAIOptions(model="m", base_url=server.url, timeout=5))
     assert not backend.constrained  # "auto" without /v1/models: unconstrained, and said
     assert "does not report the size of 'm'" in caplog.text
     (completion,) = backend.generate(PROMPTS, GenerationSettings())

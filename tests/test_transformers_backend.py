@@ -30,7 +30,7 @@ from spacy_reasoningner.backends.base import (
     TokenCounter,
 )
 from spacy_reasoningner.backends.prefix_cache import shared_prefix_length
-from spacy_reasoningner.backends.transformers import TransformersBackend
+from spacy_reasoningner.backends.transformers import TransformersBackend, TransformersOptions
 from spacy_reasoningner.grounded import grounded_answer_grammar
 from spacy_reasoningner.hardware import cpu_has_native_bfloat16, faster_cpu_dtype
 from spacy_reasoningner.models import (
@@ -60,7 +60,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def tiny_backend(tiny_model_dir) -> TransformersBackend:
-    backend = TransformersBackend(model=str(tiny_model_dir), batch_size=8)
+    backend = TransformersBackend(TransformersOptions(model=str(tiny_model_dir), batch_size=8))
     backend.load()
     return backend
 
@@ -90,7 +90,7 @@ def test_batched_generation_equals_one_at_a_time(tiny_backend):
 
 
 def test_sub_batches_keep_the_order_of_prompts(tiny_model_dir, tiny_backend):
-    small = TransformersBackend(model=str(tiny_model_dir), batch_size=1)
+    small = TransformersBackend(TransformersOptions(model=str(tiny_model_dir), batch_size=1))
     small.model, small.tokenizer = tiny_backend.model, tiny_backend.tokenizer
     settings = GenerationSettings(max_new_tokens=6)
     assert [c.prompt for c in small.generate(prompts(), settings)] == [
@@ -147,12 +147,12 @@ def test_a_hub_id_that_is_not_cached_fails_at_load_with_what_to_do(monkeypatch):
 def test_num_threads_sets_torchs_threads(tiny_model_dir):
     before = torch.get_num_threads()
     try:
-        TransformersBackend(model=str(tiny_model_dir), num_threads=1).load()
+        TransformersBackend(TransformersOptions(model=str(tiny_model_dir), num_threads=1)).load()
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="num_threads must be >= 1"):
-        TransformersBackend(num_threads=0)
+        TransformersBackend(TransformersOptions(num_threads=0))
 
 
 FORKED_PIPE = """
@@ -246,7 +246,7 @@ def test_dtype_auto_loads_the_model_in_the_measured_dtype(monkeypatch, tiny_mode
         "spacy_reasoningner.backends.transformers.faster_cpu_dtype",
         lambda *shape: shapes.append(shape) or measured,
     )
-    backend = TransformersBackend(model=str(tiny_model_dir), device="cpu")
+    backend = TransformersBackend(TransformersOptions(model=str(tiny_model_dir), device="cpu"))
     backend.load()
     assert backend.model.dtype == getattr(torch, measured)
     config = backend.model.config
@@ -255,7 +255,7 @@ def test_dtype_auto_loads_the_model_in_the_measured_dtype(monkeypatch, tiny_mode
 
 def test_unknown_dtype_is_rejected():
     with pytest.raises(ValueError, match="dtype 'fp8' is not one of"):
-        TransformersBackend(dtype="fp8")
+        TransformersBackend(TransformersOptions(dtype="fp8"))
 
 
 # --------------------------------------------------------------------------- model references
@@ -303,7 +303,7 @@ def test_bundled_model_is_cached_as_safetensors(bundled_model_dir):
 @pytest.mark.slow
 def test_gguf_file_loads_as_a_plain_model(tmp_path):
     gguf = bundled_gguf("smollm2-135m-instruct")
-    backend = TransformersBackend(model=str(gguf))
+    backend = TransformersBackend(TransformersOptions(model=str(gguf)))
     (completion,) = backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=4))
     assert completion.n_tokens and completion.n_tokens <= 4
     backend.to_disk(tmp_path)  # the GGUF quantizer marker is gone, so saving works
@@ -347,11 +347,14 @@ def test_bundled_model_end_to_end_on_real_text():
 def test_identity_changes_when_the_weights_change(tmp_path, tiny_model_dir):
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    backend = TransformersBackend(model=str(folder))
+    backend = TransformersBackend(TransformersOptions(model=str(folder)))
     first = backend.identity
     assert first == backend.identity and first["backend"] == "transformers"
     os.utime(folder / "model.safetensors", ns=(1, 1))  # as if retrained in place
-    assert TransformersBackend(model=str(folder)).identity["weights"] != first["weights"]
+    assert (
+        TransformersBackend(TransformersOptions(model=str(folder))).identity["weights"]
+        != first["weights"]
+    )
 
 
 def test_a_loaded_backend_names_the_weights_it_read_without_reading_the_folder(
@@ -361,7 +364,7 @@ def test_a_loaded_backend_names_the_weights_it_read_without_reading_the_folder(
     from the folder on every call (a cost per Doc), and unchanged if the folder changes."""
     folder = tmp_path / "model"
     shutil.copytree(tiny_model_dir, folder)
-    backend = TransformersBackend(model=str(folder))
+    backend = TransformersBackend(TransformersOptions(model=str(folder)))
     before_load = backend.identity["weights"]
     backend.load()
     os.utime(folder / "model.safetensors", ns=(1, 1))
@@ -403,9 +406,11 @@ def test_structured_answers_follow_the_schema_until_done_or_cut(tiny_model_dir):
     """A random model constrained by the answer's JSON Schema: reasoning free, the answer a
     JSON object of the schema that parses, unless the answer budget cut it (a random model
     spends it on whitespace, which JSON allows)."""
-    backend = TransformersBackend(model=str(tiny_model_dir), answer_max_tokens=48)
+    backend = TransformersBackend(
+        TransformersOptions(model=str(tiny_model_dir), answer_max_tokens=48)
+    )
     backend.load()
-    assert backend.structured_output == "auto" and backend.constrained  # a tiny model
+    assert backend.options.structured_output == "auto" and backend.constrained  # a tiny model
     task = NERTask(SCHEMA)
     settings = GenerationSettings(max_new_tokens=16)
     for reasoning in (True, False):
@@ -665,9 +670,11 @@ def test_capabilities_are_protocols(tiny_backend):
 
 
 def test_structured_output_is_configurable(tiny_model_dir):
-    assert not TransformersBackend(str(tiny_model_dir), structured_output=False).constrained
+    assert not TransformersBackend(
+        TransformersOptions(model=str(tiny_model_dir), structured_output=False)
+    ).constrained
     with pytest.raises(ValueError, match='true, false or "auto"'):
-        TransformersBackend(str(tiny_model_dir), structured_output="yes")
+        TransformersBackend(TransformersOptions(model=str(tiny_model_dir), structured_output="yes"))
 
 
 def test_merged_lora_adapter_equals_the_peft_model(tmp_path, tiny_model_dir):
@@ -714,7 +721,7 @@ def test_a_prompt_alone_reuses_the_cache_of_what_it_shares_with_the_last(tiny_mo
     runs = {}
     for caching in (True, False):
         backend = TransformersBackend(
-            model=str(tiny_model_dir), dtype="float32", prefix_caching=caching
+            TransformersOptions(model=str(tiny_model_dir), dtype="float32", prefix_caching=caching)
         )
         backend.load()
         reads = _tokens_read(backend.model)
@@ -746,7 +753,9 @@ def test_a_batch_reads_its_shared_head_once_and_keeps_it_for_the_next_call(tiny_
     runs = {}
     for caching in (True, False):
         backend = TransformersBackend(
-            model=str(tiny_model_dir), dtype="float32", prefix_caching=caching, batch_size=8
+            TransformersOptions(
+                model=str(tiny_model_dir), dtype="float32", prefix_caching=caching, batch_size=8
+            )
         )
         backend.load()
         reads = _tokens_read(backend.model)
@@ -788,10 +797,12 @@ def test_the_answer_pass_continues_each_prompts_own_reasoning(tiny_model_dir, ba
     completions = {}
     for caching in (True, False):
         backend = TransformersBackend(
-            model=str(tiny_model_dir),
-            dtype="float32",
-            prefix_caching=caching,
-            batch_size=batch_size,
+            TransformersOptions(
+                model=str(tiny_model_dir),
+                dtype="float32",
+                prefix_caching=caching,
+                batch_size=batch_size,
+            )
         )
         completions[caching] = backend.generate_constrained(
             prompts(), settings, task.answer_format(TEXTS)
@@ -823,10 +834,14 @@ def test_a_batch_mixing_schemas_shares_only_what_they_have_in_common(tiny_model_
     )
     calls = [(first, first_format), (prompts(), NERTask(SCHEMA).answer_format(TEXTS))]
     settings = GenerationSettings(max_new_tokens=12)
-    cached = TransformersBackend(model=str(tiny_model_dir), dtype="float32", batch_size=8)
+    cached = TransformersBackend(
+        TransformersOptions(model=str(tiny_model_dir), dtype="float32", batch_size=8)
+    )
     cached.load()
     reads = _tokens_read(cached.model)
-    plain = TransformersBackend(model=str(tiny_model_dir), dtype="float32", prefix_caching=False)
+    plain = TransformersBackend(
+        TransformersOptions(model=str(tiny_model_dir), dtype="float32", prefix_caching=False)
+    )
     for batch, answer_format in calls:
         del reads[:]
         together = cached.generate_constrained(batch, settings, answer_format)
@@ -858,7 +873,7 @@ def test_the_default_model_answers_the_same_with_a_shared_batch_head():
     settings = GenerationSettings(max_new_tokens=64)
     answers = {}
     for caching in (True, False):
-        backend = TransformersBackend(dtype="float32", prefix_caching=caching)
+        backend = TransformersBackend(TransformersOptions(dtype="float32", prefix_caching=caching))
         completions = backend.generate_constrained(
             prompts(texts), settings, task.answer_format(texts)
         )
@@ -1015,6 +1030,8 @@ def test_a_qwen_coder_is_joined_checked_tied_and_answers(name, size, parameters)
     config = json.loads((Path(folder) / "config.json").read_text())
     assert config["architectures"] == ["Qwen2ForCausalLM"] and config["tie_word_embeddings"]
     assert parameter_count(ModelSource(folder)) == parameters
-    backend = TransformersBackend(model=f"bundled:{name}", structured_output=False)
+    backend = TransformersBackend(
+        TransformersOptions(model=f"bundled:{name}", structured_output=False)
+    )
     (completion,) = backend.generate(prompts(TEXTS[:1]), GenerationSettings(max_new_tokens=8))
     assert completion.n_tokens == 8 and completion.text.strip()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import spacy
 
 from spacy_reasoningner.backends import GenerationSettings
-from spacy_reasoningner.backends.transformers import TransformersBackend
-from spacy_reasoningner.backends.vllm import GUARD_FLAG, VLLMBackend
+from spacy_reasoningner.backends.transformers import TransformersBackend, TransformersOptions
+from spacy_reasoningner.backends.vllm import GUARD_FLAG, VLLMBackend, VLLMOptions
 from spacy_reasoningner.grounded import grounded_answer_grammar
 from spacy_reasoningner.models import bundled_model_folder
 from spacy_reasoningner.protocol import (
@@ -70,13 +73,26 @@ def engine(default_model_dir) -> VLLMBackend:
     # default model: trained, so that the component's entities can be checked (one engine
     # per process: vLLM's parallel state takes no second).
     backend = VLLMBackend(
-        model="bundled:smollm2-135m-ner",
-        max_model_len=2048,
-        structured_output=False,
-        engine_kwargs={"logits_processors": [PreferredScript]},
+        VLLMOptions(
+            model="bundled:smollm2-135m-ner",
+            max_model_len=2048,
+            structured_output=False,
+            engine_kwargs={"logits_processors": [PreferredScript]},
+        )
     )
     backend.load()
     return backend
+
+
+@contextmanager
+def constrained(engine: VLLMBackend) -> Iterator[None]:
+    """The module's engine with answers constrained, for the duration."""
+    plain = engine.options
+    engine.options = replace(plain, structured_output=True)
+    try:
+        yield
+    finally:
+        engine.options = plain
 
 
 def prompts(texts=TEXTS, reasoning=True):
@@ -86,7 +102,9 @@ def prompts(texts=TEXTS, reasoning=True):
 def test_batch_generation_matches_transformers_greedy(engine, default_model_dir):
     settings = GenerationSettings(max_new_tokens=12)
     from_vllm = engine.generate(prompts(), settings)
-    transformers = TransformersBackend(model=str(default_model_dir), dtype="float32")
+    transformers = TransformersBackend(
+        TransformersOptions(model=str(default_model_dir), dtype="float32")
+    )
     reference = transformers.generate(prompts(), settings)
     assert [c.prompt for c in from_vllm] == [c.prompt for c in reference]
     # float32 on both sides: greedy decoding agrees on every prompt.
@@ -122,8 +140,7 @@ def test_the_answer_pass_reads_its_reasoning_from_the_prefix_cache(engine, monke
         "_generate_answers",
         lambda *args: answers.extend(answer_pass(*args)) or answers[-len(args[0]) :],
     )
-    engine.structured_output = True
-    try:
+    with constrained(engine):
         task = NERTask(SCHEMA)
         texts = [f"{text} It rained that day." for text in TEXTS]  # not in the cache yet
         engine.generate_constrained(
@@ -131,16 +148,13 @@ def test_the_answer_pass_reads_its_reasoning_from_the_prefix_cache(engine, monke
             GenerationSettings(max_new_tokens=48),
             task.answer_format(texts),
         )
-    finally:
-        engine.structured_output = False
     assert len(answers) == len(texts)
     for answer in answers:
         assert answer.cached_prompt_tokens >= answer.prompt_tokens - 40, answer
 
 
 def test_structured_output_always_parses_and_stays_in_schema(engine):
-    engine.structured_output = True
-    try:
+    with constrained(engine):
         settings = GenerationSettings(max_new_tokens=48)
         for reasoning in (True, False):
             task = NERTask(SCHEMA, reasoning=reasoning)
@@ -157,8 +171,6 @@ def test_structured_output_always_parses_and_stays_in_schema(engine):
                 assert completion.text.startswith("{") and "<think>" not in completion.text
                 assert (completion.reasoning is not None) == reasoning
                 assert completion.constraint == "grammar"  # grounded answers, the default
-    finally:
-        engine.structured_output = False
 
 
 def test_an_answer_list_closes_at_its_first_repeated_mention(engine):
@@ -203,11 +215,8 @@ def test_component_with_the_vllm_backend(engine, tmp_path):
         },
     )
     pipe.backend = engine  # reuse the running engine
-    engine.structured_output = True
-    try:
+    with constrained(engine):
         docs = list(nlp.pipe(TEXTS, batch_size=4))
-    finally:
-        engine.structured_output = False
     assert [d.text for d in docs] == TEXTS
     assert all(d._.ner_raw[0]["finish_reason"] == "stop" for d in docs)
     found = {(e.text, e.label_) for d in docs for e in d.ents}
@@ -221,4 +230,4 @@ def test_component_with_the_vllm_backend(engine, tmp_path):
 
 def test_missing_engine_options_are_rejected():
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
-        VLLMBackend(gpu_memory_utilization=1.5)
+        VLLMBackend(VLLMOptions(gpu_memory_utilization=1.5))

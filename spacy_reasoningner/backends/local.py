@@ -19,9 +19,10 @@ import logging
 from abc import abstractmethod
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from ..models import ModelSource, model_fingerprint, resolve_model
+from ..models import DEFAULT_MODEL, ModelSource, model_fingerprint, resolve_model
 from ..protocol import (
     DEFAULT_CHAT_TEMPLATE,
     THINK_OPEN,
@@ -37,7 +38,7 @@ from .base import (
     ConstrainableBackend,
     GenerationSettings,
 )
-from .structured import StructuredOption, check_answer_budget, check_option, structured_enabled
+from .structured import AnswerOptions, structured_enabled
 from .two_pass import answer_settings, joined, reasoning_settings, think_head, thought
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,14 @@ def loads_since(before: dict[str, int]) -> dict[str, int]:
     }
 
 
+@dataclass(frozen=True, kw_only=True)
+class LocalOptions(AnswerOptions):
+    """The options every in-process engine takes (see the engines' own options)."""
+
+    model: str = DEFAULT_MODEL
+    trust_remote_code: bool = False
+
+
 class LocalBackend(ConstrainableBackend):
     """Base of the backends that run a model in this process.
 
@@ -71,24 +80,16 @@ class LocalBackend(ConstrainableBackend):
 
     engine_name: str  # "transformers", "vllm": the first field of ``identity``
 
-    def __init__(
-        self,
-        model: str,
-        structured_output: StructuredOption,
-        answer_max_tokens: int,
-        trust_remote_code: bool,
-    ):
-        self.reference = model
-        self.structured_output = check_option(structured_output)
-        self.answer_max_tokens = check_answer_budget(answer_max_tokens)
-        self.trust_remote_code = trust_remote_code
+    def __init__(self, options: LocalOptions):
+        self.options = options
+        self.reference = options.model  # the weights to load; a saved pipeline's folder later
         self.source: ModelSource | None = None  # where the loaded weights came from
         self._loaded_fingerprint: str | None = None  # of the weights ``load`` read
 
     def check_saved_settings(self, saved: SavedPipeline) -> None:
         """Shipped code runs only with the user's consent (``trust``)."""
         check_remote_code(
-            self.trust_remote_code, bool(saved.backend.get("trust_remote_code")), saved
+            self.options.trust_remote_code, bool(saved.backend.get("trust_remote_code")), saved
         )
 
     # ----------------------------------------------------------------- the engine
@@ -151,7 +152,9 @@ class LocalBackend(ConstrainableBackend):
     @property
     def constrained(self) -> bool:
         """Whether answers are constrained ("auto" resolved against the loaded model)."""
-        return self.source is not None and structured_enabled(self.structured_output, self.source)
+        return self.source is not None and structured_enabled(
+            self.options.structured_output, self.source
+        )
 
     @property
     def identity(self) -> dict[str, Any]:
@@ -162,8 +165,8 @@ class LocalBackend(ConstrainableBackend):
             "backend": self.engine_name,
             "model": source.path,
             "weights": self._loaded_fingerprint if loaded else model_fingerprint(source),
-            "structured_output": self.structured_output,
-            "answer_max_tokens": self.answer_max_tokens,
+            "structured_output": self.options.structured_output,
+            "answer_max_tokens": self.options.answer_max_tokens,
             **self._identity_details(),
         }
 
@@ -234,7 +237,7 @@ class LocalBackend(ConstrainableBackend):
                 text = thought(completion.text, settings)
                 prompts[i] += think_head(text).removeprefix(f"{THINK_OPEN}\n")
                 thoughts[i] = (text, completion)
-        answer = answer_settings(settings, self.answer_max_tokens)
+        answer = answer_settings(settings, self.options.answer_max_tokens)
         completions = self._generate_answers(prompts, answer, schemas)
         return [
             joined(

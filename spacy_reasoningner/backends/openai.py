@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -38,7 +38,7 @@ from ..protocol import (
     answer_json_schema,
     template_kwargs,
 )
-from ..registry import backends
+from ..registry import register_backend
 from ..trust import SavedPipeline, key_destination_problem
 from .base import (
     AnswerFormat,
@@ -58,13 +58,7 @@ from .http import (
     redact_key,
     retry_after,
 )
-from .structured import (
-    ANSWER_MAX_TOKENS,
-    StructuredOption,
-    auto_constrains,
-    check_answer_budget,
-    check_option,
-)
+from .structured import AnswerOptions, auto_constrains
 from .two_pass import answer_settings, joined, reasoning_settings, think_head, thought
 
 logger = logging.getLogger(__name__)
@@ -81,9 +75,9 @@ CONSTRAINT_LADDER: tuple[tuple[str, str], ...] = (
 )
 
 
-@backends.register("reasoning_ner.OpenAI.v1")
-class OpenAIBackend(ConstrainableBackend):
-    """A server speaking the OpenAI chat completions API.
+@dataclass(frozen=True, kw_only=True)
+class OpenAIOptions(AnswerOptions):
+    """A server speaking the OpenAI chat completions API (``reasoning_ner.OpenAI.v1``).
 
     model: the served model name (what ``vllm serve``, Ollama or the provider calls it).
     base_url: the API root, ending in /v1.
@@ -109,44 +103,44 @@ class OpenAIBackend(ConstrainableBackend):
     answer_max_tokens: token budget of the constrained answer.
     """
 
-    def __init__(
-        self,
-        model: str,
-        base_url: str = "http://127.0.0.1:8000/v1",
-        api_key_env: str | None = "OPENAI_API_KEY",
-        timeout: float = 300.0,
-        max_concurrency: int = 8,
-        max_retries: int = 4,
-        backoff: float = 1.0,
-        max_response_bytes: int = 16 * 2**20,
-        send_chat_template_kwargs: bool = True,
-        extra_body: dict[str, Any] | None = None,
-        structured_output: StructuredOption = "auto",
-        answer_max_tokens: int = ANSWER_MAX_TOKENS,
-    ):
-        if not model:
+    model: str
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    timeout: float = 300.0
+    max_concurrency: int = 8
+    max_retries: int = 4
+    backoff: float = 1.0
+    max_response_bytes: int = 16 * 2**20
+    send_chat_template_kwargs: bool = True
+    extra_body: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.model:
             raise ValueError("backend.model is empty: set it to the model name the server serves")
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"backend.base_url {base_url!r} must start with http:// or https://")
-        if max_concurrency < 1 or max_retries < 0 or backoff < 0:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"backend.base_url {self.base_url!r} must start with http:// or https://"
+            )
+        if self.max_concurrency < 1 or self.max_retries < 0 or self.backoff < 0:
             raise ValueError("backend needs max_concurrency >= 1, max_retries >= 0, backoff >= 0")
-        if not (0 < timeout < math.inf) or max_response_bytes < 1:
+        if not (0 < self.timeout < math.inf) or self.max_response_bytes < 1:
             raise ValueError(
                 "backend needs a finite timeout > 0 (seconds per request) and "
                 "max_response_bytes >= 1"
             )
-        self.model = model
-        self.base_url = base_url.rstrip("/")
-        self.api_key_env = api_key_env
-        self.timeout = float(timeout)
-        self.max_concurrency = max_concurrency
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_response_bytes = max_response_bytes
-        self.send_chat_template_kwargs = send_chat_template_kwargs
-        self.extra_body = dict(extra_body or {})
-        self.structured_output = check_option(structured_output)
-        self.answer_max_tokens = check_answer_budget(answer_max_tokens)
+        # Frozen: the normal forms are set once, here.
+        object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
+        object.__setattr__(self, "timeout", float(self.timeout))
+
+
+@register_backend("reasoning_ner.OpenAI.v1", OpenAIOptions)
+class OpenAIBackend(ConstrainableBackend):
+    """A server speaking the OpenAI chat completions API (see ``OpenAIOptions``)."""
+
+    def __init__(self, options: OpenAIOptions):
+        self.options = options
+        self.extra_body = dict(options.extra_body or {})
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
         self._constrained: bool | None = None  # "auto" resolved on first use
@@ -168,18 +162,20 @@ class OpenAIBackend(ConstrainableBackend):
 
     def check_saved_settings(self, saved: SavedPipeline) -> None:
         """A saved pipeline sends the key only where the user allows (``trust``)."""
-        self._key_refused = key_destination_problem(self.api_key_env, self.base_url, saved)
+        self._key_refused = key_destination_problem(
+            self.options.api_key_env, self.options.base_url, saved
+        )
 
     @property
     def identity(self) -> dict[str, Any]:
         """What determines the answers (for caches); no credentials."""
         return {
             "backend": "openai",
-            "base_url": self.base_url,
-            "model": self.model,
+            "base_url": self.options.base_url,
+            "model": self.options.model,
             "extra_body": self.extra_body,
-            "structured_output": self.structured_output,
-            "answer_max_tokens": self.answer_max_tokens,
+            "structured_output": self.options.structured_output,
+            "answer_max_tokens": self.options.answer_max_tokens,
         }
 
     @property
@@ -190,8 +186,8 @@ class OpenAIBackend(ConstrainableBackend):
         if self._rung >= len(CONSTRAINT_LADDER):
             return False
         if self._constrained is None:
-            if self.structured_output != "auto":
-                self._constrained = bool(self.structured_output)
+            if self.options.structured_output != "auto":
+                self._constrained = bool(self.options.structured_output)
             else:
                 count = self.served_parameters()
                 self._constrained = auto_constrains(count)
@@ -199,8 +195,8 @@ class OpenAIBackend(ConstrainableBackend):
                     logger.warning(
                         "%s does not report the size of %r: its answers are unconstrained; "
                         "set structured_output = true to constrain them",
-                        self.base_url,
-                        self.model,
+                        self.options.base_url,
+                        self.options.model,
                     )
         return self._constrained
 
@@ -221,17 +217,17 @@ class OpenAIBackend(ConstrainableBackend):
         entries = self._get_json("/models", None)
         entries = entries.get("data") if isinstance(entries, dict) else None
         for entry in entries if isinstance(entries, list) else []:
-            if not isinstance(entry, dict) or entry.get("id") != self.model:
+            if not isinstance(entry, dict) or entry.get("id") != self.options.model:
                 continue
             meta = entry.get("meta")
             if isinstance(meta, dict) and _count(meta.get("n_params")):
                 return meta["n_params"]
             root = entry.get("root")
-            local = urlparse(self.base_url).hostname in LOOPBACK_HOSTS
+            local = urlparse(self.options.base_url).hostname in LOOPBACK_HOSTS
             if local and isinstance(root, str) and Path(root).is_dir():
                 return parameter_count(ModelSource(root))
         # Ollama's native API sits beside its /v1.
-        show = self._get_json("/api/show", {"model": self.model}, root=True)
+        show = self._get_json("/api/show", {"model": self.options.model}, root=True)
         info = show.get("model_info") if isinstance(show, dict) else None
         count = info.get("general.parameter_count") if isinstance(info, dict) else None
         return _count(count) or None
@@ -239,7 +235,7 @@ class OpenAIBackend(ConstrainableBackend):
     def _get_json(self, route: str, body: dict[str, Any] | None, root: bool = False) -> Any:
         """The JSON of one answer to ``route`` (a GET, or a POST of ``body``) under the API
         root (``root``: under the server's root), or None on any failure: for probes."""
-        base = self.base_url.removesuffix("/v1") if root else self.base_url
+        base = self.options.base_url.removesuffix("/v1") if root else self.options.base_url
         try:
             status, content, _ = self._exchange(base + route, body, self._headers())
             return json.loads(content) if status == 200 else None
@@ -250,10 +246,10 @@ class OpenAIBackend(ConstrainableBackend):
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
-                limits = httpx.Limits(max_connections=self.max_concurrency)
+                limits = httpx.Limits(max_connections=self.options.max_concurrency)
                 transport = httpx.HTTPTransport(limits=limits)
                 enforce_deadlines(transport)
-                self._client = httpx.Client(timeout=self.timeout, transport=transport)
+                self._client = httpx.Client(timeout=self.options.timeout, transport=transport)
             return self._client
 
     def generate_constrained(
@@ -286,7 +282,7 @@ class OpenAIBackend(ConstrainableBackend):
                 raise
 
         with ThreadPoolExecutor(
-            max_workers=min(self.max_concurrency, max(len(prompts), 1))
+            max_workers=min(self.options.max_concurrency, max(len(prompts), 1))
         ) as pool:
             futures = {pool.submit(complete, i, prompt): i for i, prompt in enumerate(prompts)}
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -303,7 +299,9 @@ class OpenAIBackend(ConstrainableBackend):
             raise BackendError(str(failure), completed=results) from failure
         if failure is not None:  # not ours: its message may quote a header, so no chaining
             message = redact(f"{type(failure).__name__}: {failure}", self._api_key())
-            raise BackendError(f"request to {self.base_url} failed: {message}", completed=results)
+            raise BackendError(
+                f"request to {self.options.base_url} failed: {message}", completed=results
+            )
         return [results[i] for i in range(len(prompts))]
 
     def _complete(
@@ -339,7 +337,7 @@ class OpenAIBackend(ConstrainableBackend):
         """Free reasoning up to ``</think>`` (when asked for), then the answer under the
         constraint, continuing the assistant message that holds the closed think block;
         None when the server refused every way of sending the constraint."""
-        answer = answer_settings(settings, self.answer_max_tokens)
+        answer = answer_settings(settings, self.options.answer_max_tokens)
         body = self._body(messages, answer, template)
         thinking = None
         if reasoning:
@@ -374,7 +372,7 @@ class OpenAIBackend(ConstrainableBackend):
                     "%s refused constrained answers every way (%s); asking without the "
                     "constraint from now on: answers may not parse. Set structured_output = "
                     "false to skip the attempts, or serve the model with vLLM or llama.cpp",
-                    self.base_url,
+                    self.options.base_url,
                     "; ".join(self._refusals),
                 )
 
@@ -387,7 +385,7 @@ class OpenAIBackend(ConstrainableBackend):
                 self._ladder_logged = True
             logger.warning(
                 "%s takes constrained answers as %s, after refusing %s",
-                self.base_url,
+                self.options.base_url,
                 CONSTRAINT_LADDER[rung][0],
                 "; ".join(self._refusals),
             )
@@ -415,7 +413,7 @@ class OpenAIBackend(ConstrainableBackend):
         self, messages: ChatMessages, settings: GenerationSettings, template: dict[str, Any]
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "model": self.model,
+            "model": self.options.model,
             "messages": messages,
             "max_tokens": settings.max_new_tokens,
             "temperature": settings.temperature,
@@ -425,7 +423,7 @@ class OpenAIBackend(ConstrainableBackend):
             body["stop"] = list(settings.stop)
         if settings.seed is not None:
             body["seed"] = settings.seed
-        if template and self.send_chat_template_kwargs:
+        if template and self.options.send_chat_template_kwargs:
             body["chat_template_kwargs"] = template
         body.update(self.extra_body)
         return body
@@ -458,7 +456,7 @@ class OpenAIBackend(ConstrainableBackend):
                 finish = choice.get("finish_reason") or finish
         if finish is None:
             raise BackendError(
-                f"server {self.base_url} streamed an answer (not asked to) that never finished: "
+                f"server {self.options.base_url} streamed an answer (not asked to) that never finished: "
                 f"{excerpt(content, self._api_key())}"
             )
         message = {"content": "".join(text), "reasoning_content": "".join(reasoning) or None}
@@ -471,24 +469,26 @@ class OpenAIBackend(ConstrainableBackend):
         served = payload.get("model") if isinstance(payload, dict) else None
         if not isinstance(served, str) or self._other_model_warned:
             return
-        if not (served.startswith(self.model) or self.model.startswith(served)):
+        if not (served.startswith(self.options.model) or self.options.model.startswith(served)):
             self._other_model_warned = True
             logger.warning(
                 "%s answered as model %r, not %r as configured: check backend.model and what "
                 "the server loaded (the cache keys its answers under %r)",
-                self.base_url,
+                self.options.base_url,
                 served,
-                self.model,
-                self.model,
+                self.options.model,
+                self.options.model,
             )
 
     def _api_key(self) -> str | None:
-        key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
+        key = (
+            os.environ.get(self.options.api_key_env, "").strip() if self.options.api_key_env else ""
+        )
         if key and self._key_refused:
             raise BackendError(self._key_refused)
         if key and not (key.isascii() and key.isprintable()):
             raise BackendError(
-                f"the API key in ${self.api_key_env} holds characters that cannot go in an HTTP "
+                f"the API key in ${self.options.api_key_env} holds characters that cannot go in an HTTP "
                 "header (non-ASCII or control characters): check how the variable is set"
             )
         return key or None
@@ -504,15 +504,15 @@ class OpenAIBackend(ConstrainableBackend):
         """The body of a 200 answer, after retries. A request carrying an answer constraint
         in ``constraint_field`` is refused, not retried, by a 5xx that names that field
         (llama-cpp-python's server answers 500 to a response_format it does not know)."""
-        url = self.base_url + route
+        url = self.options.base_url + route
         key = self._api_key()
         headers = self._headers()
-        for attempt in range(self.max_retries + 1):
+        for attempt in range(self.options.max_retries + 1):
             asked_wait = None
             try:
                 status, content, response_headers = self._exchange(url, body, headers)
             except httpx.TimeoutException:
-                cause = f"no complete answer within {self.timeout:g} s"
+                cause = f"no complete answer within {self.options.timeout:g} s"
             except httpx.HTTPError as e:  # transport errors; their text may quote headers
                 cause = redact(f"{type(e).__name__}: {e}", key)
             else:
@@ -521,18 +521,25 @@ class OpenAIBackend(ConstrainableBackend):
                 cause = f"HTTP {status}: {excerpt(content, key)}"
                 names_field = constraint_field is not None and constraint_field.encode() in content
                 if status not in RETRY_STATUS or (status >= 500 and names_field):
-                    raise RequestRefused(f"server {self.base_url} refused the request ({cause})")
+                    raise RequestRefused(
+                        f"server {self.options.base_url} refused the request ({cause})"
+                    )
                 asked_wait = retry_after(response_headers.get("retry-after"))
-            if attempt == self.max_retries:
+            if attempt == self.options.max_retries:
                 break
-            delay = asked_wait if asked_wait is not None else self.backoff * 2**attempt
+            delay = asked_wait if asked_wait is not None else self.options.backoff * 2**attempt
             delay = min(delay, MAX_BACKOFF_SECONDS) * (1 + 0.1 * random.random())
             logger.warning(
-                "%s: %s; retry %d/%d in %.1f s", url, cause, attempt + 1, self.max_retries, delay
+                "%s: %s; retry %d/%d in %.1f s",
+                url,
+                cause,
+                attempt + 1,
+                self.options.max_retries,
+                delay,
             )
             time.sleep(delay)
         raise BackendError(
-            f"server {self.base_url} failed after {self.max_retries + 1} attempts: {cause}"
+            f"server {self.options.base_url} failed after {self.options.max_retries + 1} attempts: {cause}"
         )
 
     def _exchange(
@@ -540,19 +547,19 @@ class OpenAIBackend(ConstrainableBackend):
     ) -> tuple[int, bytes, httpx.Headers]:
         """One attempt (a POST of ``body``, a GET without one): status, decoded body and
         headers, within the deadline and size limit."""
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.options.timeout
         DEADLINE.value = deadline
         method = "GET" if body is None else "POST"
         try:
             with self._http().stream(method, url, json=body, headers=headers) as response:
                 reader = BodyReader(
-                    response.headers.get("content-encoding"), self.max_response_bytes
+                    response.headers.get("content-encoding"), self.options.max_response_bytes
                 )
                 for chunk in response.iter_raw():
-                    reader.feed(chunk, self.base_url)
+                    reader.feed(chunk, self.options.base_url)
                     if time.monotonic() > deadline:  # for transports without the wrapped backend
                         raise httpx.ReadTimeout("deadline passed")
-                return response.status_code, reader.finish(self.base_url), response.headers
+                return response.status_code, reader.finish(self.options.base_url), response.headers
         finally:
             DEADLINE.value = None
 
@@ -561,7 +568,7 @@ class OpenAIBackend(ConstrainableBackend):
             return json.loads(content)
         except (ValueError, RecursionError):  # not JSON, not UTF-8, nested too deep
             raise BackendError(
-                f"server {self.base_url} answered 200 with a body that is not JSON: "
+                f"server {self.options.base_url} answered 200 with a body that is not JSON: "
                 f"{excerpt(content, self._api_key())}"
             ) from None
 
@@ -574,13 +581,13 @@ class OpenAIBackend(ConstrainableBackend):
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             raise BackendError(
-                f"server {self.base_url} answered without choices[0].message: "
+                f"server {self.options.base_url} answered without choices[0].message: "
                 f"{excerpt(content, self._api_key())}"
             )
         text = message.get("content")
         if text is not None and not isinstance(text, str):
             raise BackendError(
-                f"server {self.base_url} answered with message content of type "
+                f"server {self.options.base_url} answered with message content of type "
                 f"{type(text).__name__}, not text: it is not serving a chat model the way "
                 "this backend expects"
             )

@@ -9,6 +9,8 @@ them little; the reasoning before the answer always stays free.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..models import ModelSource, parameter_count
 
 AUTO_MAX_PARAMETERS = 4_000_000_000
@@ -16,12 +18,6 @@ StructuredOption = bool | str  # True, False or "auto"
 # A constrained answer stops at its closing brace; the budget only bounds a model that loops.
 # 512 tokens hold the answer for a full 2000-character window dense with entities.
 ANSWER_MAX_TOKENS = 512
-
-
-def check_option(value: StructuredOption) -> StructuredOption:
-    if value not in (True, False, "auto"):
-        raise ValueError(f'structured_output must be true, false or "auto", got {value!r}')
-    return value
 
 
 def structured_enabled(option: StructuredOption, source: ModelSource | None) -> bool:
@@ -36,7 +32,21 @@ def auto_constrains(parameters: int | None) -> bool:
     return parameters is not None and parameters < AUTO_MAX_PARAMETERS
 
 
-def check_answer_budget(answer_max_tokens: int) -> int:
-    if answer_max_tokens < 1:
-        raise ValueError(f"answer_max_tokens must be >= 1, got {answer_max_tokens}")
-    return answer_max_tokens
+@dataclass(frozen=True, kw_only=True)
+class AnswerOptions:
+    """The options of the answer constraint, taken by every backend that can constrain.
+
+    structured_output: true, false or "auto" (the rule above).
+    answer_max_tokens: token budget of the constrained answer.
+    """
+
+    structured_output: StructuredOption = "auto"
+    answer_max_tokens: int = ANSWER_MAX_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.structured_output not in (True, False, "auto"):
+            raise ValueError(
+                f'structured_output must be true, false or "auto", got {self.structured_output!r}'
+            )
+        if self.answer_max_tokens < 1:
+            raise ValueError(f"answer_max_tokens must be >= 1, got {self.answer_max_tokens}")

@@ -15,13 +15,12 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..hardware import faster_cpu_dtype
 from ..models import (
-    DEFAULT_MODEL,
     ModelSource,
     load_error,
     load_gguf,
@@ -29,10 +28,10 @@ from ..models import (
     share_like_other_files,
 )
 from ..protocol import reasoning_loop_start
-from ..registry import backends
+from ..registry import register_backend
 from .answer_grammars import AnswerGrammars
 from .base import AnswerConstraint, Completion, GenerationSettings
-from .local import LocalBackend
+from .local import LocalBackend, LocalOptions
 from .prefix_cache import (
     KeptRows,
     PrefixCache,
@@ -43,7 +42,6 @@ from .prefix_cache import (
     shared_prefix_length,
 )
 from .repeat_guard import comma_token_ids, guard_row
-from .structured import ANSWER_MAX_TOKENS, StructuredOption
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +61,9 @@ def _one_thread_in_forked_children(torch: Any) -> None:
         _FORK_HANDLER.append(True)
 
 
-@backends.register("reasoning_ner.Transformers.v1")
-class TransformersBackend(LocalBackend):
-    """A local transformers model.
+@dataclass(frozen=True, kw_only=True)
+class TransformersOptions(LocalOptions):
+    """A local transformers model (``reasoning_ner.Transformers.v1``).
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model``.
     device: "auto" (CUDA when available, else CPU), or any torch device string.
@@ -90,37 +88,35 @@ class TransformersBackend(LocalBackend):
         reused prompt tokens apart.
     """
 
-    engine_name = "transformers"
+    device: str = "auto"
+    dtype: str = "auto"
+    attn_implementation: str = "auto"
+    batch_size: int = 16
+    num_threads: int | None = None
+    prefix_caching: bool = True
 
-    def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        device: str = "auto",
-        dtype: str = "auto",
-        attn_implementation: str = "auto",
-        batch_size: int = 16,
-        structured_output: StructuredOption = "auto",
-        answer_max_tokens: int = ANSWER_MAX_TOKENS,
-        trust_remote_code: bool = False,
-        num_threads: int | None = None,
-        prefix_caching: bool = True,
-    ):
-        if dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype {dtype!r} is not one of auto, float32, bfloat16, float16")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if num_threads is not None and num_threads < 1:
-            raise ValueError(f"num_threads must be >= 1 (or unset), got {num_threads}")
-        self.num_threads = num_threads
-        super().__init__(model, structured_output, answer_max_tokens, trust_remote_code)
-        self.device_name = device
-        self.dtype_name = dtype
-        self.attn_implementation = attn_implementation
-        self.batch_size = batch_size
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError(f"dtype {self.dtype!r} is not one of auto, float32, bfloat16, float16")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"num_threads must be >= 1 (or unset), got {self.num_threads}")
+
+
+@register_backend("reasoning_ner.Transformers.v1", TransformersOptions)
+class TransformersBackend(LocalBackend):
+    """A local transformers model, loaded on first use (see ``TransformersOptions``)."""
+
+    engine_name = "transformers"
+    options: TransformersOptions
+
+    def __init__(self, options: TransformersOptions | None = None):
+        super().__init__(options or TransformersOptions())
         self._grammars: OrderedDict[str, Any] = OrderedDict()  # answer schema -> grammar
         self._grammar_compiler: Any = None
         self._comma_tokens: Any = None  # ids of the tokens holding a comma (a tensor)
-        self.prefix_caching = prefix_caching
         self._prefix_cache = PrefixCache()
         self._kept_rows = KeptRows()
         self.model: Any = None
@@ -157,8 +153,8 @@ class TransformersBackend(LocalBackend):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
+        if self.options.num_threads:
+            torch.set_num_threads(self.options.num_threads)
         _one_thread_in_forked_children(torch)
         device = self._device(torch)
         reference = source or self.reference
@@ -166,14 +162,14 @@ class TransformersBackend(LocalBackend):
         kwargs: dict[str, Any] = {
             "dtype": self._dtype(torch, device, resolved),
             "attn_implementation": self._attention(device),
-            "trust_remote_code": self.trust_remote_code,
+            "trust_remote_code": self.options.trust_remote_code,
         }
         try:
             if resolved.gguf_file:
                 model, tokenizer = load_gguf(Path(resolved.path) / resolved.gguf_file, **kwargs)
             else:
                 tokenizer = AutoTokenizer.from_pretrained(
-                    resolved.path, trust_remote_code=self.trust_remote_code
+                    resolved.path, trust_remote_code=self.options.trust_remote_code
                 )
                 model = AutoModelForCausalLM.from_pretrained(
                     resolved.path, use_safetensors=True, **kwargs
@@ -203,13 +199,13 @@ class TransformersBackend(LocalBackend):
         }
 
     def _device(self, torch: Any) -> Any:
-        if self.device_name != "auto":
-            return torch.device(self.device_name)
+        if self.options.device != "auto":
+            return torch.device(self.options.device)
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     def _dtype(self, torch: Any, device: Any, source: ModelSource) -> Any:
-        if self.dtype_name != "auto":
-            return getattr(torch, self.dtype_name)
+        if self.options.dtype != "auto":
+            return getattr(torch, self.options.dtype)
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         if device.type == "cpu":
@@ -217,8 +213,8 @@ class TransformersBackend(LocalBackend):
         return torch.float32
 
     def _attention(self, device: Any) -> str:
-        if self.attn_implementation != "auto":
-            return self.attn_implementation
+        if self.options.attn_implementation != "auto":
+            return self.options.attn_implementation
         if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
         return "sdpa"
@@ -288,8 +284,8 @@ class TransformersBackend(LocalBackend):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         completions: list[Completion | None] = [None] * len(texts)
         try:
-            for first in range(0, len(order), self.batch_size):
-                rows = order[first : first + self.batch_size]
+            for first in range(0, len(order), self.options.batch_size):
+                rows = order[first : first + self.options.batch_size]
                 for i, completion in zip(rows, run([texts[i] for i in rows], rows), strict=True):
                     completions[i] = completion
         finally:
@@ -393,7 +389,7 @@ class TransformersBackend(LocalBackend):
         if past is not None:
             kwargs["past_key_values"] = past
         alone = len(texts) == 1
-        keep = self.prefix_caching and (alone or keep_rows)
+        keep = self.options.prefix_caching and (alone or keep_rows)
         if keep:
             kwargs["return_dict_in_generate"] = True
         with torch.inference_mode():
@@ -427,7 +423,7 @@ class TransformersBackend(LocalBackend):
                     prompt=prompt,
                     n_tokens=len(tokens),
                     prompt_tokens=int(read),
-                    cached_prompt_tokens=cached if self.prefix_caching else None,
+                    cached_prompt_tokens=cached if self.options.prefix_caching else None,
                 )
             )
         return completions
@@ -468,7 +464,7 @@ class TransformersBackend(LocalBackend):
         mask hides the padding, and transformers derives the positions from the mask.
         """
         device = self.model.device
-        if not self.prefix_caching:
+        if not self.options.prefix_caching:
             # Chat templates already contain the special tokens (BOS etc.).
             padded = self.tokenizer(
                 texts, return_tensors="pt", padding=True, add_special_tokens=False

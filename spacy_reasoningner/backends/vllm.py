@@ -12,15 +12,15 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..models import DEFAULT_MODEL, load_error, resolve_model, share_like_other_files
-from ..registry import backends
+from ..models import load_error, resolve_model, share_like_other_files
+from ..registry import register_backend
 from ..trust import SavedPipeline, check_remote_code
 from .base import AnswerConstraint, Completion, GenerationSettings
-from .local import LocalBackend
-from .structured import ANSWER_MAX_TOKENS, StructuredOption
+from .local import LocalBackend, LocalOptions
 
 # The answer-repeat guard (repeat_guard), loaded by the engine by name: importing it here
 # would import vLLM with the backend.
@@ -38,9 +38,9 @@ CPU_BLOCK_SIZE = 32
 _MODEL_FILES = ("*.safetensors", "*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken")
 
 
-@backends.register("reasoning_ner.VLLM.v1")
-class VLLMBackend(LocalBackend):
-    """An in-process vLLM engine.
+@dataclass(frozen=True, kw_only=True)
+class VLLMOptions(LocalOptions):
+    """An in-process vLLM engine (``reasoning_ner.VLLM.v1``).
 
     model: reference resolved by ``spacy_reasoningner.models.resolve_model`` (GGUF files are
         used through their converted folder only for the bundled model).
@@ -50,44 +50,44 @@ class VLLMBackend(LocalBackend):
         labels, reasoning left free (see ``local``); "auto": for models below 4B
         parameters.
     answer_max_tokens: token budget of the constrained answer pass.
+    trust_remote_code: run code shipped with the model; off unless you trust its source.
     engine_kwargs: any other ``vllm.LLM`` argument.
     """
 
-    engine_name = "vllm"
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    enforce_eager: bool = False
+    engine_kwargs: dict[str, Any] | None = None
 
-    def __init__(
-        self,
-        model: str = DEFAULT_MODEL,
-        dtype: str = "auto",
-        max_model_len: int | None = None,
-        gpu_memory_utilization: float = 0.9,
-        tensor_parallel_size: int = 1,
-        enforce_eager: bool = False,
-        structured_output: StructuredOption = "auto",
-        answer_max_tokens: int = ANSWER_MAX_TOKENS,
-        trust_remote_code: bool = False,
-        engine_kwargs: dict[str, Any] | None = None,
-    ):
-        if not 0 < gpu_memory_utilization <= 1:
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError(
-                f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}"
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}"
             )
-        if tensor_parallel_size < 1:
-            raise ValueError(f"tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
-        super().__init__(model, structured_output, answer_max_tokens, trust_remote_code)
-        self.dtype = dtype
-        self.max_model_len = max_model_len
-        self.gpu_memory_utilization = gpu_memory_utilization
-        self.tensor_parallel_size = tensor_parallel_size
-        self.enforce_eager = enforce_eager
-        self.engine_kwargs = dict(engine_kwargs or {})
+        if self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size must be >= 1, got {self.tensor_parallel_size}")
+
+
+@register_backend("reasoning_ner.VLLM.v1", VLLMOptions)
+class VLLMBackend(LocalBackend):
+    """An in-process vLLM engine, started on first use (see ``VLLMOptions``)."""
+
+    engine_name = "vllm"
+    options: VLLMOptions
+
+    def __init__(self, options: VLLMOptions | None = None):
+        super().__init__(options or VLLMOptions())
+        self.engine_kwargs = dict(self.options.engine_kwargs or {})
         self.engine: Any = None
 
     def check_saved_settings(self, saved: SavedPipeline) -> None:
         """Shipped code runs only with the user's consent, however it is asked for."""
         saved_kwargs = saved.backend.get("engine_kwargs") or {}
         check_remote_code(
-            self.trust_remote_code or bool(self.engine_kwargs.get("trust_remote_code")),
+            self.options.trust_remote_code or bool(self.engine_kwargs.get("trust_remote_code")),
             bool(saved.backend.get("trust_remote_code"))
             or bool(saved_kwargs.get("trust_remote_code")),
             saved,
@@ -124,14 +124,18 @@ class VLLMBackend(LocalBackend):
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")
-        dtype = self.dtype if self.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+        dtype = (
+            self.options.dtype
+            if self.options.dtype != "auto"
+            else ("bfloat16" if on_gpu else "float32")
+        )
         kwargs: dict[str, Any] = {
             "model": resolved.path,
             "dtype": dtype,
-            "gpu_memory_utilization": self.gpu_memory_utilization,
-            "tensor_parallel_size": self.tensor_parallel_size,
-            "enforce_eager": self.enforce_eager or not on_gpu,
-            "trust_remote_code": self.trust_remote_code,
+            "gpu_memory_utilization": self.options.gpu_memory_utilization,
+            "tensor_parallel_size": self.options.tensor_parallel_size,
+            "enforce_eager": self.options.enforce_eager or not on_gpu,
+            "trust_remote_code": self.options.trust_remote_code,
             # vLLM-cpu crashes ("CPU Generator does not use offset") when a seeded request's
             # prefill is split across steps, so on CPU prompts are prefilled whole; and its
             # 128-token blocks are too coarse for the answer pass to find its reasoning in the
@@ -141,8 +145,8 @@ class VLLMBackend(LocalBackend):
         }
         # The answer pass's repeat guard (requests turn it on), after the user's processors.
         kwargs["logits_processors"] = [*(kwargs.get("logits_processors") or ()), GUARD_FQCN]
-        if self.max_model_len:
-            kwargs["max_model_len"] = self.max_model_len
+        if self.options.max_model_len:
+            kwargs["max_model_len"] = self.options.max_model_len
         try:
             self.engine = LLM(**kwargs)
         except OSError as error:
