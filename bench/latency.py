@@ -57,8 +57,8 @@ def run(
     completions: list[Completion] = []
     generate = backend.generate_constrained
 
-    def recording_generate(prompts, settings, answer_format):  # keeps each Completion
-        out = generate(prompts, settings, answer_format)
+    def recording_generate(requests, settings, *, reasoning):  # keeps each Completion
+        out = generate(requests, settings, reasoning=reasoning)
         completions.extend(out)
         return out
 

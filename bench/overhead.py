@@ -124,9 +124,7 @@ def run_prompting(suite: dict, batch_size: int) -> Callable[[], object]:
         for doc in docs:
             text = doc.text
             windows = plan_windows(doc, settings.max_chars, settings.window_overlap, text=text)
-            pieces = [text[w.start : w.end] for w in windows]
-            [task.prompt(piece) for piece in pieces]
-            task.answer_format(pieces)
+            task.requests([text[w.start : w.end] for w in windows])
 
     return run
 

@@ -44,11 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import spacy
 
 from spacy_reasoningner.backends.base import (
-    AnswerFormat,
     BackendError,
     Completion,
     GenerationSettings,
-    generate,
 )
 from spacy_reasoningner.backends.openai import OpenAIBackend, OpenAIOptions
 from spacy_reasoningner.cache import CachedBackend, CacheError, ResponseCache
@@ -351,7 +349,7 @@ def server_campaign(workdir: Path) -> None:
                 started = time.perf_counter()
                 seen: list[str] = []
                 try:
-                    (completion,) = generate(cached, PROMPTS, GenerationSettings(), AnswerFormat())
+                    (completion,) = cached.generate(PROMPTS, GenerationSettings())
                     seen += [completion.text, completion.reasoning or ""]
                     outcome = f"answer after {len(server.requests)} request(s)"
                 except BackendError as error:

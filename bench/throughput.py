@@ -33,7 +33,7 @@ from pathlib import Path
 
 from _common import CROSSNER_DATASETS, data_argument, load_dataset
 
-from spacy_reasoningner.backends.base import AnswerFormat, GenerationSettings
+from spacy_reasoningner.backends.base import AnswerShape, GenerationSettings, Request
 from spacy_reasoningner.protocol import (
     Schema,
     answer_json_schema,
@@ -116,10 +116,11 @@ def run_mode(mode: str, prompts: list, settings: GenerationSettings) -> dict:
             completions = [backend.generate([m], settings)[0] for m in messages]
         elif mode == "vllm-structured":
             # One call; each prompt's answer is constrained to its own schema's labels.
-            schemas = tuple(answer_json_schema(schema) for _, schema in prompts)
-            completions = backend.generate_constrained(
-                messages, settings, AnswerFormat(schemas=schemas)
-            )
+            requests = [
+                Request(m, answer=AnswerShape(answer_json_schema(schema)))
+                for m, (_, schema) in zip(messages, prompts, strict=True)
+            ]
+            completions = backend.generate_constrained(requests, settings, reasoning=True)
         else:
             completions = backend.generate(messages, settings)
         seconds = time.perf_counter() - started

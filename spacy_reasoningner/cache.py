@@ -23,19 +23,18 @@ import random
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .backends.base import (
-    AnswerFormat,
     Backend,
     BackendError,
     Completion,
     Constrainable,
     ConstrainableBackend,
     GenerationSettings,
+    Request,
     completion_problem,
     generate,
     is_identifiable,
@@ -189,8 +188,9 @@ def _read(value: str) -> Completion | None:
 class CachedBackend(ConstrainableBackend):
     """Serves cached completions and sends only the misses to the wrapped backend.
 
-    The same prompt repeated within one call is sampled repeatedly (confidence voting), so
-    each repeat has its own entry: the n-th repeat is keyed with its number.
+    A request's key names the backend, the prompt, the settings and, for a backend that
+    acts on them, the answer's shape and the thinking switch; the samples of a prompt
+    (confidence voting) are kept apart by their number.
     """
 
     def __init__(self, backend: Backend, cache: ResponseCache):
@@ -204,24 +204,14 @@ class CachedBackend(ConstrainableBackend):
         self.cache = cache
 
     def generate_constrained(
-        self,
-        prompts: Sequence[ChatMessages],
-        settings: GenerationSettings,
-        answer_format: AnswerFormat,
+        self, requests: Sequence[Request], settings: GenerationSettings, *, reasoning: bool
     ) -> list[Completion]:
         identity = self.backend.identity
         shaped = isinstance(self.backend, Constrainable)
-        repeats: Counter[str] = Counter()
-        keys = []
-        for i, prompt in enumerate(prompts):
-            answer = answer_format.describe(i) if shaped else None
-            key = self.cache.key(identity, prompt, settings, answer)
-            repeats[key] += 1
-            if repeats[key] > 1:
-                key = self.cache.key(
-                    identity, prompt, settings, {**(answer or {}), "repeat": repeats[key]}
-                )
-            keys.append(key)
+        keys = [
+            self.cache.key(identity, r.messages, settings, _answer_key(r, reasoning, shaped))
+            for r in requests
+        ]
         # Served from the cache: no generation time.
         known = {
             key: dataclasses.replace(completion, seconds=0.0)
@@ -229,9 +219,9 @@ class CachedBackend(ConstrainableBackend):
         }
         missing = [i for i, k in enumerate(keys) if k not in known]
         if missing:
-            subset = [prompts[i] for i in missing]
+            subset = [requests[i] for i in missing]
             try:
-                fresh = generate(self.backend, subset, settings, answer_format.select(missing))
+                fresh = generate(self.backend, subset, settings, reasoning=reasoning)
             except BackendError as error:
                 self.cache.put_many({keys[missing[j]]: c for j, c in error.completed.items()})
                 raise
@@ -239,3 +229,16 @@ class CachedBackend(ConstrainableBackend):
             self.cache.put_many(new)
             known.update(new)
         return [known[k] for k in keys]
+
+
+def _answer_key(request: Request, reasoning: bool, shaped: bool) -> dict[str, Any] | None:
+    """What shapes the answer besides the prompt: the thinking switch and the answer's shape
+    (for a backend that acts on them), and the sample's number after the first, counted from
+    2 as the repeats of a prompt were before requests carried it (caches stay valid)."""
+    answer: dict[str, Any] | None = None
+    if shaped:
+        shape = request.answer.describe() if request.answer is not None else {"schema": None}
+        answer = {"reasoning": reasoning, **shape}
+    if request.sample:
+        answer = {**(answer or {}), "repeat": request.sample + 1}
+    return answer

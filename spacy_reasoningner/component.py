@@ -231,23 +231,24 @@ class ReasoningNER(Pipe):
         windows = [
             text[w.start : w.end] for text, plan in zip(texts, plans, strict=True) for w in plan
         ]
-        pieces = [piece for piece in windows for _ in range(k)]
-        prompts = [prompt for piece in windows for prompt in [task.prompt(piece)] * k]
+        requests = task.requests(windows, samples=k)
         started = time.perf_counter()
-        completions = generate(self.generator, prompts, self.generation, task.answer_format(pieces))
+        completions = generate(self.generator, requests, self.generation, reasoning=task.reasoning)
         completions = _share_time(completions, time.perf_counter() - started)
         if logger.isEnabledFor(logging.DEBUG):
-            for prompt, completion in zip(prompts, completions, strict=True):
-                logger.debug("%s prompt: %s\ncompletion: %s", self.name, prompt, completion.text)
-        answers = iter(zip(prompts, completions, strict=True))
+            for request, completion in zip(requests, completions, strict=True):
+                logger.debug(
+                    "%s prompt: %s\ncompletion: %s", self.name, request.messages, completion.text
+                )
+        answers = iter(zip(requests, completions, strict=True))
         readings = []
         for doc, text, plan in zip(docs, texts, plans, strict=True):
             doc_readings = []
             for window in plan:
                 samples = []
-                for prompt, completion in itertools.islice(answers, k):
+                for request, completion in itertools.islice(answers, k):
                     reading = task.read(doc, window, completion, text=text)
-                    reading.messages = prompt
+                    reading.messages = request.messages
                     samples.append(reading)
                 doc_readings.append(task.vote(samples))
             readings.append(doc_readings)

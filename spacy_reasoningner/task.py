@@ -4,9 +4,10 @@
 Doc, a training sentence):
 
 * ``prompt(text)``: the chat messages of the protocol;
-* ``answer_schema(text)`` / ``answer_grammar(text)`` / ``answer_format(texts)``: the JSON
-  Schema the answer must follow, and the narrower grammar of grounded answers, per prompt,
-  for backends that constrain decoding;
+* ``requests(texts, samples)``: the backend call about some texts, one ``Request`` per
+  prompt: its messages, its sample number and its ``AnswerShape`` (``answer_schema(text)``,
+  and the narrower grammar of grounded answers, ``answer_grammar(text)``), for backends
+  that constrain decoding;
 * ``parse(completion)``: reasoning and entities, never raising on model output;
 * ``ground(doc, parsed, window)``: mentions -> token spans of the Doc, plus every mention
   that could not be grounded and why;
@@ -26,12 +27,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from spacy.tokens import Doc, Span
 
 from .alignment import ALIGNMENT_MODES, REASON_NOT_IN_SCHEMA, Unaligned, ground_mentions
-from .backends.base import AnswerFormat, Completion, LazyGrammars
+from .backends.base import AnswerShape, Completion, Request
 from .grounded import grounded_answer_grammar
 from .protocol import (
     PRF,
@@ -156,14 +158,25 @@ class NERTask:
         protocol's shape with the schema's labels and bounded mentions."""
         return self._answer_schema
 
-    def answer_format(self, texts: Sequence[str]) -> AnswerFormat:
-        """The answer format of one backend call about ``texts``, in prompt order."""
-        grammars = LazyGrammars(texts, self.answer_grammar) if self.grounded else ()
-        return AnswerFormat(
-            reasoning=self.reasoning,
-            schemas=tuple(self.answer_schema(t) for t in texts),
-            grammars=grammars,
-        )
+    def requests(self, texts: Sequence[str], samples: int = 1) -> list[Request]:
+        """The requests of one backend call about ``texts``: each text asked ``samples``
+        times in a row. The samples of a text, and equal texts, share one prompt and one
+        answer shape, so a grounded grammar is written once per text (when a backend reads
+        it)."""
+        asked: dict[str, tuple[ChatMessages, AnswerShape]] = {}
+        requests = []
+        for text in texts:
+            if text not in asked:
+                asked[text] = (self.prompt(text), self.answer_shape(text))
+            messages, answer = asked[text]
+            requests += [Request(messages, sample, answer) for sample in range(samples)]
+        return requests
+
+    def answer_shape(self, text: str) -> AnswerShape:
+        """What the answer about ``text`` must follow: its schema, and for grounded answers
+        the grammar of the spans of ``text`` (written when first read)."""
+        grammar = partial(self.answer_grammar, text) if self.grounded else None
+        return AnswerShape(self.answer_schema(text), grammar)
 
     def answer_grammar(self, text: str) -> str:
         """The grammar of a grounded answer about ``text``: the answer schema's shape, every

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from spacy_reasoningner.backends import BackendError, Completion, GenerationSettings
-from spacy_reasoningner.backends.base import AnswerFormat, ConstrainableBackend
+from spacy_reasoningner.backends.base import AnswerShape, ConstrainableBackend, Request
 from spacy_reasoningner.cache import CachedBackend, CacheError, ResponseCache
 from spacy_reasoningner.protocol import Schema, render_messages
 
@@ -264,45 +264,68 @@ def test_samples_are_stored_apart_and_served_back_in_order(tmp_path):
 
 
 class ShapingBackend(ConstrainableBackend):
-    """Answers with what shapes each answer: the format's description of the prompt."""
+    """Answers with what shapes each answer: the request's sample, shape and thinking switch."""
 
     identity = IDENTITY
 
     def __init__(self):
-        self.formats: list[AnswerFormat] = []
+        self.calls: list[list[Request]] = []
 
-    def generate_constrained(self, prompts, settings, answer_format):
-        self.formats.append(answer_format)
-        return [
-            Completion(text=json.dumps(answer_format.describe(i)), seconds=2.0)
-            for i in range(len(prompts))
-        ]
+    def generate_constrained(self, requests, settings, *, reasoning):
+        self.calls.append(list(requests))
+        return [Completion(text=json.dumps(shaped(r, reasoning)), seconds=2.0) for r in requests]
 
 
-def test_answers_shaped_by_a_format_are_cached_per_prompt_format_and_repeat(tmp_path):
+def shaped(request: Request, reasoning: bool) -> dict:
+    answer = request.answer.describe() if request.answer else None
+    return {"sample": request.sample, "answer": answer, "reasoning": reasoning}
+
+
+def test_answers_are_cached_per_prompt_shape_thinking_switch_and_sample(tmp_path):
     backend = ShapingBackend()
     cached = CachedBackend(backend, ResponseCache(tmp_path / "c.sqlite"))
-    schemas = ({"const": 1}, {"const": 2}, None)
-    shaped = AnswerFormat(reasoning=True, schemas=schemas)
-    first = cached.generate_constrained(PROMPTS, SETTINGS, shaped)
-    assert [json.loads(c.text) for c in first] == [shaped.describe(i) for i in range(3)]
-    # The same prompts and format again: all served, with no generation time.
-    again = cached.generate_constrained(PROMPTS, SETTINGS, shaped)
-    assert [c.text for c in again] == [c.text for c in first] and len(backend.formats) == 1
+    shapes = (AnswerShape({"const": 1}), AnswerShape({"const": 2}), None)
+    requests = [Request(p, answer=a) for p, a in zip(PROMPTS, shapes, strict=True)]
+    first = cached.generate_constrained(requests, SETTINGS, reasoning=True)
+    assert [json.loads(c.text) for c in first] == [shaped(r, True) for r in requests]
+    # The same requests again: all served, with no generation time.
+    again = cached.generate_constrained(requests, SETTINGS, reasoning=True)
+    assert [c.text for c in again] == [c.text for c in first] and len(backend.calls) == 1
     assert {c.seconds for c in again} == {0.0}
-    # Another format for the second prompt only: that prompt alone is generated, and the
-    # backend is given the format of the prompts it generates.
-    changed = AnswerFormat(reasoning=True, schemas=(schemas[0], {"const": 3}, None))
-    mixed = cached.generate_constrained(PROMPTS, SETTINGS, changed)
-    assert backend.formats[-1] == changed.select([1])
-    assert json.loads(mixed[1].text) == changed.describe(1) and mixed[0].text == first[0].text
-    # A prompt repeated in one call is a sample of its own, stored apart.
-    repeated = cached.generate_constrained([PROMPTS[0]] * 2, SETTINGS, AnswerFormat())
-    assert len(backend.formats) == 3
-    assert cached.generate_constrained([PROMPTS[0]] * 2, SETTINGS, AnswerFormat()) == [
-        replace(c, seconds=0.0) for c in repeated
+    # Another shape for the second prompt only: that request alone is generated.
+    changed = [requests[0], replace(requests[1], answer=AnswerShape({"const": 3})), requests[2]]
+    mixed = cached.generate_constrained(changed, SETTINGS, reasoning=True)
+    assert backend.calls[-1] == [changed[1]] and mixed[0].text == first[0].text
+    assert json.loads(mixed[1].text) == shaped(changed[1], True)
+    # The thinking switch is part of the key.
+    cached.generate_constrained(requests[:1], SETTINGS, reasoning=False)
+    assert backend.calls[-1] == requests[:1]
+    # The samples of a prompt are stored apart, and served apart.
+    samples = [Request(PROMPTS[0], sample) for sample in range(2)]
+    drawn = cached.generate_constrained(samples, SETTINGS, reasoning=True)
+    assert backend.calls[-1] == samples and len(set(c.text for c in drawn)) == 2
+    assert cached.generate_constrained(samples, SETTINGS, reasoning=True) == [
+        replace(c, seconds=0.0) for c in drawn
     ]
-    assert len(cached.cache) == 3 + 1 + 2
+    assert len(cached.cache) == 3 + 1 + 1 + 2
+
+
+def test_keys_are_those_of_the_repeat_counter_before_requests(tmp_path):
+    """Caches written before requests carried their sample still serve: the n-th repeat of
+    a prompt was keyed {"reasoning", "schema", "repeat": n} (n from 2)."""
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    shape = AnswerShape({"const": 1})
+    old = {"reasoning": True, "schema": {"const": 1}}
+    cache.put_many(
+        {
+            cache.key(IDENTITY, PROMPTS[0], SETTINGS, old): Completion("first"),
+            cache.key(IDENTITY, PROMPTS[0], SETTINGS, {**old, "repeat": 2}): Completion("second"),
+        }
+    )
+    cached = CachedBackend(ShapingBackend(), cache)
+    requests = [Request(PROMPTS[0], sample, shape) for sample in range(2)]
+    served = cached.generate_constrained(requests, SETTINGS, reasoning=True)
+    assert [c.text for c in served] == ["first", "second"]
 
 
 def test_more_keys_than_sqlite_binds_at_once_are_all_found(tmp_path):

@@ -16,6 +16,7 @@ from spacy.tokens import Span
 from spacy.training import Example
 
 from spacy_reasoningner.backends import Completion, GenerationSettings
+from spacy_reasoningner.grounded import grounded_answer_grammar
 from spacy_reasoningner.protocol import render_completion
 from spacy_reasoningner.settings import ComponentSettings
 from spacy_reasoningner.task import NERTask
@@ -254,36 +255,46 @@ def test_keep_raw_and_custom_extension_names():
     assert (raw["start"], raw["end"], raw["finish_reason"]) == (0, len(doc.text), "stop")
 
 
-class FormatSpy(ScriptedBackend):
-    """A scripted backend that also receives the answer format (a ``Constrainable``)."""
+class RequestSpy(ScriptedBackend):
+    """A scripted backend that also receives the requests (a ``Constrainable``)."""
 
     def __init__(self, answer):
         super().__init__(answer)
-        self.formats = []
+        self.requested = []
 
-    def generate_constrained(self, prompts, settings, answer_format):
-        self.formats.append((settings, answer_format))
-        return self.generate(prompts, settings)
+    def generate_constrained(self, requests, settings, *, reasoning):
+        self.requested.append((requests, settings, reasoning))
+        return self.generate([r.messages for r in requests], settings)
 
 
 @pytest.mark.parametrize("reasoning", [True, False])
-def test_reasoning_and_answer_schemas_reach_backends_explicitly(reasoning):
+def test_reasoning_and_answer_shapes_reach_backends_explicitly(reasoning):
     nlp, pipe = make_nlp(reasoning=reasoning, max_chars=100, window_overlap=0)
-    pipe.backend = spy = FormatSpy(oracle)
-    seen = []
-    spy.generate = lambda prompts, settings: (
-        seen.extend(prompts) or [Completion(oracle(prompt_text(p))) for p in prompts]
-    )
+    pipe.backend = spy = RequestSpy(oracle)
     nlp("Ada Lovelace wrote notes in London. " * 2 + "Grace Hopper wrote code in Paris. " * 2)
-    [(settings, answer_format)] = spy.formats
-    assert answer_format.reasoning is reasoning
+    [(requests, settings, asked_reasoning)] = spy.requested
+    assert asked_reasoning is reasoning
     assert settings.chat_template_kwargs == {}  # nothing smuggled through template kwargs
-    # One schema per prompt (windows), each the protocol's answer schema with the labels.
-    assert len(answer_format.schemas) == len(seen) > 1
-    for schema in answer_format.schemas:
+    # One request per window, each with the protocol's answer schema with the labels and the
+    # grammar of its own window's spans.
+    assert len(requests) > 1 and [r.sample for r in requests] == [0] * len(requests)
+    for request in requests:
+        schema = request.answer.schema
         assert set(schema["properties"]["entities"]["properties"]) == {"location", "person"}
+        window = prompt_text(request.messages)
+        assert request.answer.grammar == grounded_answer_grammar(pipe.task.schema, window)
     direct = "Answer with the JSON only."
-    assert all((direct in p[0]["content"]) is not reasoning for p in seen)
+    assert all((direct in r.messages[0]["content"]) is not reasoning for r in requests)
+
+
+def test_samples_are_numbered_requests_sharing_their_window_shape():
+    nlp, pipe = make_nlp(samples=3, spans_key="sc", generation={"temperature": 0.7, "seed": 1})
+    pipe.backend = spy = RequestSpy(oracle)
+    nlp("Ada Lovelace wrote notes in London.")
+    [(requests, _, _)] = spy.requested
+    assert [r.sample for r in requests] == [0, 1, 2]
+    assert len({id(r.answer) for r in requests}) == 1  # one grammar for the window's samples
+    assert all(r.messages == requests[0].messages for r in requests)
 
 
 def test_a_plain_backend_gets_prompts_and_settings_only():

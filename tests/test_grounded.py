@@ -146,16 +146,17 @@ def test_the_task_gives_each_text_its_grammar_when_grounded() -> None:
     from spacy_reasoningner.task import NERTask
 
     texts = ["Ada met Babbage.", "Grace Hopper."]
-    answer_format = NERTask(SCHEMA).answer_format(texts)
-    assert list(answer_format.grammars) == [grounded_answer_grammar(SCHEMA, t) for t in texts]
-    assert answer_format.constraint(1) == answer_format.grammar(1)
-    assert answer_format.select([1]).grammars == tuple(answer_format.grammars[1:])
-    assert answer_format.grammars[-1] == answer_format.grammars[1]
-    with pytest.raises(IndexError):
-        answer_format.grammars[2]
-    plain = NERTask(SCHEMA, grounded=False).answer_format(texts)
-    assert plain.grammars == () and plain.constraint(0) == plain.schema(0)
-    assert "grammar" in answer_format.describe(0) and "grammar" not in plain.describe(0)
+    requests = NERTask(SCHEMA).requests(texts)
+    assert [r.answer.grammar for r in requests] == [
+        grounded_answer_grammar(SCHEMA, t) for t in texts
+    ]
+    assert requests[1].answer.constraint == requests[1].answer.grammar
+    assert requests[1].answer.schema == NERTask(SCHEMA).answer_schema(texts[1])
+    plain = NERTask(SCHEMA, grounded=False).requests(texts)
+    assert plain[0].answer.grammar is None and plain[0].answer.constraint == plain[0].answer.schema
+    assert (
+        "grammar" in requests[0].answer.describe() and "grammar" not in plain[0].answer.describe()
+    )
 
 
 def test_grammars_are_written_only_for_backends_that_read_them(monkeypatch) -> None:
@@ -181,11 +182,12 @@ def test_grammars_are_written_only_for_backends_that_read_them(monkeypatch) -> N
     pipe.backend = ScriptedBackend(lambda text: '{"entities": {"person": ["Ada"]}}')
     docs = list(nlp.pipe(["Ada met Babbage.", "Ada ran."]))
     assert [e.text for d in docs for e in d.ents] == ["Ada", "Ada"] and written == []
-    answer_format = NERTask(SCHEMA).answer_format(["Ada met Babbage.", "Grace Hopper."])
+    requests = NERTask(SCHEMA).requests(["Ada met Babbage.", "Grace Hopper."])
     for _ in range(3):
-        answer_format.grammar(1), answer_format.describe(1), answer_format.select([1])
+        requests[1].answer.grammar, requests[1].answer.describe(), requests[1].answer.constraint
     assert written == ["Grace Hopper."]
-    # The samples of a window repeat its text in the batch: one grammar serves them all.
-    samples = NERTask(SCHEMA).answer_format(["Ada ran."] * 3)
-    assert len({id(samples.grammar(i)) for i in range(3)}) == 1
+    # The samples of a window, and equal windows, share one shape: one grammar serves them all.
+    samples = NERTask(SCHEMA).requests(["Ada ran.", "Ada ran."], samples=3)
+    assert [r.sample for r in samples] == [0, 1, 2, 0, 1, 2]
+    assert len({id(r.answer.grammar) for r in samples}) == 1
     assert written == ["Grace Hopper.", "Ada ran."]

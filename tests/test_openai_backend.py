@@ -383,7 +383,7 @@ def test_constrained_answer_without_reasoning_is_one_response_format_request(ser
     client = backend(server.url, structured_output=True, answer_max_tokens=64)
     task = replace(TASK, reasoning=False)
     (completion,) = client.generate_constrained(
-        [task.prompt("Ada came.")], GenerationSettings(), task.answer_format(["Ada came."])
+        task.requests(["Ada came."]), GenerationSettings(), reasoning=False
     )
     [body] = server.bodies
     assert body["response_format"] == {
@@ -399,7 +399,7 @@ def test_constrained_answer_with_reasoning_continues_the_think_block(serve):
     server = serve(answer_after_think)
     client = backend(server.url, structured_output=True)
     (completion,) = client.generate_constrained(
-        [TASK.prompt("Ada came.")], GenerationSettings(max_new_tokens=50), TASK.answer_format([""])
+        TASK.requests(["Ada came."]), GenerationSettings(max_new_tokens=50), reasoning=True
     )
     free, answer = server.bodies
     assert free["stop"] == ["</think>", "\n</"] and "response_format" not in free
@@ -434,7 +434,7 @@ def refusing(*ways: str, status: int = 400, message: str = "not supported"):
 def constrained_batch(client: OpenAIBackend, texts: list[str], reasoning: bool = False):
     task = replace(TASK, reasoning=reasoning)
     return client.generate_constrained(
-        [task.prompt(t) for t in texts], GenerationSettings(), task.answer_format(texts)
+        task.requests(texts), GenerationSettings(), reasoning=reasoning
     )
 
 
@@ -473,7 +473,7 @@ def test_a_server_taking_only_a_grammar_gets_the_schemas_or_the_grounded_one(ser
     client = backend(server.url, structured_output=True)
     free = replace(TASK, grounded=False, reasoning=False)
     (completion,) = client.generate_constrained(
-        [free.prompt("Ada came.")], GenerationSettings(), free.answer_format(["Ada came."])
+        free.requests(["Ada came."]), GenerationSettings(), reasoning=False
     )
     assert completion.constraint == "grammar"
     assert server.bodies[-1]["grammar"] == schema_answer_grammar(TASK.answer_schema(""))

@@ -21,11 +21,12 @@ import torch
 
 from spacy_reasoningner import hardware
 from spacy_reasoningner.backends.base import (
-    AnswerFormat,
+    AnswerShape,
     Constrainable,
     GenerationSettings,
     Identifiable,
     Loadable,
+    Request,
     SerializableBackend,
     TokenCounter,
 )
@@ -391,7 +392,7 @@ def test_cached_transformers_pipeline_reuses_completions(tmp_path, tiny_model_di
     first = nlp("Ada Lovelace.")._.ner_raw
     assert len(pipe.cache) == 1
 
-    def must_not_generate(*args):
+    def must_not_generate(*args, **kwargs):
         raise AssertionError("a cached prompt reached the model")
 
     pipe.backend.generate_constrained = must_not_generate
@@ -414,8 +415,10 @@ def test_structured_answers_follow_the_schema_until_done_or_cut(tiny_model_dir):
     task = NERTask(SCHEMA)
     settings = GenerationSettings(max_new_tokens=16)
     for reasoning in (True, False):
-        answer_format = replace(task, reasoning=reasoning).answer_format(TEXTS)
-        for completion in backend.generate_constrained(prompts(), settings, answer_format):
+        asked = replace(task, reasoning=reasoning)
+        for completion in backend.generate_constrained(
+            asked.requests(TEXTS), settings, reasoning=reasoning
+        ):
             # The passes come back apart: the answer as text, the thought as reasoning.
             assert completion.text.startswith("{"), completion.text  # the grammar's first token
             assert (completion.reasoning is not None) == reasoning
@@ -606,9 +609,12 @@ def test_each_prompt_gets_its_own_answer_constraint(tiny_backend):
     schemas = tuple({"enum": [word]} for word in words)
     for reasoning in (False, True):
         completions = tiny_backend.generate_constrained(
-            prompts([*TEXTS, "Grace Hopper."]),
+            [
+                Request(p, answer=AnswerShape(schema))
+                for p, schema in zip(prompts([*TEXTS, "Grace Hopper."]), schemas, strict=True)
+            ],
             GenerationSettings(max_new_tokens=6),
-            AnswerFormat(reasoning=reasoning, schemas=schemas),
+            reasoning=reasoning,
         )
         answers = [c.text.rpartition("</think>\n")[2] for c in completions]
         assert answers == [f'"{word}"' for word in words]
@@ -619,10 +625,14 @@ def test_grammar_of_a_prompt_overrides_its_schema(tiny_backend):
     prompts without one keep their schema."""
     schemas = tuple({"enum": [word]} for word in ("Ada", "London", "Paris"))
     grammars = ('root ::= "\\"Lovelace\\""', None, 'root ::= "\\"Seine\\""')
+    shapes = [
+        AnswerShape(schema, None if grammar is None else (lambda g=grammar: g))
+        for schema, grammar in zip(schemas, grammars, strict=True)
+    ]
     completions = tiny_backend.generate_constrained(
-        prompts(TEXTS),
+        [Request(p, answer=a) for p, a in zip(prompts(TEXTS), shapes, strict=True)],
         GenerationSettings(max_new_tokens=6),
-        AnswerFormat(reasoning=False, schemas=schemas, grammars=grammars),
+        reasoning=False,
     )
     assert [c.text for c in completions] == ['"Lovelace"', '"London"', '"Seine"']
 
@@ -727,8 +737,9 @@ def test_a_prompt_alone_reuses_the_cache_of_what_it_shares_with_the_last(tiny_mo
         reads = _tokens_read(backend.model)
         completions = []
         for text in TEXTS:
-            answer_format = task.answer_format([text])
-            (completion,) = backend.generate_constrained(prompts([text]), settings, answer_format)
+            (completion,) = backend.generate_constrained(
+                task.requests([text]), settings, reasoning=True
+            )
             completions.append(completion)
         runs[caching] = (completions, reads)
     (cached, cached_reads), (plain, plain_reads) = runs[True], runs[False]
@@ -760,7 +771,7 @@ def test_a_batch_reads_its_shared_head_once_and_keeps_it_for_the_next_call(tiny_
         backend.load()
         reads = _tokens_read(backend.model)
         calls = [
-            backend.generate_constrained(prompts(texts), settings, task.answer_format(texts))
+            backend.generate_constrained(task.requests(texts), settings, reasoning=True)
             for texts in (TEXTS, TEXTS[1:])
         ]
         runs[caching] = (calls, reads)
@@ -805,7 +816,7 @@ def test_the_answer_pass_continues_each_prompts_own_reasoning(tiny_model_dir, ba
             )
         )
         completions[caching] = backend.generate_constrained(
-            prompts(), settings, task.answer_format(TEXTS)
+            task.requests(TEXTS), settings, reasoning=True
         )
     assert [c.text for c in completions[True]] == [c.text for c in completions[False]]
     tokenize = lambda text: backend.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
@@ -825,14 +836,8 @@ def test_a_batch_mixing_schemas_shares_only_what_they_have_in_common(tiny_model_
     last call's schema is reused, and the answers are those of prompts generated one at a
     time without any reuse (float32)."""
     other = NERTask(Schema.from_config(["organization", "date"]))
-    first = [render_messages(t, SCHEMA if i % 2 else other.schema) for i, t in enumerate(TEXTS)]
-    first_format = AnswerFormat(
-        schemas=tuple(
-            (NERTask(SCHEMA) if i % 2 else other).answer_format([t]).schemas[0]
-            for i, t in enumerate(TEXTS)
-        )
-    )
-    calls = [(first, first_format), (prompts(), NERTask(SCHEMA).answer_format(TEXTS))]
+    mixed = [(NERTask(SCHEMA) if i % 2 else other).requests([t])[0] for i, t in enumerate(TEXTS)]
+    calls = [mixed, NERTask(SCHEMA).requests(TEXTS)]
     settings = GenerationSettings(max_new_tokens=12)
     cached = TransformersBackend(
         TransformersOptions(model=str(tiny_model_dir), dtype="float32", batch_size=8)
@@ -842,17 +847,16 @@ def test_a_batch_mixing_schemas_shares_only_what_they_have_in_common(tiny_model_
     plain = TransformersBackend(
         TransformersOptions(model=str(tiny_model_dir), dtype="float32", prefix_caching=False)
     )
-    for batch, answer_format in calls:
+    for batch in calls:
         del reads[:]
-        together = cached.generate_constrained(batch, settings, answer_format)
-        alone = [
-            plain.generate_constrained([p], settings, answer_format.select([i]))[0]
-            for i, p in enumerate(batch)
-        ]
+        together = cached.generate_constrained(batch, settings, reasoning=True)
+        alone = [plain.generate_constrained([r], settings, reasoning=True)[0] for r in batch]
         assert [c.text for c in together] == [c.text for c in alone]
         rows = [
-            cached.tokenizer(open_think_block(cached.render(p, settings)), add_special_tokens=False)
-            for p in batch
+            cached.tokenizer(
+                open_think_block(cached.render(r.messages, settings)), add_special_tokens=False
+            )
+            for r in batch
         ]
         head = shared_prefix_length([row["input_ids"] for row in rows])
         assert head >= 16  # the chat turn and the instruction before the schema
@@ -874,9 +878,7 @@ def test_the_default_model_answers_the_same_with_a_shared_batch_head():
     answers = {}
     for caching in (True, False):
         backend = TransformersBackend(TransformersOptions(dtype="float32", prefix_caching=caching))
-        completions = backend.generate_constrained(
-            prompts(texts), settings, task.answer_format(texts)
-        )
+        completions = backend.generate_constrained(task.requests(texts), settings, reasoning=True)
         answers[caching] = [c.text for c in completions]
     assert answers[True] == answers[False]
     assert "London" in answers[True][0] and "Warsaw" in answers[True][2]

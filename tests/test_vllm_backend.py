@@ -144,9 +144,7 @@ def test_the_answer_pass_reads_its_reasoning_from_the_prefix_cache(engine, monke
         task = NERTask(SCHEMA)
         texts = [f"{text} It rained that day." for text in TEXTS]  # not in the cache yet
         engine.generate_constrained(
-            [task.prompt(t) for t in texts],
-            GenerationSettings(max_new_tokens=48),
-            task.answer_format(texts),
+            task.requests(texts), GenerationSettings(max_new_tokens=48), reasoning=True
         )
     assert len(answers) == len(texts)
     for answer in answers:
@@ -159,7 +157,7 @@ def test_structured_output_always_parses_and_stays_in_schema(engine):
         for reasoning in (True, False):
             task = NERTask(SCHEMA, reasoning=reasoning)
             completions = engine.generate_constrained(
-                [task.prompt(t) for t in TEXTS], settings, task.answer_format(TEXTS)
+                task.requests(TEXTS), settings, reasoning=reasoning
             )
             for completion in completions:  # reasoning cut by the budget is closed and answered
                 parsed = parse_completion(completion.text, SCHEMA, reasoning=completion.reasoning)

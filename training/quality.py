@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass, replace
 
 from spacy_reasoningner.alignment import find_word_occurrences
 from spacy_reasoningner.backends.base import (
-    AnswerFormat,
+    AnswerShape,
     Backend,
     Completion,
     GenerationSettings,
+    Request,
     generate,
 )
 from spacy_reasoningner.benchmark.readers import NERRecord
@@ -112,9 +113,12 @@ VERDICT_SCHEMA = {
 }
 
 
-def verdict_format(n: int, *, thinking: bool) -> AnswerFormat:
-    """The answer format of ``n`` judge prompts: thinking first or not, the verdict schema."""
-    return AnswerFormat(reasoning=thinking, schemas=(VERDICT_SCHEMA,) * n)
+VERDICT = AnswerShape(VERDICT_SCHEMA)
+
+
+def verdict_requests(prompts: Sequence[ChatMessages]) -> list[Request]:
+    """The judge's requests about ``prompts``: each verdict to the verdict schema."""
+    return [Request(p, answer=VERDICT) for p in prompts]
 
 
 @dataclass
@@ -192,7 +196,7 @@ def judge_checks(
     budget bounds the thinking and the verdict is still read."""
     prompts = [judge_messages(r, d) for r, d in zip(records, drafts, strict=True)]
     first = settings if thinking else without_thinking(settings)
-    completions = generate(judge, prompts, first, verdict_format(len(prompts), thinking=thinking))
+    completions = generate(judge, verdict_requests(prompts), first, reasoning=thinking)
     judgements = [_verdict(c) for c in completions]
     cut = [i for i, c in enumerate(completions) if judgements[i] is None and c.truncated]
     asked_again: set[int] = set()
@@ -203,9 +207,7 @@ def judge_checks(
         )
         for i, completion in zip(
             cut,
-            generate(
-                judge, [prompts[i] for i in cut], short, verdict_format(len(cut), thinking=False)
-            ),
+            generate(judge, verdict_requests([prompts[i] for i in cut]), short, reasoning=False),
             strict=True,
         ):
             completions[i], judgements[i] = completion, _verdict(completion)

@@ -18,12 +18,14 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import partial
 
 from spacy_reasoningner.backends.base import (
-    AnswerFormat,
+    AnswerShape,
     Backend,
     Completion,
     GenerationSettings,
+    Request,
     generate,
 )
 from spacy_reasoningner.benchmark.readers import NERRecord
@@ -88,24 +90,26 @@ def generate_drafts(
         return [released_draft(r) for r in records]
     if teacher is None:
         raise ValueError(f"mode {mode.value!r} needs a teacher backend ([cg.teacher])")
-    prompts = [teacher_messages(r, mode) for r in records]
-    completions = generate(teacher, prompts, settings, teacher_answer_format(records))
+    requests = teacher_requests(records, mode)
+    reasoning = all(record_task(r).reasoning for r in records)
+    completions = generate(teacher, requests, settings, reasoning=reasoning)
     return [
         _model_draft(r, c, mode, generator_name) for r, c in zip(records, completions, strict=True)
     ]
 
 
-def teacher_answer_format(records: Sequence[NERRecord]) -> AnswerFormat:
-    """The answer format of one teacher call: reasoning first, each answer to its record's
-    schema. A teacher backend constrains its answers to it only where its
-    ``structured_output`` says so (the GPU profiles' teachers: off; a tiny model: on, or
-    nothing it writes parses), and mentions to spans of the text where it takes grammars."""
-    tasks = [record_task(r) for r in records]
-    return AnswerFormat(
-        reasoning=all(t.reasoning for t in tasks),
-        schemas=tuple(t.answer_schema(r.text) for t, r in zip(tasks, records, strict=True)),
-        grammars=tuple(t.answer_grammar(r.text) for t, r in zip(tasks, records, strict=True)),
-    )
+def teacher_requests(records: Sequence[NERRecord], mode: Mode) -> list[Request]:
+    """The requests of one teacher call: each answer to its record's schema. A teacher
+    backend constrains its answers to it only where its ``structured_output`` says so (the
+    GPU profiles' teachers: off; a tiny model: on, or nothing it writes parses), and mentions
+    to spans of the text where it takes grammars."""
+    requests = []
+    for record in records:
+        task = record_task(record)
+        grammar = partial(task.answer_grammar, record.text)
+        shape = AnswerShape(task.answer_schema(record.text), grammar)
+        requests.append(Request(teacher_messages(record, mode), answer=shape))
+    return requests
 
 
 def _model_draft(record: NERRecord, completion: Completion, mode: Mode, name: str) -> Draft:

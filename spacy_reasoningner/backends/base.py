@@ -11,9 +11,10 @@ can do is a small capability, a runtime-checkable Protocol the component tests w
 * ``Loadable``: ``loaded`` and ``load()``, so ``initialize`` can load weights up front;
 * ``Identifiable``: ``identity``, what determines its answers (for the response cache);
 * ``SerializableBackend``: ``to_disk``/``from_disk``, weights inside a saved pipeline;
-* ``Constrainable``: ``generate_constrained(prompts, settings, answer_format)``, which also
-  receives the task's ``AnswerFormat``: whether the prompts ask for reasoning first, and per
-  prompt the JSON Schema its answer must follow (for constrained decoding);
+* ``Constrainable``: ``generate_constrained(requests, settings, reasoning=...)``, which
+  receives one ``Request`` per prompt (its messages, which sample of its text it is, and the
+  ``AnswerShape`` its answer must follow, for constrained decoding) and whether the prompts
+  ask for reasoning first;
 * ``TokenCounter``: ``count_tokens(text)`` with the model's tokenizer;
 * ``GuardsSavedSettings``: ``check_saved_settings(saved)``, told when its settings come from
   a saved pipeline's config, so settings that act beyond the folder (run shipped code, send
@@ -26,6 +27,7 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args, runtime_checkable
 
@@ -108,75 +110,53 @@ class GenerationSettings:
         return self if self.seed is None else replace(self, seed=self.seed + position)
 
 
-@dataclass(frozen=True)
-class AnswerFormat:
-    """What the task asks of the answers of one backend call, for ``Constrainable`` backends.
+@dataclass(frozen=True, eq=False)
+class AnswerShape:
+    """What the answers about one text must follow; the samples of a text share one.
 
-    reasoning: the prompts ask for reasoning in a think block before the answer. Backends
-        whose chat template has a thinking switch (Qwen3's ``enable_thinking``) set it from
-        this, and constrained decoding lets the reasoning run free before the answer.
-    schemas: per prompt, the JSON Schema the answer must follow, or None for a free answer;
-        empty means no constraint for any prompt. Backends constrain decoding to it when
-        their ``structured_output`` setting says so.
-    grammars: per prompt, a grammar narrower than the schema (xgrammar's EBNF notation, root
-        rule ``root``), or None; empty means none. Grounded answers use it to allow only
-        mentions that are spans of the text. Backends that take grammars (transformers with
-        xgrammar, vLLM) use it instead of the schema; others keep to the schema. Any
-        sequence: the task's ``LazyGrammars`` writes each only when a backend asks for it.
+    schema: the answer's JSON Schema (the protocol's shape with the schema's labels).
+    write_grammar: writes a grammar narrower than the schema (xgrammar's EBNF notation, root
+        rule ``root``): grounded answers allow only mentions that are spans of the text.
+        Called when a backend first reads ``grammar``, once: a backend that takes no grammar
+        (a plain or scripted one, a server given JSON Schemas) costs nothing. None: the
+        schema is the constraint. Backends that take grammars (transformers with xgrammar,
+        vLLM) use the grammar; others keep to the schema.
     """
 
-    reasoning: bool = True
-    schemas: tuple[Mapping[str, Any] | None, ...] = ()
-    grammars: Sequence[str | None] = ()
+    schema: Mapping[str, Any]
+    write_grammar: Callable[[], str] | None = field(default=None, repr=False)
 
-    def schema(self, index: int) -> Mapping[str, Any] | None:
-        return self.schemas[index] if self.schemas else None
+    @cached_property
+    def grammar(self) -> str | None:
+        return None if self.write_grammar is None else self.write_grammar()
 
-    def grammar(self, index: int) -> str | None:
-        return self.grammars[index] if self.grammars else None
+    @property
+    def constraint(self) -> AnswerConstraint:
+        """The narrowest constraint: the grammar, else the schema."""
+        grammar = self.grammar
+        return self.schema if grammar is None else grammar
 
-    def constraint(self, index: int) -> AnswerConstraint | None:
-        """The narrowest constraint of prompt ``index``: its grammar, else its schema."""
-        grammar = self.grammar(index)
-        return grammar if grammar is not None else self.schema(index)
-
-    def select(self, indices: Sequence[int]) -> AnswerFormat:
-        """The format of the prompts at ``indices`` (a sub-batch), in that order."""
-        return AnswerFormat(
-            self.reasoning,
-            tuple(self.schemas[i] for i in indices) if self.schemas else (),
-            tuple(self.grammars[i] for i in indices) if self.grammars else (),
-        )
-
-    def describe(self, index: int) -> dict[str, Any]:
-        """What determines the answer of prompt ``index`` (for cache keys)."""
-        grammar = self.grammar(index)
-        described = {"reasoning": self.reasoning, "schema": self.schema(index)}
-        return described if grammar is None else {**described, "grammar": grammar}
+    def describe(self) -> dict[str, Any]:
+        """What determines the answer (for cache keys)."""
+        if self.write_grammar is None:
+            return {"schema": self.schema}
+        return {"schema": self.schema, "grammar": self.grammar}
 
 
-class LazyGrammars(Sequence[str]):
-    """The grammars of ``texts`` by ``write`` (a text's grammar), each written when first
-    read: a backend that takes no grammar (a plain or scripted one, a server given JSON
-    Schemas) costs nothing, and one that does writes each text's once (the samples of a
-    window repeat its text: they share one grammar)."""
+@dataclass(frozen=True)
+class Request:
+    """One prompt of a backend call.
 
-    def __init__(self, texts: Sequence[str], write: Callable[[str], str]):
-        self._texts = list(texts)
-        self._write = write
-        self._written: dict[str, str] = {}
+    messages: the chat turns.
+    sample: which of its text's samples this is: 0, unless ``samples`` > 1 asks a text
+        several times in one call; the response cache keeps each sample apart.
+    answer: what the answer must follow, or None for a free answer. ``Constrainable``
+        backends constrain decoding to it when their ``structured_output`` setting says so.
+    """
 
-    def __len__(self) -> int:
-        return len(self._texts)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        index = range(len(self))[index]  # negative indices; IndexError past the end
-        text = self._texts[index]
-        if text not in self._written:
-            self._written[text] = self._write(text)
-        return self._written[text]
+    messages: ChatMessages
+    sample: int = 0
+    answer: AnswerShape | None = None
 
 
 # A JSON Schema, or a grammar in xgrammar's EBNF notation.
@@ -268,34 +248,29 @@ class Backend(Protocol):
 
 @runtime_checkable
 class Constrainable(Protocol):
-    """A backend that acts on the task's ``AnswerFormat``: the thinking switch of its chat
-    template, and constrained decoding of each prompt's answer to its JSON Schema."""
+    """A backend that takes ``Request``s: the thinking switch of its chat template set from
+    ``reasoning`` (whether the prompts ask for a think block first), and constrained
+    decoding of each answer to its request's ``AnswerShape``."""
 
     def generate_constrained(
-        self,
-        prompts: Sequence[ChatMessages],
-        settings: GenerationSettings,
-        answer_format: AnswerFormat,
+        self, requests: Sequence[Request], settings: GenerationSettings, *, reasoning: bool
     ) -> list[Completion]:
-        """As ``Backend.generate``, with the answers shaped by ``answer_format``."""
+        """As ``Backend.generate``, one completion per request, in order."""
         ...
 
 
 class ConstrainableBackend(ABC):
     """Base of the backends written around ``generate_constrained``: ``generate`` is that
-    call with the default answer format (reasoning first, no constraint)."""
+    call with free answers after reasoning."""
 
     def generate(
         self, prompts: Sequence[ChatMessages], settings: GenerationSettings
     ) -> list[Completion]:
-        return self.generate_constrained(prompts, settings, AnswerFormat())
+        return self.generate_constrained([Request(p) for p in prompts], settings, reasoning=True)
 
     @abstractmethod
     def generate_constrained(
-        self,
-        prompts: Sequence[ChatMessages],
-        settings: GenerationSettings,
-        answer_format: AnswerFormat,
+        self, requests: Sequence[Request], settings: GenerationSettings, *, reasoning: bool
     ) -> list[Completion]: ...
 
 
@@ -353,22 +328,23 @@ class GuardsSavedSettings(Protocol):
 
 def generate(
     backend: Backend,
-    prompts: Sequence[ChatMessages],
+    requests: Sequence[Request],
     settings: GenerationSettings,
-    answer_format: AnswerFormat,
+    *,
+    reasoning: bool = True,
 ) -> list[Completion]:
-    """Call ``backend`` with the answer format when it can act on it, plainly otherwise, and
-    check that it returned one well-formed completion per prompt."""
-    if not prompts:
+    """Call ``backend`` with the requests when it can act on them, with their messages
+    otherwise, and check that it returned one well-formed completion per request."""
+    if not requests:
         return []
     if isinstance(backend, Constrainable):
-        completions = backend.generate_constrained(prompts, settings, answer_format)
+        completions = backend.generate_constrained(requests, settings, reasoning=reasoning)
     else:
-        completions = backend.generate(prompts, settings)
-    if len(completions) != len(prompts):
+        completions = backend.generate([r.messages for r in requests], settings)
+    if len(completions) != len(requests):
         raise RuntimeError(
             f"backend {type(backend).__name__} returned {len(completions)} completions "
-            f"for {len(prompts)} prompts"
+            f"for {len(requests)} prompts"
         )
     for index, completion in enumerate(completions):
         if problem := completion_problem(completion):

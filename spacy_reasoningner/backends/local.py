@@ -3,8 +3,8 @@ time, an identity for caches, chat-template rendering with the thinking switch, 
 and constrained answers.
 
 Constrained answers: the reasoning stays free; only the JSON answer is constrained, to the
-JSON Schema the task gives each prompt (``AnswerFormat.schemas``), or to its narrower grammar
-(``AnswerFormat.grammars``: grounded answers), so it always parses. Two
+JSON Schema the task gives each request (``AnswerShape.schema``), or to its narrower grammar
+(``AnswerShape.grammar``: grounded answers), so it always parses. Two
 passes: the model reasons until ``</think>`` (or its end of sequence; a chain cut by the
 budget is closed too, so every prompt gets an answer), then the answer is generated under the
 constraint after the closed think block. Without reasoning only the second pass runs.
@@ -33,10 +33,10 @@ from ..protocol import (
 from ..trust import SavedPipeline, check_remote_code
 from .base import (
     AnswerConstraint,
-    AnswerFormat,
     Completion,
     ConstrainableBackend,
     GenerationSettings,
+    Request,
 )
 from .structured import AnswerOptions, structured_enabled
 from .two_pass import answer_settings, joined, reasoning_settings, think_head, thought
@@ -191,17 +191,15 @@ class LocalBackend(ConstrainableBackend):
         )
 
     def generate_constrained(
-        self,
-        prompts: Sequence[ChatMessages],
-        settings: GenerationSettings,
-        answer_format: AnswerFormat,
+        self, requests: Sequence[Request], settings: GenerationSettings, *, reasoning: bool
     ) -> list[Completion]:
-        """Free completions, or two passes for the prompts whose answer has a constraint
-        when ``structured_output`` is on."""
-        reasoning = answer_format.reasoning
-        texts = [self.render(p, settings, reasoning=reasoning) for p in prompts]
+        """Free completions, or two passes for the requests whose answer has a shape when
+        ``structured_output`` is on."""
+        texts = [self.render(r.messages, settings, reasoning=reasoning) for r in requests]
         constrained = self.constrained
-        schemas = [answer_format.constraint(i) if constrained else None for i in range(len(texts))]
+        schemas = [
+            r.answer.constraint if constrained and r.answer is not None else None for r in requests
+        ]
         completions: list[Completion | None] = [None] * len(texts)
         free = [i for i, schema in enumerate(schemas) if schema is None]
         if free:

@@ -21,7 +21,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,11 +41,12 @@ from ..protocol import (
 from ..registry import register_backend
 from ..trust import SavedPipeline, key_destination_problem
 from .base import (
-    AnswerFormat,
+    AnswerShape,
     BackendError,
     Completion,
     ConstrainableBackend,
     GenerationSettings,
+    Request,
 )
 from .http import (
     DEADLINE,
@@ -253,38 +254,32 @@ class OpenAIBackend(ConstrainableBackend):
             return self._client
 
     def generate_constrained(
-        self,
-        prompts: Sequence[ChatMessages],
-        settings: GenerationSettings,
-        answer_format: AnswerFormat,
+        self, requests: Sequence[Request], settings: GenerationSettings, *, reasoning: bool
     ) -> list[Completion]:
         """All completions of the batch, or a ``BackendError`` carrying the ones that finished.
         Without reasoning the server's chat template gets ``enable_thinking=False``."""
         results: dict[int, Completion] = {}
-        reasoning = answer_format.reasoning
         template = template_kwargs(settings.chat_template_kwargs, reasoning=reasoning)
-        constrained = bool(answer_format.schemas) and self.constrained
-        constraints = [
-            (answer_format.schema(i), answer_format.grammar(i)) if constrained else (None, None)
-            for i in range(len(prompts))
-        ]
+        # Asked only when an answer has a shape: "auto" may ask the server for the model size.
+        constrained = any(r.answer is not None for r in requests) and self.constrained
         failed = threading.Event()
 
-        def complete(i: int, prompt: ChatMessages) -> Completion | None:
+        def complete(i: int, request: Request) -> Completion | None:
             if failed.is_set():  # the batch failed: send no new request (None: not sent)
                 return None
+            answer = request.answer if constrained else None
             try:
                 return self._complete(
-                    prompt, settings.at_position(i), template, *constraints[i], reasoning
+                    request.messages, settings.at_position(i), template, answer, reasoning
                 )
             except BaseException:
                 failed.set()
                 raise
 
         with ThreadPoolExecutor(
-            max_workers=min(self.options.max_concurrency, max(len(prompts), 1))
+            max_workers=min(self.options.max_concurrency, max(len(requests), 1))
         ) as pool:
-            futures = {pool.submit(complete, i, prompt): i for i, prompt in enumerate(prompts)}
+            futures = {pool.submit(complete, i, r): i for i, r in enumerate(requests)}
             done, pending = wait(futures, return_when=FIRST_EXCEPTION)
             failure = next((f.exception() for f in done if f.exception()), None)
             if failure is not None:
@@ -302,25 +297,23 @@ class OpenAIBackend(ConstrainableBackend):
             raise BackendError(
                 f"request to {self.options.base_url} failed: {message}", completed=results
             )
-        return [results[i] for i in range(len(prompts))]
+        return [results[i] for i in range(len(requests))]
 
     def _complete(
         self,
         messages: ChatMessages,
         settings: GenerationSettings,
         template: dict[str, Any],
-        schema: Mapping[str, Any] | None,
-        grammar: str | None,
+        answer: AnswerShape | None,
         reasoning: bool,
     ) -> Completion:
-        """One prompt's completion, timed; constrained to ``schema`` (or ``grammar``, for the
-        ladder's grammar rung) when there is one and the server takes a way to send it."""
+        """One prompt's completion, timed; constrained to ``answer`` (its schema, or its
+        grammar for the ladder's grammar rung) when there is one and the server takes a way
+        to send it."""
         started = time.perf_counter()
         completion = None
-        if schema is not None and self.constrained:
-            completion = self._complete_constrained(
-                messages, settings, template, schema, grammar, reasoning
-            )
+        if answer is not None and self.constrained:
+            completion = self._complete_constrained(messages, settings, template, answer, reasoning)
         if completion is None:
             completion = self._request(self._body(messages, settings, template))
         return replace(completion, seconds=time.perf_counter() - started)
@@ -330,8 +323,7 @@ class OpenAIBackend(ConstrainableBackend):
         messages: ChatMessages,
         settings: GenerationSettings,
         template: dict[str, Any],
-        schema: Mapping[str, Any],
-        grammar: str | None,
+        shape: AnswerShape,
         reasoning: bool,
     ) -> Completion | None:
         """Free reasoning up to ``</think>`` (when asked for), then the answer under the
@@ -351,7 +343,7 @@ class OpenAIBackend(ConstrainableBackend):
         while (rung := self._rung) < len(CONSTRAINT_LADDER):
             way, field = CONSTRAINT_LADDER[rung]
             try:
-                completion = self._request(_constrain(body, way, schema, grammar), field)
+                completion = self._request(_constrain(body, way, shape), field)
             except RequestRefused as refusal:
                 self._step_down(rung, str(refusal))
                 continue
@@ -396,13 +388,13 @@ class OpenAIBackend(ConstrainableBackend):
         an "auto" model, or the server's refusals). For ``spacy-reasoningner info``."""
         if not self.constrained:
             return None
-        schema = answer_json_schema(Schema.from_config(["thing"]))
+        shape = AnswerShape(answer_json_schema(Schema.from_config(["thing"])))
         answer = GenerationSettings(max_new_tokens=8)
         body = self._body([{"role": "user", "content": "Answer {}."}], answer, {})
         while (rung := self._rung) < len(CONSTRAINT_LADDER):
             way, field = CONSTRAINT_LADDER[rung]
             try:
-                self._request(_constrain(body, way, schema, None), field)
+                self._request(_constrain(body, way, shape), field)
             except RequestRefused as refusal:
                 self._step_down(rung, str(refusal))
                 continue
@@ -620,16 +612,16 @@ class RequestRefused(BackendError):
     """The server answered a request with a status that retrying cannot change (4xx)."""
 
 
-def _constrain(
-    body: dict[str, Any], way: str, schema: Mapping[str, Any], grammar: str | None
-) -> dict[str, Any]:
+def _constrain(body: dict[str, Any], way: str, shape: AnswerShape) -> dict[str, Any]:
     """``body`` with the answer constraint sent ``way`` (a name of ``CONSTRAINT_LADDER``):
-    the schema, or for a grammar the one given (grounded answers) or the schema's."""
+    the schema, or for a grammar the shape's (grounded answers) or the schema's."""
+    schema = dict(shape.schema)
     if way == "json_schema":
-        json_schema = {"name": "entities", "schema": dict(schema), "strict": True}
+        json_schema = {"name": "entities", "schema": schema, "strict": True}
         return {**body, "response_format": {"type": "json_schema", "json_schema": json_schema}}
     if way == "json_object":
-        return {**body, "response_format": {"type": "json_object", "schema": dict(schema)}}
+        return {**body, "response_format": {"type": "json_object", "schema": schema}}
+    grammar = shape.grammar
     return {**body, "grammar": grammar if grammar is not None else schema_answer_grammar(schema)}
 
 
