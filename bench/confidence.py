@@ -1,6 +1,6 @@
 """What sampling k completions per window and voting buys: F1, time, calibration.
 
-The bundled default model (bundled:smollm2-135m-ner) on the vLLM backend in process (answers
+The default model on the vLLM backend in process (answers
 constrained, as by default for small models) annotates dev sentences of each dataset with
 ``samples`` = k. Rows: greedy decoding (the default, k = 1), then k = 1, 3, 5 sampled at
 ``--temperature``, entities kept when at least half of the samples name them (``threshold``

@@ -1,5 +1,5 @@
-"""Seconds per sentence and generated tokens per second of the default backend (the bundled
-SmolLM2-135M-Instruct on CPU), with reasoning on and off.
+"""Seconds per sentence and generated tokens per second of the default backend (the default
+model on CPU), with reasoning on and off.
 
 Sentences go one at a time (``nlp(text)``), so a figure is the latency of one sentence,
 prompt processing included. Generated tokens are counted by the backend
@@ -131,7 +131,7 @@ def main() -> None:
     print(
         "s/sent: wall seconds per sentence; tok/s: generated tokens / generation wall time "
         "(prompt processing included); cut: completions that hit max_new_tokens; F1: grounded "
-        "string-level micro-F1 over doc.ents (ours, for context only, a 135M model)"
+        "string-level micro-F1 over doc.ents (ours, for context only)"
     )
 
 

@@ -5,7 +5,7 @@ Prints min / median over ``--repeats`` runs of each measurement, for each precis
 * ``kernels``: one 2048x576 by 576x1536 matrix product (a SmolLM2 MLP projection of a batch),
   and which oneDNN kernel family ran it (``ONEDNN_VERBOSE=1`` in a child process: ``avx512_core_amx``
   means AMX tiles, ``avx512_core_bf16`` the AVX-512 BF16 dot products);
-* ``inference``: the default model (``bundled:smollm2-135m-ner``) through transformers:
+* ``inference``: the 135M bundled model (``bundled:smollm2-135m-ner``) through transformers:
   prefill tokens/s (one forward pass over a batch of prompts) and decode tokens/s (greedy
   ``generate`` of a fixed number of tokens), for one prompt and a batch of 8; the share of
   greedy completions identical to float32's;

@@ -1,7 +1,8 @@
 """How far the default pipeline is from what this CPU can do: a roofline per document.
 
 Measures the machine (the matrix-product rate of the dtype each backend computes in, and
-memory bandwidth), then runs the default pipeline (``bundled:smollm2-135m-ner``, nothing
+memory bandwidth), then runs the default pipeline (``--model``: the default model unless
+given; the throughput issue's targets are for ``bundled:smollm2-135m-ner``, nothing else
 configured) on the first ``--sentences`` dev sentences of each of ``--datasets`` (CoNLL-2003
 by default) with their label names, one at a time and in one batch, with the transformers
 backend (and with ``--vllm`` the in-process vLLM engine too), and counts the tokens it
@@ -25,6 +26,7 @@ token is read once (the shared prefix once per run, the reasoning not read again
 answer pass), the measured rate, and measured / limit.
 
     python bench/roofline.py [--sentences 10] [--datasets conll2003 crossner_music] [--vllm]
+        [--model bundled:smollm2-135m-ner]
 """
 
 from __future__ import annotations
@@ -38,13 +40,8 @@ import spacy
 import torch
 from _common import data_argument, load_dataset
 
-from spacy_reasoningner.backends.transformers import TransformersBackend
-from spacy_reasoningner.models import (
-    DEFAULT_MODEL,
-    ModelSource,
-    bundled_model_folder,
-    parameter_count,
-)
+from spacy_reasoningner.backends.transformers import TransformersBackend, TransformersOptions
+from spacy_reasoningner.models import DEFAULT_MODEL, parameter_count, resolve_model
 
 
 def matmul_rate(dtype: torch.dtype, size: tuple[int, int, int] = (2048, 1024, 1024)) -> float:
@@ -159,13 +156,15 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=10)
     parser.add_argument("--datasets", nargs="+", default=["conll2003"], help="dev sets")
     parser.add_argument("--vllm", action="store_true", help="also the in-process vLLM engine")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="a model reference")
     args = parser.parse_args()
 
-    folder = bundled_model_folder(DEFAULT_MODEL.removeprefix("bundled:"))
-    params = parameter_count(ModelSource(str(folder)))
-    modes = [("transformers", {"@reasoning_ner_backends": "reasoning_ner.Transformers.v1"})]
+    params = parameter_count(resolve_model(args.model))
+    transformers = {"@reasoning_ner_backends": "reasoning_ner.Transformers.v1"}
+    modes = [("transformers", {**transformers, "model": args.model})]
     if args.vllm:
         vllm = {"@reasoning_ner_backends": "reasoning_ner.VLLM.v1", "max_model_len": 2048}
+        vllm["model"] = args.model
         modes.append(("vllm", vllm))
 
     rows = []
@@ -186,7 +185,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")  # fmt: skip
     rates = ", ".join(f"{str(d).removeprefix('torch.')} {f / 1e9:.0f}" for d, f in flops.items())
     print(f"matmul GFLOP/s: {rates}; copy bandwidth {bytes_per_s / 1e9:.1f} GB/s; "
-          f"{DEFAULT_MODEL}: {params / 1e6:.0f}M parameters")  # fmt: skip
+          f"{args.model}: {params / 1e6:.0f}M parameters")  # fmt: skip
     print(f"the first {args.sentences} dev sentences of each set, its label names, reasoning on, "
           "greedy, nothing else configured")  # fmt: skip
     print(f"{'dataset':<16}{'backend':<14}{'mode':<10}{'dtype':<10}{'read/doc':>9}{'computed':>9}{'wrote/doc':>10}{'prompt':>8}{'shared':>8}"
@@ -199,7 +198,7 @@ def main() -> None:
         dtype = str(r["dtype"]).removeprefix("torch.")
         print(f"{dataset:<16}{name:<14}{'batched' if batched else 'single':<10}{dtype:<10}{r['read']:>9.0f}{r['computed']:>9.0f}{r['written']:>10.0f}"
               f"{r['prompt']:>8.0f}{r['shared']:>8}{now:>11.2f}{once:>11.2f}{rate:>10.2f}{rate / now:>9.0%}")  # fmt: skip
-    backend = TransformersBackend()
+    backend = TransformersBackend(TransformersOptions(model=args.model))
     backend.load()
     weight_bytes = params * backend.model.dtype.itemsize
     flops_model = flops.get(backend.model.dtype) or matmul_rate(backend.model.dtype)

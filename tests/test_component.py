@@ -17,6 +17,7 @@ from spacy.training import Example
 
 from spacy_reasoningner.backends import Completion, GenerationSettings
 from spacy_reasoningner.grounded import grounded_answer_grammar
+from spacy_reasoningner.models import DEFAULT_MODEL
 from spacy_reasoningner.protocol import render_completion
 from spacy_reasoningner.settings import ComponentSettings
 from spacy_reasoningner.task import NERTask
@@ -632,7 +633,7 @@ def test_usage_names_the_model_as_configured_not_its_cache_folder():
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("reasoning_ner", config={"labels": ["person"]})
     # The default: a bundled model, resolved to a cache folder when it loads.
-    assert pipe.backend_name == "transformers:bundled:smollm2-135m-ner"
+    assert pipe.backend_name == f"transformers:{DEFAULT_MODEL}"
 
 
 def test_extensions_keep_lists_after_a_docbin_round_trip():
