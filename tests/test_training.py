@@ -713,6 +713,25 @@ def test_sft_of_smollm2_lowers_the_held_back_loss(bundled_model_dir: Path, tmp_p
 # --------------------------------------------------------------------------- export
 
 
+def test_provenance_says_a_resumed_stage_was_timed_for_its_last_steps(tmp_path: Path) -> None:
+    from training.export_adapter import stage_lines
+
+    history = [{"step": 1, "loss": 0.9}, {"step": 360, "loss": 0.1, "eval_loss": 0.16}]
+    summary = {"train_runtime": 2807.0, "train_steps_per_second": 0.053}
+    (tmp_path / "trainer_state.json").write_text(
+        json.dumps({"global_step": 360, "log_history": [*history, summary]})
+    )
+    assert stage_lines("sft", tmp_path) == [
+        "- sft: 360 steps; 2807 s for the last 149 (resumed from a checkpoint); "
+        "train loss 0.900 -> 0.100; held-back loss 0.160"
+    ]
+    summary["train_steps_per_second"] = 360 / 2807
+    (tmp_path / "trainer_state.json").write_text(
+        json.dumps({"global_step": 360, "log_history": [*history, summary]})
+    )
+    assert "; 2807 s; " in stage_lines("sft", tmp_path)[0]
+
+
 @needs_conll
 def test_exported_adapter_equals_sft_then_grpo(tiny_model_dir: Path, tmp_path: Path) -> None:
     """SFT's LoRA over the base, then GRPO's over the merged SFT model (other rank, rsLoRA,

@@ -454,10 +454,9 @@ def stage_lines(stage: str, folder: Path) -> list[str]:
     losses = [entry["loss"] for entry in history if "loss" in entry]
     evals = [entry["eval_loss"] for entry in history if "eval_loss" in entry]
     rewards = [entry["reward"] for entry in history if "reward" in entry]
-    seconds = next((e["train_runtime"] for e in history if "train_runtime" in e), None)
-    parts = [f"{state.get('global_step', 0)} steps"]
-    if seconds:
-        parts.append(f"{seconds:.0f} s")
+    steps = state.get("global_step", 0)
+    parts = [f"{steps} steps"]
+    parts.extend(run_time(history, steps))
     if losses:
         parts.append(f"train loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     if evals:
@@ -465,6 +464,19 @@ def stage_lines(stage: str, folder: Path) -> list[str]:
     if rewards:
         parts.append(f"mean reward per step {', '.join(f'{v:.2f}' for v in rewards)}")
     return [f"- {stage}: {'; '.join(parts)}"]
+
+
+def run_time(history: list[dict[str, Any]], steps: int) -> list[str]:
+    """The trainer's run time, said to be the last session's when the stage resumed from a
+    checkpoint (the trainer times only the steps it ran since)."""
+    summary = next((e for e in history if "train_runtime" in e), None)
+    if not summary or not summary["train_runtime"]:
+        return []
+    seconds = summary["train_runtime"]
+    ran = round(seconds * summary.get("train_steps_per_second", 0))
+    if 0 < ran < steps:
+        return [f"{seconds:.0f} s for the last {ran} (resumed from a checkpoint)"]
+    return [f"{seconds:.0f} s"]
 
 
 def evaluation_lines(results_path: Path) -> list[str]:
